@@ -1,0 +1,16 @@
+"""`fhir-adapter trials` (under construction)."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("trials", help="(under construction)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise UsageError("'trials' is not built yet")

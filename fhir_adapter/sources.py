@@ -1,0 +1,112 @@
+"""Reading and writing FHIR JSON files: single resources, Bundles, NDJSON, directories of them, stdin.
+
+Every resource comes with its location (`file:line` for NDJSON, `file#entry[i]` for a Bundle), so a
+finding can name where it came from. Malformed JSON is an `InputError` naming file, line and column.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+SUFFIXES = (".json", ".ndjson")
+
+
+class InputError(ValueError):
+    """Input that cannot be read as FHIR JSON; the message names the file, line and column."""
+
+
+def _decode(text: str, where: str, line_offset: int = 0) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = exc.lineno + line_offset
+        raise InputError(f"{where}:{line}:{exc.colno}: malformed JSON: {exc.msg}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse one JSON file, with file, line and column in the error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    return _decode(text, str(path))
+
+
+def files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Expand directories to the .json and .ndjson files under them, in a stable order."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
+        elif p.exists() or str(p) == "-":
+            yield p
+        else:
+            raise InputError(f"{p}: no such file or directory")
+
+
+def _from_document(document: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if not isinstance(document, dict) or "resourceType" not in document:
+        raise InputError(f"{where}: not a FHIR resource (no resourceType)")
+    if document["resourceType"] == "Bundle" and isinstance(document.get("entry"), list):
+        yield where, document
+        for i, item in enumerate(document["entry"]):
+            resource = item.get("resource") if isinstance(item, dict) else None
+            if isinstance(resource, dict):
+                yield f"{where}#entry[{i}]", resource
+    else:
+        yield where, document
+
+
+def _ndjson(stream: TextIO, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            resource = _decode(line, where, number - 1)
+            if not isinstance(resource, dict) or "resourceType" not in resource:
+                raise InputError(f"{where}:{number}: not a FHIR resource (no resourceType)")
+            yield f"{where}:{number}", resource
+
+
+def documents(paths: Iterable[str | Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each top-level JSON object: a whole Bundle once, each NDJSON line once."""
+    for path in files(paths):
+        if str(path) == "-":
+            text = sys.stdin.read()
+            try:  # one JSON document, or else NDJSON
+                yield "<stdin>", json.loads(text)
+            except json.JSONDecodeError:
+                yield from _ndjson(iter(text.splitlines(keepends=True)), "<stdin>")
+        elif path.suffix == ".ndjson":
+            with path.open(encoding="utf-8") as stream:
+                yield from _ndjson(stream, str(path))
+        else:
+            yield str(path), read_json(path)
+
+
+def resources(paths: Iterable[str | Path], *, bundles: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every resource with its location; a Bundle's entries are unpacked (and the Bundle too if `bundles`)."""
+    for where, document in documents(paths):
+        for location, resource in _from_document(document, where):
+            if resource is document and resource.get("resourceType") == "Bundle" and not bundles:
+                continue
+            yield location, resource
+
+
+def write_ndjson(path: str | Path, items: Iterable[dict[str, Any]]) -> int:
+    """Write resources one per line; returns how many."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as out:
+        for item in items:
+            out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+            out.write("\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | Path, document: Any) -> None:
+    """Write one JSON document, indented for people, with a final newline."""
+    Path(path).write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

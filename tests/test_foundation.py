@@ -1,0 +1,111 @@
+"""The shared foundation: ids, rendering, terminology, bundles, file reading."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import pytest
+
+from fhir_adapter import bundle, ids, render, sources, terminology
+
+
+def test_ids_are_deterministic_and_distinguish_each_part():
+    a = ids.resource_id("Patient", "urn:mrn", "1")
+    assert a == ids.resource_id("Patient", "urn:mrn", "1")
+    assert uuid.UUID(a).version == 5
+    others = {ids.resource_id("Observation", "urn:mrn", "1"), ids.resource_id("Patient", "urn:x", "1"),
+              ids.resource_id("Patient", "urn:mrn", "2")}
+    assert a not in others and len(others) == 3
+
+
+def test_ids_refuse_missing_parts():
+    with pytest.raises(ValueError, match="needs a type, a system and a value"):
+        ids.resource_id("Patient", "urn:mrn", "")
+
+
+def test_prune_drops_only_empty_elements():
+    assert render.prune({"a": [None, {"b": ""}], "c": 0, "d": False, "e": {"f": []}, "g": "x"}) == {
+        "c": 0, "d": False, "g": "x"}
+
+
+def test_json_filter_escapes_text_and_renders_dates():
+    import datetime as dt
+    text = 'He said "stop"\n\\ <b>'
+    assert json.loads(render.to_json(text)) == text
+    assert render.to_json(dt.date(2024, 2, 29)) == '"2024-02-29"'
+    with pytest.raises(TypeError, match="cannot render"):
+        render.to_json(object())
+
+
+def test_unsupported_fhir_version_is_named():
+    with pytest.raises(ValueError, match="unsupported FHIR version 'R3'"):
+        render.check_version("R3")
+
+
+def test_terminology_valuesets_name_known_concepts_and_codes_resolve():
+    data = terminology.load()
+    for name, members in data.valuesets.items():
+        assert members, name
+    # every code emitted for a concept indexes back to a concept that recognises it
+    for concept in data.concepts.values():
+        for coding in concept.codings:
+            found = terminology.concept_of(coding["system"], coding["code"])
+            assert (coding["system"], coding["code"]) in terminology.concept(found).recognised
+
+
+def test_terminology_reads_old_atc_and_new_icd10cm_codes():
+    atc = terminology.system("atc")
+    assert terminology.concept_of(atc, "L04AA23") == "natalizumab"
+    assert terminology.concept_of(atc, "L04AG03") == "natalizumab"
+    assert terminology.concept_of(terminology.system("icd10cm"), "G35.C1") == "spms"
+    assert (atc, "L04AA27") in terminology.recognised_codes("immunosuppressants")
+
+
+def test_unknown_concept_says_where_to_add_it():
+    with pytest.raises(KeyError, match="terminology.yaml"):
+        terminology.codings("no-such-concept")
+
+
+def test_transaction_puts_each_resource_at_its_id():
+    b = bundle.transaction([{"resourceType": "Patient", "id": "a"}, {"resourceType": "Condition", "id": "b"}])
+    assert [e["request"]["url"] for e in b["entry"]] == ["Patient/a", "Condition/b"]
+    assert all(e["fullUrl"] == f"urn:uuid:{e['resource']['id']}" for e in b["entry"])
+    with pytest.raises(ValueError, match="without an id"):
+        bundle.entry({"resourceType": "Patient"})
+
+
+def test_chunks():
+    assert list(bundle.chunks(range(5), 2)) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError):
+        list(bundle.chunks([], 0))
+
+
+def test_sources_read_ndjson_bundles_and_directories(tmp_path):
+    sources.write_ndjson(tmp_path / "Patient.ndjson", [{"resourceType": "Patient", "id": "1"},
+                                                       {"resourceType": "Patient", "id": "2"}])
+    sources.write_json(tmp_path / "b.json", bundle.transaction([{"resourceType": "Group", "id": "g"}]))
+    found = list(sources.resources([tmp_path]))
+    assert [(loc.rsplit("/", 1)[-1], r["id"]) for loc, r in found] == [
+        ("Patient.ndjson:1", "1"), ("Patient.ndjson:2", "2"), ("b.json#entry[0]", "g")]
+    with_bundles = list(sources.resources([tmp_path / "b.json"], bundles=True))
+    assert [r["resourceType"] for _, r in with_bundles] == ["Bundle", "Group"]
+
+
+def test_sources_name_file_line_and_column_of_malformed_json(tmp_path):
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"resourceType": "Patient"}\n{"resourceType": "Patient",, }\n', encoding="utf-8")
+    with pytest.raises(sources.InputError, match=r"bad.ndjson:2:28: malformed JSON"):
+        list(sources.resources([bad]))
+    missing = tmp_path / "nope.json"
+    with pytest.raises(sources.InputError, match="no such file"):
+        list(sources.resources([missing]))
+
+
+def test_sources_read_stdin_as_json_or_ndjson(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"resourceType":"Patient","id":"a"}\n'
+                                                 '{"resourceType":"Patient","id":"b"}\n'))
+    assert [r["id"] for _, r in sources.resources(["-"])] == ["a", "b"]
+    monkeypatch.setattr("sys.stdin", io.StringIO('{\n "resourceType": "Patient",\n "id": "c"\n}\n'))
+    assert [r["id"] for _, r in sources.resources(["-"])] == ["c"]
