@@ -1,0 +1,537 @@
+"""Patient data for screening: FHIR resources reduced, once, to what the MS facts need, indexed per patient.
+
+Each relevant resource becomes one small tuple in its patient's `PatientData` (dates as day ordinals,
+values as floats, a `Type/id` reference kept as evidence). Everything else in the resource is dropped here,
+so the facts never walk FHIR JSON again. What real EHRs send is accepted:
+
+- relapses as Observation or Condition (SNOMED 192929006), with severity from `Condition.severity`,
+  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe);
+- MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM (the most specific coding wins);
+- therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm or
+  ATC (old and new codes; `medicationReference` to a Medication, contained or not; the drug name in the
+  text or display as a last resort);
+- EDSS as valueQuantity, valueDecimal, valueInteger or a numeric valueString; lesion counts as valueInteger
+  or valueQuantity; labs by any LOINC code `mappings/terminology.yaml` accepts for the concept.
+
+A resource that is relevant but unusable (an EDSS without a date or with a score of 11) is not silently
+dropped: it becomes a `Problem` naming where it came from.
+
+>>> p = index_resources([{"resourceType": "Patient", "id": "p1", "birthDate": "1990-05-02", "gender": "female"},
+...     {"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
+...      "code": {"coding": [{"system": "http://snomed.info/sct", "code": "273554001"}]},
+...      "effectiveDateTime": "2024-03-02", "valueQuantity": {"value": 3.5}}]).patients["p1"]
+>>> p.gender, p.edss
+('female', [(738947, 3.5, 'Observation/o1')])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import terminology
+
+#: Day ordinals (`datetime.date.toordinal`) stand for dates throughout screening.
+Day = int
+
+#: Exposure end for a therapy still going on; and for one that ended on a day nobody recorded.
+ONGOING: Day = 10**7
+END_UNKNOWN: Day = -1
+
+LAB_CONCEPTS = frozenset({"egfr", "platelets", "white-cells", "hiv", "hbsag", "hcv", "syphilis", "htlv",
+                          "pregnancy-test", "csf-oligoclonal-bands"})
+SEVERITY_RANK = {"mild": 1, "moderate": 2, "severe": 3}
+SUBTYPES = ("rrms", "spms", "ppms")
+
+# Cell counts arrive as 10*9/L or its equals, or per microlitre; facts compare in 10*9/L.
+_COUNT_FACTORS = {"10*9/l": 1.0, "10^9/l": 1.0, "10*3/ul": 1.0, "10^3/ul": 1.0, "k/ul": 1.0, "10*3/mm3": 1.0,
+                  "/ul": 0.001, "/mm3": 0.001, "/nl": 1.0, "gpt/l": 1.0, "g/l": 1.0}
+_QUALITATIVE_WORDS = {"positive": True, "pos": True, "detected": True, "reactive": True, "present": True,
+                      "yes": True, "negative": False, "neg": False, "not detected": False, "non-reactive": False,
+                      "nonreactive": False, "absent": False, "no": False, "undetected": False}
+_SKIPPED_STATUS = {"entered-in-error", "cancelled", "not-done", "not-taken", "refuted", "preliminary-error",
+                   "draft", "unknown-error"}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A relevant resource that could not be used, and why; `where` is `file:line` or `Type/id`."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass(slots=True)
+class Condition:
+    """A recorded condition: its concepts, onset (earliest, latest possible day), recorded day, status."""
+
+    concepts: frozenset[str]
+    onset: tuple[Day, Day] | None
+    recorded: Day | None
+    abated: Day | None
+    active: bool
+    ref: str
+
+
+@dataclass(slots=True)
+class Exposure:
+    """A therapy taken from `start` to `end` (ONGOING, END_UNKNOWN or a day)."""
+
+    concepts: frozenset[str]
+    start: Day | None
+    end: Day
+    ref: str
+
+
+@dataclass(slots=True)
+class PatientData:
+    """One patient's facts-ready data; lists of (day, value, reference) are kept sorted by day."""
+
+    id: str
+    birth: tuple[Day, Day] | None = None        # earliest and latest possible birth day
+    birth_text: str | None = None
+    gender: str | None = None
+    deceased: bool = False
+    seen: bool = False                          # a Patient resource was read (not only references to it)
+    conditions: list[Condition] = field(default_factory=list)
+    relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
+    edss: list[tuple[Day, float, str]] = field(default_factory=list)
+    gd_lesions: list[tuple[Day, float, str]] = field(default_factory=list)
+    t2_lesions: list[tuple[Day, float, str]] = field(default_factory=list)
+    labs: dict[str, list[tuple[Day, Any, str]]] = field(default_factory=dict)  # value: float, bool or None
+    pregnancy: list[tuple[Day, bool, str]] = field(default_factory=list)
+    lactation: list[tuple[Day, bool, str]] = field(default_factory=list)
+    exposures: list[Exposure] = field(default_factory=list)
+    medication_records: int = 0                 # therapy resources read, recognised or not
+    observations: int = 0
+
+    @property
+    def reference(self) -> str:
+        return f"Patient/{self.id}"
+
+    def sort(self) -> None:
+        """Order every dated list by day (facts rely on it)."""
+        for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
+                      *self.labs.values()):
+            items.sort(key=_first)
+
+
+def _first(item: tuple) -> Any:
+    return item[0]
+
+
+# --------------------------------------------------------------------------------------------- dates
+
+def day(text: Any) -> Day | None:
+    """The day of a FHIR date or dateTime (`2024-03-02`, `2024-03-02T10:00:00+01:00`); None if not a full date.
+
+    >>> day("2024-03-02T23:30:00Z") - day("2024-03-01")
+    1
+    """
+    if not isinstance(text, str) or len(text) < 10:
+        return None
+    try:
+        return dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10])).toordinal()
+    except ValueError:
+        return None
+
+
+def day_range(text: Any) -> tuple[Day, Day] | None:
+    """Earliest and latest day a FHIR date may mean: `2015` spans the whole year.
+
+    >>> [dt.date.fromordinal(d).isoformat() for d in day_range("2015-02")]
+    ['2015-02-01', '2015-02-28']
+    """
+    if not isinstance(text, str):
+        return None
+    exact = day(text)
+    if exact is not None:
+        return exact, exact
+    try:
+        if len(text) == 7 and text[4] == "-":
+            year, month = int(text[:4]), int(text[5:7])
+            first = dt.date(year, month, 1)
+            last = dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)
+            return first.toordinal(), last.toordinal()
+        if len(text) == 4:
+            year = int(text)
+            return dt.date(year, 1, 1).toordinal(), dt.date(year, 12, 31).toordinal()
+    except ValueError:
+        return None
+    return None
+
+
+def _effective(resource: dict[str, Any], *names: str) -> Day | None:
+    for name in names:
+        value = resource.get(name)
+        found = day(value.get("start")) or day(value.get("end")) if isinstance(value, dict) else day(value)
+        if found is not None:
+            return found
+    return None
+
+
+# --------------------------------------------------------------------------------------------- codes
+
+_INDEX = terminology.load().index
+
+
+def concepts_of(codeable: Any) -> frozenset[str]:
+    """The concepts the codings of a CodeableConcept stand for (empty if none is recognised)."""
+    if not isinstance(codeable, dict):
+        return frozenset()
+    found = set()
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, dict):
+            name = _INDEX.get((coding.get("system"), coding.get("code")))
+            if name is not None:
+                found.add(name)
+    return frozenset(found)
+
+
+def _drug_names() -> tuple[re.Pattern[str], dict[str, str]]:
+    drugs = {name for vs in ("disease-modifying-therapies", "corticosteroids") for name in terminology.members(vs)}
+    drugs |= {"fampridine"}
+    names = {}
+    for name in drugs:
+        for coding in terminology.codings(name):
+            names[coding["display"].lower()] = name
+        names[name.replace("-", " ")] = name
+    names["dalfampridine"] = "fampridine"
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"\b({alternatives})\b"), names
+
+
+_DRUG_NAMES, _DRUG_BY_NAME = _drug_names()
+
+
+def drug_concepts(codeable: Any) -> frozenset[str]:
+    """Drug concepts from codes, else from the drug's name in the text or a display (RxNorm products).
+
+    >>> sorted(drug_concepts({"coding": [{"system": "http://www.whocc.no/atc", "code": "L04AA27"}]}))
+    ['fingolimod']
+    >>> sorted(drug_concepts({"text": "Fingolimod 0.5 MG Oral Capsule [Gilenya]"}))
+    ['fingolimod']
+    """
+    found = concepts_of(codeable)
+    if found or not isinstance(codeable, dict):
+        return found
+    texts = [codeable.get("text")] + [c.get("display") for c in codeable.get("coding") or () if isinstance(c, dict)]
+    return frozenset(_DRUG_BY_NAME[m.group(1)]
+                     for t in texts if isinstance(t, str) for m in _DRUG_NAMES.finditer(t.lower()))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _quantity(resource: dict[str, Any]) -> tuple[float | None, str | None]:
+    q = resource.get("valueQuantity")
+    if isinstance(q, dict):
+        return _number(q.get("value")), (q.get("code") or q.get("unit"))
+    for name in ("valueDecimal", "valueInteger", "valueString"):
+        if name in resource:
+            return _number(resource[name]), None
+    return None, None
+
+
+def _qualitative(resource: dict[str, Any]) -> bool | None:
+    """Positive / negative from the value, the interpretation or a word; None when neither is said."""
+    if isinstance(resource.get("valueBoolean"), bool):
+        return resource["valueBoolean"]
+    for source in (resource.get("valueCodeableConcept"), *(resource.get("interpretation") or ())):
+        found = concepts_of(source)
+        if "positive" in found:
+            return True
+        if "negative" in found:
+            return False
+        if isinstance(source, dict):
+            words = [source.get("text")] + [c.get("display") or c.get("code") for c in source.get("coding") or ()
+                                            if isinstance(c, dict)]
+            for word in words:
+                if isinstance(word, str) and word.strip().lower() in _QUALITATIVE_WORDS:
+                    return _QUALITATIVE_WORDS[word.strip().lower()]
+    text = resource.get("valueString")
+    if isinstance(text, str):
+        return _QUALITATIVE_WORDS.get(text.strip().lower())
+    return None
+
+
+def _severity(*sources: Any) -> int | None:
+    for source in sources:
+        found = concepts_of(source) & SEVERITY_RANK.keys()
+        if found:
+            return max(SEVERITY_RANK[s] for s in found)
+        if isinstance(source, dict):
+            for word in [source.get("text")] + [c.get("display") for c in source.get("coding") or ()
+                                                if isinstance(c, dict)]:
+                if isinstance(word, str):
+                    for name, rank in SEVERITY_RANK.items():
+                        if name in word.lower():
+                            return rank
+    return None
+
+
+# --------------------------------------------------------------------------------------------- references
+
+def patient_id(reference: Any) -> str | None:
+    """The Patient id of a reference (`Patient/1`, `https://x/fhir/Patient/1/_history/2`), else None.
+
+    >>> patient_id({"reference": "https://ehr.example/fhir/Patient/42/_history/3"})
+    '42'
+    """
+    if not isinstance(reference, dict):
+        return None
+    text = reference.get("reference")
+    if not isinstance(text, str):
+        return None
+    parts = text.split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "Patient":
+            return parts[i + 1] or None
+    return None
+
+
+def subject_of(resource: dict[str, Any]) -> str | None:
+    """The id of the patient a resource is about (the Patient's own id for a Patient)."""
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id")
+    return patient_id(resource.get("subject")) or patient_id(resource.get("patient"))
+
+
+# --------------------------------------------------------------------------------------------- the index
+
+@dataclass
+class PatientIndex:
+    """Patients by id, the problems met while reading, and counts of what was read."""
+
+    patients: dict[str, PatientData] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    read: int = 0
+    used: int = 0
+    medications: dict[str, frozenset[str]] = field(default_factory=dict)   # Medication id -> drug concepts
+
+    def patient(self, pid: str) -> PatientData:
+        found = self.patients.get(pid)
+        if found is None:
+            found = self.patients[pid] = PatientData(pid)
+        return found
+
+    def add(self, resource: dict[str, Any], where: str = "") -> None:
+        """Reduce one resource into its patient's data (or record a problem)."""
+        self.read += 1
+        rtype = resource.get("resourceType")
+        rid = resource.get("id")
+        if rtype == "Medication":
+            if rid:
+                self.medications[rid] = drug_concepts(resource.get("code"))
+                self.used += 1
+            return
+        handler = _HANDLERS.get(rtype)
+        if handler is None:
+            return
+        ref = f"{rtype}/{rid}" if rid else (where or f"{rtype}/?")
+        pid = subject_of(resource)
+        if not pid:
+            self.problems.append(Problem(where or ref, f"{rtype} without a Patient subject"))
+            return
+        if handler(self, self.patient(pid), resource, ref, where or ref):
+            self.used += 1
+
+    def finish(self) -> PatientIndex:
+        """Resolve medication references and sort each patient's lists; returns self."""
+        for patient in self.patients.values():
+            for exposure in patient.exposures:
+                if exposure.concepts and next(iter(exposure.concepts)).startswith("Medication/"):
+                    mid = next(iter(exposure.concepts))[len("Medication/"):]
+                    exposure.concepts = self.medications.get(mid, frozenset())
+            patient.sort()
+        return self
+
+    def merge(self, other: PatientIndex) -> None:
+        self.patients.update(other.patients)
+        self.problems.extend(other.problems)
+        self.read += other.read
+        self.used += other.used
+        self.medications.update(other.medications)
+
+
+def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
+    p.seen = True
+    p.gender = r.get("gender") if isinstance(r.get("gender"), str) else None
+    p.birth_text = r.get("birthDate") if isinstance(r.get("birthDate"), str) else None
+    p.birth = day_range(p.birth_text)
+    if p.birth_text and p.birth is None:
+        index.problems.append(Problem(where, f"birthDate {p.birth_text!r} is not a FHIR date"))
+    p.deceased = bool(r.get("deceasedBoolean")) or bool(r.get("deceasedDateTime"))
+    return True
+
+
+def _skipped(r: dict[str, Any]) -> bool:
+    if r.get("status") in _SKIPPED_STATUS:
+        return True
+    verification = concepts_of(r.get("verificationStatus"))
+    codes = {c.get("code") for c in (r.get("verificationStatus") or {}).get("coding") or () if isinstance(c, dict)}
+    return bool(codes & {"refuted", "entered-in-error"}) or "refuted" in verification
+
+
+def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
+    concepts = concepts_of(r.get("code"))
+    if not concepts or _skipped(r):
+        return False
+    onset = day_range(r.get("onsetDateTime")) or day_range((r.get("onsetPeriod") or {}).get("start"))
+    recorded = day(r.get("recordedDate"))
+    if "relapse" in concepts:
+        when = (onset or (recorded, recorded))[0]
+        if when is None:
+            index.problems.append(Problem(where, "MS relapse (Condition) without onset or recorded date"))
+            return False
+        p.relapses.append((when, _severity(r.get("severity")), ref))
+    clinical = {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding") or () if isinstance(c, dict)}
+    active = not clinical or bool(clinical & {"active", "recurrence", "relapse"})
+    abated = day(r.get("abatementDateTime")) or day((r.get("abatementPeriod") or {}).get("end"))
+    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref))
+    return True
+
+
+def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
+    concepts = concepts_of(r.get("code"))
+    if not concepts or _skipped(r):
+        return False
+    when = _effective(r, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
+    name = next(iter(concepts)) if len(concepts) == 1 else sorted(concepts)[0]
+    if when is None:
+        index.problems.append(Problem(where, f"{name} Observation without an effective date"))
+        return False
+    p.observations += 1
+    if name == "relapse":
+        components = [c.get("valueCodeableConcept") for c in r.get("component") or () if isinstance(c, dict)]
+        p.relapses.append((when, _severity(r.get("valueCodeableConcept"), *components), ref))
+        return True
+    if name in ("edss", "gd-enhancing-lesion-count", "new-or-enlarging-t2-lesion-count"):
+        value, _unit = _quantity(r)
+        if value is None:
+            index.problems.append(Problem(where, f"{name} Observation without a numeric value"))
+            return False
+        if name == "edss":
+            if not (0 <= value <= 10 and value * 2 == int(value * 2)):
+                index.problems.append(Problem(where, f"EDSS {value:g} is not a score from 0 to 10 in 0.5 steps"))
+                return False
+            p.edss.append((when, value, ref))
+        else:
+            if value < 0 or value != int(value):
+                index.problems.append(Problem(where, f"{name} {value:g} is not a whole number of lesions"))
+                return False
+            (p.gd_lesions if name.startswith("gd") else p.t2_lesions).append((when, value, ref))
+        return True
+    if name in ("pregnancy-status", "breastfeeding-status"):
+        value_concepts = concepts_of(r.get("valueCodeableConcept"))
+        if value_concepts & {"pregnant", "breastfeeding"}:
+            state: bool | None = True
+        elif value_concepts & {"not-pregnant", "negative"}:
+            state = False
+        else:
+            state = _qualitative(r)
+        if state is None:
+            index.problems.append(Problem(where, f"{name} Observation with a value that is not understood"))
+            return False
+        (p.pregnancy if name == "pregnancy-status" else p.lactation).append((when, state, ref))
+        return True
+    if name in LAB_CONCEPTS:
+        if name in ("egfr", "platelets", "white-cells"):
+            value, unit = _quantity(r)
+            if value is not None and unit and name != "egfr":
+                factor = _COUNT_FACTORS.get(unit.replace(" ", "").lower())
+                value = value * factor if factor is not None else None
+                if value is None:
+                    index.problems.append(Problem(where, f"{name} in unit {unit!r}, which screening cannot convert"))
+                    return False
+            if value is None:
+                index.problems.append(Problem(where, f"{name} Observation without a numeric value"))
+                return False
+            result: Any = value
+        else:
+            result = _qualitative(r)   # None: a result that says neither positive nor negative
+        p.labs.setdefault(name, []).append((when, result, ref))
+        if name == "pregnancy-test" and result is not None:
+            p.pregnancy.append((when, result, ref))
+        return True
+    return False
+
+
+def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
+    if _skipped(r):
+        return False
+    p.medication_records += 1
+    concepts = drug_concepts(r.get("medicationCodeableConcept"))
+    if not concepts:
+        target = (r.get("medicationReference") or {}).get("reference")
+        if isinstance(target, str) and target.startswith("#"):
+            for contained in r.get("contained") or ():
+                if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                    concepts = drug_concepts(contained.get("code"))
+        elif isinstance(target, str) and "Medication/" in target:
+            concepts = frozenset({"Medication/" + target.rsplit("Medication/", 1)[1].split("/")[0]})
+    if not concepts:
+        return False
+    rtype = r["resourceType"]
+    status = r.get("status")
+    if rtype == "MedicationRequest":
+        bounds: dict[str, Any] = {}
+        for dosage in r.get("dosageInstruction") or ():
+            bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or bounds
+        validity = (r.get("dispenseRequest") or {}).get("validityPeriod") or {}
+        start = day(bounds.get("start")) or day(validity.get("start")) or day(r.get("authoredOn"))
+        end = day(bounds.get("end")) or day(validity.get("end"))
+    elif rtype == "MedicationAdministration":
+        start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurrenceDateTime")
+        period = r.get("effectivePeriod") or {}
+        end = day(period.get("end")) or start
+    else:
+        period = r.get("effectivePeriod") or {}
+        start = day(period.get("start")) or day(r.get("effectiveDateTime"))
+        end = day(period.get("end"))
+        if end is None and "effectiveDateTime" in r and status not in ("active", "intended", "on-hold"):
+            end = start
+    if start is None and end is None:
+        index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} without any date"))
+        return False
+    if end is None:
+        end = ONGOING if status in ("active", "intended", "on-hold", None) else END_UNKNOWN
+    p.exposures.append(Exposure(concepts, start, end, ref))
+    return True
+
+
+_HANDLERS = {
+    "Patient": _patient,
+    "Condition": _condition,
+    "Observation": _observation,
+    "MedicationStatement": _medication,
+    "MedicationRequest": _medication,
+    "MedicationAdministration": _medication,
+}
+
+
+def index_resources(resources: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]]) -> PatientIndex:
+    """Index resources (or `(where, resource)` pairs from `fhir_adapter.sources`) per patient."""
+    index = PatientIndex()
+    for item in resources:
+        if isinstance(item, tuple):
+            index.add(item[1], item[0])
+        else:
+            index.add(item)
+    return index.finish()

@@ -1,0 +1,529 @@
+"""MS derived facts: the one module that says what each fact of `criteria.FACTS` is for one patient.
+
+Every evaluator takes a patient's `PatientData`, the rule's `subject` and `window`, and the screening
+`Clock`, and returns a `Fact`: a value (a number or the bounds it lies between, a code, true or false), the
+FHIR resources it rests on, and words for people. A value of None means unknown, and then `detail` says what
+is missing. Only data dated on or before the screening date counts, so a screening is reproducible.
+
+Closed or open world, fact by fact (what absence of data means):
+
+- age, sex: from the Patient; unknown without a birth date / gender. A partial birth date (`1990`) gives
+  bounds, and the rule decides only if both ends agree.
+- ms-subtype: the MS course of the most recent (active first) Condition coded with a course (SNOMED, FY2026
+  ICD-10-CM G35.A-C2, ICD-10-GM G35.1-3). Unknown when MS is recorded without its course (ICD-10 G35,
+  G35.D, G35.9). `none` (so any-of rules fail) when the patient has Conditions but no MS at all.
+- disease-duration: whole years (like age) from the earliest MS onset, else from the earliest date the
+  diagnosis was recorded; unknown without either.
+- edss: the latest EDSS (inside the window when given); unknown without one.
+- edss-progression: the latest EDSS in the window against the earliest one before it in the window; met
+  when it rose by 1.0 (latest <= 5.0) or 0.5 (latest >= 5.5). Unknown with fewer than two EDSS in the window.
+- relapse-count: relapses with onset in the window, as Observation or Condition, records less than 30 days
+  apart counting as one relapse; `subject` is a minimum severity (mild, moderate, severe), and a relapse
+  without severity then counts as maybe. Relapses are recorded at MS visits, so the count is closed only when
+  the patient has an MS follow-up record (EDSS, MRI lesion count or relapse) on or after the window start;
+  otherwise it is a lower bound ("at least n").
+- gd-lesion-count, new-t2-lesion-count: the most lesions on one MRI inside the window (the latest MRI
+  without a window); unknown without an MRI there: the MRI may simply not have been done.
+- csf-oligoclonal-bands: the latest CSF result; unknown without one.
+- therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date; no
+  window: ever). Closed world when the patient has any therapy record (a medication list exists); unknown
+  when there is none at all, or when an exposure started before the window and its end was not recorded.
+- condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
+  when the patient has any Condition (a problem list exists); unknown without one.
+- lab-positive, lab-value: the latest result of the test (inside the window when given). Open world:
+  unknown when the test was not done (no HIV test is not a negative HIV test).
+- pregnant: not-met for men; otherwise the latest pregnancy status or test decides: pregnant if positive
+  within 40 weeks, not pregnant if negative within 30 days; unknown otherwise.
+- lactating: not-met for men; otherwise the latest breastfeeding status within 6 months; unknown otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import terminology
+from ..criteria import FACTS, Window
+from .data import END_UNKNOWN, ONGOING, SEVERITY_RANK, SUBTYPES, Day, PatientData
+
+INFINITY = float("inf")
+SUBTYPE_NAMES = {"rrms": "relapsing-remitting MS", "spms": "secondary progressive MS",
+                 "ppms": "primary progressive MS", "none": "no MS diagnosis"}
+LAB_NAMES = {"egfr": "eGFR", "platelets": "platelet count", "white-cells": "white cell count", "hiv": "HIV test",
+             "hbsag": "hepatitis B surface antigen test", "hcv": "hepatitis C test", "syphilis": "syphilis test",
+             "htlv": "HTLV test", "pregnancy-test": "pregnancy test",
+             "csf-oligoclonal-bands": "CSF oligoclonal band test"}
+LAB_UNITS = {"egfr": " mL/min/1.73m2", "platelets": " x10^9/L", "white-cells": " x10^9/L"}
+PREGNANT_FOR = 280          # days a positive pregnancy status or test still counts
+NOT_PREGNANT_FOR = 30       # days a negative one still counts
+LACTATION_FOR = 183
+SAME_RELAPSE = 30           # relapse records closer than this are one relapse
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One fact for one patient. `value` None: unknown, and `detail` says what is missing.
+
+    For numbers, `value` is the lowest and `upper` the highest the fact may be (None: exactly `value`).
+    """
+
+    value: Any
+    evidence: tuple[str, ...] = ()
+    detail: str = ""
+    upper: float | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.value is not None
+
+
+class Clock:
+    """The screening date and the start of each look-back window (computed once per window).
+
+    >>> c = Clock(dt.date(2024, 3, 31))
+    >>> c.date(c.since(Window(1, "mo"))), c.date(c.since(Window(60, "d")))
+    ('2024-02-29', '2024-01-31')
+    """
+
+    def __init__(self, as_of: dt.date) -> None:
+        self.as_of_date = as_of
+        self.as_of: Day = as_of.toordinal()
+        self._since: dict[Window | None, Day] = {}
+
+    def since(self, window: Window | None) -> Day:
+        """First day inside the window (inclusive); day 1 without a window."""
+        found = self._since.get(window)
+        if found is None:
+            found = self._since[window] = _window_start(self.as_of_date, window) if window else 1
+        return found
+
+    def date(self, d: Day) -> str:
+        return dt.date.fromordinal(d).isoformat()
+
+    def window_text(self, window: Window | None) -> str:
+        if window is None:
+            return f"up to {self.as_of_date.isoformat()}"
+        if window.value == 0:
+            return f"on {self.as_of_date.isoformat()}"
+        unit = {"d": "day", "wk": "week", "mo": "month", "a": "year"}[window.unit]
+        plural = "" if window.value == 1 else "s"
+        return f"in the {window.value} {unit}{plural} before {self.as_of_date.isoformat()}"
+
+
+def _window_start(as_of: dt.date, window: Window) -> Day:
+    if window.unit == "d":
+        return as_of.toordinal() - window.value
+    if window.unit == "wk":
+        return as_of.toordinal() - 7 * window.value
+    months = window.value * (12 if window.unit == "a" else 1)
+    year, month = divmod(as_of.year * 12 + as_of.month - 1 - months, 12)
+    month += 1
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(as_of.day, last)).toordinal()
+
+
+def whole_years(start: Day, end: Day) -> int:
+    """Completed years from one day to another, counted like an age.
+
+    >>> whole_years(dt.date(2004, 2, 29).toordinal(), dt.date(2022, 2, 28).toordinal())
+    17
+    """
+    a, b = dt.date.fromordinal(start), dt.date.fromordinal(end)
+    return b.year - a.year - ((b.month, b.day) < (a.month, a.day))
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+Evaluator = Callable[[PatientData, "str | None", "Window | None", Clock], Fact]
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def evaluator(name: str) -> Callable[[Evaluator], Evaluator]:
+    if name not in FACTS:
+        raise KeyError(f"no fact {name!r} in criteria.FACTS")
+
+    def register(function: Evaluator) -> Evaluator:
+        EVALUATORS[name] = function
+        return function
+    return register
+
+
+def fact(name: str, patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    """The value of one fact for one patient at the clock's screening date."""
+    try:
+        function = EVALUATORS[name]
+    except KeyError:
+        raise KeyError(f"no evaluator for fact {name!r}: add one to {__name__}") from None
+    return function(patient, subject, window, clock)
+
+
+def _upto(items: list[tuple], clock: Clock, window: Window | None = None) -> list[tuple]:
+    """The items (sorted by day) dated inside the window and not after the screening date."""
+    hi = bisect_right(items, clock.as_of, key=_day)
+    lo = bisect_left(items, clock.since(window), 0, hi, key=_day) if window is not None else 0
+    return items[lo:hi]
+
+
+def _day(item: tuple) -> int:
+    return item[0]
+
+
+def _members(subject: str) -> frozenset[str]:
+    data = terminology.load()
+    names = data.valuesets.get(subject)
+    if names is None:
+        terminology.concept(subject)            # a clear error for an unknown name
+        names = (subject,)
+    return frozenset(names)
+
+
+_MEMBERS: dict[str, frozenset[str]] = {}
+
+
+def members(subject: str) -> frozenset[str]:
+    """Concept names of a value set, or the concept itself (cached)."""
+    found = _MEMBERS.get(subject)
+    if found is None:
+        found = _MEMBERS[subject] = _members(subject)
+    return found
+
+
+def _label(subject: str) -> str:
+    data = terminology.load()
+    if subject in data.valuesets:
+        return subject.replace("-", " ")
+    return data.concepts[subject].display if subject in data.concepts else subject
+
+
+# ------------------------------------------------------------------------------------------ demographics
+
+@evaluator("age")
+def age(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    if patient.birth is None:
+        missing = "no birth date recorded" if patient.seen else "no Patient resource"
+        return Fact(None, (), missing)
+    oldest = whole_years(patient.birth[0], clock.as_of)
+    youngest = whole_years(patient.birth[1], clock.as_of)
+    evidence = (patient.reference,)
+    if oldest == youngest:
+        return Fact(float(oldest), evidence, f"born {patient.birth_text}: {oldest} years on {clock.as_of_date}")
+    return Fact(float(youngest), evidence, f"born {patient.birth_text}: {youngest} to {oldest} years on "
+                f"{clock.as_of_date}", upper=float(oldest))
+
+
+@evaluator("sex")
+def sex(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    if not patient.gender:
+        return Fact(None, (), "gender not recorded" if patient.seen else "no Patient resource")
+    return Fact(patient.gender, (patient.reference,), f"gender {patient.gender}")
+
+
+# ------------------------------------------------------------------------------------------ MS course
+
+@evaluator("ms-subtype")
+def ms_subtype(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    best = None
+    general = None
+    for c in patient.conditions:
+        when = c.recorded or (c.onset[0] if c.onset else 0)
+        if when > clock.as_of:
+            continue
+        course = c.concepts.intersection(SUBTYPES)
+        if course:
+            key = (c.active, when)
+            if best is None or key > best[0]:
+                best = (key, c, course)
+        elif "multiple-sclerosis" in c.concepts:
+            general = c
+    if best is not None:
+        _, c, course = best
+        if len(course) > 1:
+            return Fact(None, (c.ref,), f"{c.ref} is coded with more than one MS course: {', '.join(sorted(course))}")
+        name = next(iter(course))
+        return Fact(name, (c.ref,), SUBTYPE_NAMES[name])
+    if general is not None:
+        return Fact(None, (general.ref,), "MS is recorded without its course (relapsing-remitting, secondary or "
+                                          "primary progressive)")
+    if patient.conditions:
+        return Fact("none", (), f"no MS diagnosis among {len(patient.conditions)} recorded conditions")
+    return Fact(None, (), "no Condition recorded (no MS diagnosis to read the course from)")
+
+
+@evaluator("disease-duration")
+def disease_duration(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    onset = recorded = None
+    for c in patient.conditions:
+        if "relapse" in c.concepts or not c.concepts & _MS_ANY:
+            continue
+        if c.onset and c.onset[0] <= clock.as_of and (onset is None or c.onset[0] < onset[0][0]):
+            onset = (c.onset, c.ref)
+        if c.recorded and c.recorded <= clock.as_of and (recorded is None or c.recorded < recorded[0]):
+            recorded = (c.recorded, c.ref)
+    if onset is not None:
+        (first, last), ref = onset
+        shortest = whole_years(min(last, clock.as_of), clock.as_of)
+        longest = whole_years(first, clock.as_of)
+        if shortest == longest:
+            return Fact(float(longest), (ref,), f"MS onset {clock.date(first)}: {longest} years")
+        return Fact(float(shortest), (ref,), f"MS onset between {clock.date(first)} and {clock.date(last)}: "
+                    f"{shortest} to {longest} years", upper=float(longest))
+    if recorded is not None:
+        when, ref = recorded
+        years = whole_years(when, clock.as_of)
+        return Fact(float(years), (ref,), f"MS diagnosis recorded {clock.date(when)} (no onset date): {years} years")
+    return Fact(None, (), "no MS onset or diagnosis date recorded")
+
+
+_MS_ANY = frozenset(terminology.members("ms-any"))
+
+
+# ------------------------------------------------------------------------------------------ EDSS
+
+@evaluator("edss")
+def edss(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    found = _upto(patient.edss, clock, window)
+    if not found:
+        return Fact(None, (), f"no EDSS {clock.window_text(window)}")
+    when, value, ref = found[-1]
+    return Fact(value, (ref,), f"latest EDSS {_number(value)} on {clock.date(when)}")
+
+
+def progression_step(latest: float) -> float:
+    """The rise that counts as progression: +1.0 from a latest EDSS <= 5.0, +0.5 from >= 5.5.
+
+    >>> progression_step(5.0), progression_step(5.5)
+    (1.0, 0.5)
+    """
+    return 1.0 if latest <= 5.0 else 0.5
+
+
+@evaluator("edss-progression")
+def edss_progression(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    found = _upto(patient.edss, clock, window)
+    if len(found) < 2:
+        had = f"only one EDSS ({_number(found[0][1])} on {clock.date(found[0][0])})" if found else "no EDSS"
+        return Fact(None, tuple(f[2] for f in found),
+                    f"{had} {clock.window_text(window)}; progression needs two")
+    (d0, first, r0), (d1, latest, r1) = found[0], found[-1]
+    if d0 == d1:
+        return Fact(None, (r0, r1), f"the EDSS {clock.window_text(window)} are all from {clock.date(d1)}")
+    step = progression_step(latest)
+    rise = latest - first
+    return Fact(rise >= step, (r0, r1), f"EDSS {_number(first)} on {clock.date(d0)} to {_number(latest)} on "
+                f"{clock.date(d1)}: {rise:+g} (progression is {step:+g} from {_number(latest)})")
+
+
+# ------------------------------------------------------------------------------------------ relapses, MRI
+
+def _last_follow_up(patient: PatientData, clock: Clock) -> tuple[Day, str] | None:
+    """The latest MS follow-up record (EDSS, MRI lesion count, relapse) up to the screening date: (day, ref)."""
+    latest = None
+    for items in (patient.edss, patient.gd_lesions, patient.t2_lesions, patient.relapses):
+        found = _upto(items, clock)
+        if found and (latest is None or found[-1][0] > latest[0]):
+            latest = (found[-1][0], found[-1][-1])
+    return latest
+
+
+@evaluator("relapse-count")
+def relapse_count(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    minimum = SEVERITY_RANK.get(subject or "", 0)
+    if subject and not minimum:
+        raise KeyError(f"relapse-count subject {subject!r}: use a minimum severity ({', '.join(SEVERITY_RANK)})")
+    relapses = _upto(patient.relapses, clock, window)
+    counted: list[tuple] = []
+    for item in relapses:           # one relapse per 30 days: a later record of the same event merges into it
+        if counted and item[0] - counted[-1][0][0] < SAME_RELAPSE:
+            counted[-1].append(item)
+        else:
+            counted.append([item])
+    sure = maybe = 0
+    evidence = []
+    for records in counted:
+        ranks = [r[1] for r in records if r[1] is not None]
+        if not minimum or (ranks and max(ranks) >= minimum):
+            sure += 1
+        elif not ranks:
+            maybe += 1
+        evidence.extend(r[2] for r in records)
+    kind = f"{subject} or worse relapse" if minimum else "relapse"
+    where = clock.window_text(window)
+    follow_up = _last_follow_up(patient, clock)
+    latest = follow_up[0] if follow_up else None
+    if latest is None:
+        return Fact(float(sure), tuple(evidence), f"{sure} {kind}(s) recorded {where}, but no MS follow-up "
+                    "(EDSS, MRI, relapse) is recorded, so relapses cannot be ruled out", upper=INFINITY)
+    if latest < clock.since(window):
+        return Fact(float(sure), tuple(evidence), f"{sure} {kind}(s) recorded {where}; the last MS follow-up was on "
+                    f"{clock.date(latest)}, before the window, so later relapses may be missing", upper=INFINITY)
+    upper = float(sure + maybe) if maybe else None
+    if not evidence:                    # none: the follow-up record is what says so
+        evidence.append(follow_up[1])
+        where += f" (MS follow-up up to {clock.date(latest)})"
+    text = f"{sure} {kind}(s) {where}"
+    if maybe:
+        text += f" and {maybe} more without a recorded severity"
+    if evidence:
+        text += f" (onset {', '.join(clock.date(r[0][0]) for r in counted)})"
+    return Fact(float(sure), tuple(evidence), text, upper=upper)
+
+
+def _lesions(items: list[tuple], name: str, patient: PatientData, window: Window | None, clock: Clock) -> Fact:
+    found = _upto(items, clock, window)
+    if not found:
+        return Fact(None, (), f"no MRI with a {name} count {clock.window_text(window)}")
+    if window is None:
+        found = found[-1:]
+    when, value, ref = max(found, key=lambda f: (f[1], f[0]))
+    scans = f" (most of {len(found)} MRIs)" if len(found) > 1 else ""
+    return Fact(value, (ref,), f"{_number(value)} {name} lesion(s) on the MRI of {clock.date(when)}{scans}")
+
+
+@evaluator("gd-lesion-count")
+def gd_lesion_count(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    return _lesions(patient.gd_lesions, "Gd-enhancing", patient, window, clock)
+
+
+@evaluator("new-t2-lesion-count")
+def new_t2_lesion_count(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    return _lesions(patient.t2_lesions, "new or enlarging T2", patient, window, clock)
+
+
+# ------------------------------------------------------------------------------------------ labs
+
+def _latest_result(patient: PatientData, lab: str, window: Window | None, clock: Clock) -> tuple | None:
+    for item in reversed(_upto(patient.labs.get(lab, ()), clock, window)):
+        if item[1] is not None:
+            return item
+    return None
+
+
+@evaluator("csf-oligoclonal-bands")
+def csf_oligoclonal_bands(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    return lab_positive(patient, "csf-oligoclonal-bands", window, clock)
+
+
+@evaluator("lab-positive")
+def lab_positive(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    lab = subject or ""
+    name = LAB_NAMES.get(lab, lab)
+    found = _latest_result(patient, lab, window, clock)
+    if found is None:
+        unclear = _upto(patient.labs.get(lab, ()), clock, window)
+        if unclear:
+            return Fact(None, tuple(u[2] for u in unclear), f"{name} results {clock.window_text(window)} say neither "
+                        "positive nor negative")
+        return Fact(None, (), f"no {name} result {clock.window_text(window)}")
+    when, value, ref = found
+    return Fact(bool(value), (ref,), f"{name} {'positive' if value else 'negative'} on {clock.date(when)}")
+
+
+@evaluator("lab-value")
+def lab_value(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    lab = subject or ""
+    name = LAB_NAMES.get(lab, lab)
+    found = _latest_result(patient, lab, window, clock)
+    if found is None:
+        return Fact(None, (), f"no {name} result {clock.window_text(window)}")
+    when, value, ref = found
+    return Fact(float(value), (ref,), f"latest {name} {_number(value)}{LAB_UNITS.get(lab, '')} on {clock.date(when)}")
+
+
+# ------------------------------------------------------------------------------------------ therapy, conditions
+
+@evaluator("therapy")
+def therapy(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    wanted = members(subject or "")
+    label = _label(subject or "")
+    where = clock.window_text(window)
+    if not patient.medication_records:
+        return Fact(None, (), f"no medication records at all, so {label} {where} cannot be ruled out")
+    start_of_window = clock.since(window) if window is not None else 1
+    exposed: list[str] = []
+    unsure: list[str] = []
+    texts: list[str] = []
+    for e in patient.exposures:
+        if not (e.concepts & wanted):
+            continue
+        if e.start is not None and e.start > clock.as_of:
+            continue                                        # prescribed for later: not yet taken
+        drug = ", ".join(sorted(e.concepts & wanted))
+        started = f"from {clock.date(e.start)}" if e.start is not None else "start not recorded"
+        if e.end == ONGOING:
+            exposed.append(e.ref)
+            texts.append(f"{drug} {started}, ongoing")
+        elif e.end == END_UNKNOWN:
+            if e.start is not None and e.start >= start_of_window:
+                exposed.append(e.ref)
+                texts.append(f"{drug} started {clock.date(e.start)}")
+            else:
+                unsure.append(e.ref)
+                texts.append(f"{drug} {started}, end not recorded")
+        elif e.end >= start_of_window:
+            exposed.append(e.ref)
+            texts.append(f"{drug} {started} to {clock.date(e.end)}")
+    if exposed:
+        return Fact(True, tuple(exposed), f"{'; '.join(texts)} ({label} {where})")
+    if unsure:
+        return Fact(None, tuple(unsure), f"{'; '.join(texts)}: cannot tell whether it reached the window ({where})")
+    return Fact(False, (), f"no {label} {where} among {patient.medication_records} medication record(s)")
+
+
+@evaluator("condition")
+def condition(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    wanted = members(subject or "")
+    label = _label(subject or "")
+    if not patient.conditions:
+        return Fact(None, (), f"no Condition recorded, so {label} cannot be ruled out")
+    found = [c for c in patient.conditions if c.concepts & wanted
+             and ((c.recorded or (c.onset[0] if c.onset else 0)) <= clock.as_of)]
+    if found:
+        names = sorted({n for c in found for n in c.concepts & wanted})
+        return Fact(True, tuple(c.ref for c in found), f"{', '.join(names)} recorded")
+    return Fact(False, (), f"no {label} among {len(patient.conditions)} recorded condition(s)")
+
+
+# ------------------------------------------------------------------------------------------ pregnancy, lactation
+
+def _male(patient: PatientData) -> bool:
+    return patient.gender == "male"
+
+
+@evaluator("pregnant")
+def pregnant(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    if _male(patient):
+        return Fact(False, (patient.reference,), "male")
+    found = _upto(patient.pregnancy, clock)
+    for c in patient.conditions:        # a pregnancy recorded as a Condition
+        if "pregnant" in c.concepts and c.active:
+            return Fact(True, (c.ref,), "pregnancy recorded as an active condition")
+    if found:
+        when, state, ref = found[-1]
+        age = clock.as_of - when
+        if state and age <= PREGNANT_FOR:
+            return Fact(True, (ref,), f"pregnant on {clock.date(when)}")
+        if not state and age <= NOT_PREGNANT_FOR:
+            return Fact(False, (ref,), f"not pregnant on {clock.date(when)}")
+        said = "pregnant" if state else "not pregnant"
+        return Fact(None, (ref,), f"the latest pregnancy status or test ({said} on {clock.date(when)}) is too old; "
+                    f"a negative one counts for {NOT_PREGNANT_FOR} days")
+    return Fact(None, (), f"no pregnancy status or test in the {NOT_PREGNANT_FOR} days before {clock.as_of_date}")
+
+
+@evaluator("lactating")
+def lactating(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    if _male(patient):
+        return Fact(False, (patient.reference,), "male")
+    found = _upto(patient.lactation, clock)
+    if found and clock.as_of - found[-1][0] <= LACTATION_FOR:
+        when, state, ref = found[-1]
+        return Fact(state, (ref,), f"{'breastfeeding' if state else 'not breastfeeding'} on {clock.date(when)}")
+    return Fact(None, tuple(f[2] for f in found[-1:]),
+                f"no breastfeeding status in the {LACTATION_FOR} days before {clock.as_of_date}")
