@@ -1,16 +1,95 @@
-"""`fhir-adapter screen` (under construction)."""
+"""`fhir-adapter screen`: which patients may enter which trial, why, and what is missing to decide."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import sys
+from pathlib import Path
 
 from . import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("screen", help="(under construction)")
+    parser = sub.add_parser(
+        "screen", help="screen patients for the trials: eligible / ineligible / needs review, with reasons",
+        description="Screen patients for each trial from EHR data, criterion by criterion (met / not met / "
+                    "unknown, with the FHIR resources used). Writes DIR/screening.json, DIR/screening.csv and "
+                    "DIR/report.html.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", metavar="URL", help="read patients from this FHIR server")
+    source.add_argument("--input", metavar="PATH", nargs="+",
+                        help="read patients from NDJSON files (one per resource type), Bundles or directories")
+    parser.add_argument("--trial", metavar="ID", action="append", default=[],
+                        help="screen for this trial only (NCT id; repeat for more; default: every trial)")
+    parser.add_argument("--as-of", metavar="DATE", type=_date, default=None,
+                        help="screening date that every time window counts back from (YYYY-MM-DD; default today)")
+    parser.add_argument("--from-server", action="store_true",
+                        help="read the criteria from the EvidenceVariables on --server instead of mappings/")
+    parser.add_argument("--write-back", action="store_true",
+                        help="write a ResearchSubject per patient and trial to --server (candidate, "
+                             "potential-candidate or ineligible); re-running changes nothing")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes for file input (default: one per core)")
+    parser.add_argument("--html-candidates", type=int, default=None, metavar="N",
+                        help="candidates shown in full per trial and verdict in report.html (default 200)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the reports")
     parser.set_defaults(run=run)
 
 
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("'screen' is not built yet")
+    from ..eligibility.run import screen_files, screen_index
+    from ..eligibility.trials import load_trials
+    from ..report.writers import HTML_CANDIDATES
+
+    if args.from_server and not args.server:
+        raise UsageError("--from-server reads the criteria from a server: give --server URL")
+    if args.write_back and not args.server:
+        raise UsageError("--write-back writes ResearchSubjects to a server: give --server URL")
+    as_of = args.as_of or dt.date.today()
+    html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
+    client = None
+    if args.server:
+        from ..eligibility import remote
+        client = remote.connect(args.server)
+    try:
+        if args.from_server:
+            from ..eligibility import remote
+            trials = remote.trials_from_server(client, args.trial)
+        else:
+            trials = load_trials(args.trial)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    if not trials:
+        raise UsageError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
+    if args.server:
+        from ..eligibility import remote
+        index = remote.load_patients(client)
+        result = screen_index(index, trials, args.out, as_of, html_candidates, keep_statuses=args.write_back,
+                              source=args.server)
+    else:
+        result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
+    screening = result.screening
+    print(f"screened {screening.patients} patients ({result.read} resources read, {result.used} used) "
+          f"against {len(trials)} trial(s) as of {as_of.isoformat()}")
+    for trial in trials:
+        counts = screening.funnels[trial.id].verdicts
+        print(f"  {trial.id} {trial.title}: {counts['eligible']} eligible, {counts['needs-review']} need review, "
+              f"{counts['ineligible']} ineligible")
+    if result.problems:
+        print(f"{len(result.problems)} input record(s) could not be used, listed in {args.out / 'problems.csv'}; "
+              f"first: {result.problems[0]}", file=sys.stderr)
+    if args.write_back:
+        from ..eligibility import remote
+        outcome = remote.write_back(client, screening.statuses, trials)
+        print(f"write-back: {outcome}")
+    for name in ("screening.json", "screening.csv", "report.html"):
+        print(f"wrote {args.out / name}")
+    return 0

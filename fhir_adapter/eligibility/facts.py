@@ -364,14 +364,14 @@ def relapse_count(patient: PatientData, subject: str | None, window: Window | No
         return Fact(float(sure), tuple(evidence), f"{sure} {kind}(s) recorded {where}; the last MS follow-up was on "
                     f"{clock.date(latest)}, before the window, so later relapses may be missing", upper=INFINITY)
     upper = float(sure + maybe) if maybe else None
-    if not evidence:                    # none: the follow-up record is what says so
-        evidence.append(follow_up[1])
-        where += f" (MS follow-up up to {clock.date(latest)})"
     text = f"{sure} {kind}(s) {where}"
     if maybe:
         text += f" and {maybe} more without a recorded severity"
-    if evidence:
+    if counted:
         text += f" (onset {', '.join(clock.date(r[0][0]) for r in counted)})"
+    else:                               # none: the latest follow-up record is what says so
+        evidence.append(follow_up[1])
+        text += f" (MS follow-up recorded up to {clock.date(latest)})"
     return Fact(float(sure), tuple(evidence), text, upper=upper)
 
 

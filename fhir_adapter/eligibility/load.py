@@ -1,0 +1,191 @@
+"""Loading patient data from files, on every core: NDJSON per resource type, Bundles, single resources.
+
+Parsing JSON is most of the cost of screening a large cohort, so the work is split by patient: each of N
+worker processes reads every file but parses only the lines of its own patients (a patient's share is the
+CRC-32 of its id modulo N, found in the raw line before any parsing), indexes them and then screens them.
+So each line is parsed once, each worker holds only its patients, and the patients' data never travel
+between processes.
+
+The raw-line guess of a line's patient is checked after parsing. A line whose real patient belongs to
+another worker (a `Patient/` reference before the subject, say) is handed over through the parent process
+before screening starts, so nothing is lost whatever the JSON looks like. Lines with no patient at all
+(Medication resources) are parsed by every worker.
+
+>>> partition(b"p1", 2) == partition("p1", 2)
+True
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..sources import InputError, files, resources
+from .data import PatientIndex, drug_concepts, subject_of
+
+_PATIENT_TYPE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
+_ID = re.compile(rb'"id"\s*:\s*"([^"]+)"')
+
+
+def partition(key: str | bytes, parts: int) -> int:
+    """Which of `parts` workers owns a patient id."""
+    if isinstance(key, str):
+        key = key.encode()
+    return zlib.crc32(key) % parts
+
+
+def line_key(line: bytes) -> bytes | None:
+    """A fast guess of the patient id a raw NDJSON line is about (None: no patient seen).
+
+    >>> line_key(b'{"resourceType":"Observation","subject":{"reference":"Patient/42"}}')
+    b'42'
+    >>> line_key(b'{"resourceType": "Patient", "id": "42"}')
+    b'42'
+    """
+    i = line.find(b"Patient/")
+    if i >= 0:
+        i += 8
+        j = line.find(b'"', i)
+        key = line[i:j]
+        slash = key.find(b"/")
+        return key[:slash] if slash >= 0 else key
+    if _PATIENT_TYPE.search(line):
+        found = _ID.search(line)
+        return found.group(1) if found else None
+    return None
+
+
+def _ndjson_share(path: Path, part: int, parts: int, index: PatientIndex,
+                  strays: list[tuple[str, dict[str, Any]]]) -> None:
+    name = str(path)
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream, 1):
+            key = line_key(line)
+            if key is not None and zlib.crc32(key) % parts != part:
+                continue
+            if not line.strip():
+                continue
+            try:
+                resource = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                column = getattr(exc, "colno", 0)
+                reason = getattr(exc, "msg", None) or str(exc)
+                raise InputError(f"{name}:{number}:{column}: malformed JSON: {reason}") from None
+            if not isinstance(resource, dict) or "resourceType" not in resource:
+                raise InputError(f"{name}:{number}: not a FHIR resource (no resourceType)")
+            _keep(resource, f"{name}:{number}", key is None, part, parts, index, strays)
+
+
+def _keep(resource: dict[str, Any], where: str, everyone: bool, part: int, parts: int, index: PatientIndex,
+          strays: list[tuple[str, dict[str, Any]]]) -> None:
+    """Index a parsed resource if it is this worker's; `everyone`: every worker parsed it."""
+    pid = subject_of(resource)
+    if pid is None:
+        if part == 0 or not everyone:
+            index.add(resource, where)          # counted, and reported if unusable, once
+        elif resource.get("resourceType") == "Medication" and resource.get("id"):
+            index.medications[resource["id"]] = drug_concepts(resource.get("code"))   # every worker needs them
+    elif partition(pid, parts) == part:
+        index.add(resource, where)
+    elif not everyone:
+        strays.append((where, resource))        # guessed wrong from the raw line: hand it to its owner
+
+
+def load_share(paths: Iterable[str | Path], part: int = 0, parts: int = 1,
+               ) -> tuple[PatientIndex, list[tuple[str, dict[str, Any]]]]:
+    """One worker's share of the input: its patients indexed, and lines it parsed that belong to another."""
+    index = PatientIndex()
+    strays: list[tuple[str, dict[str, Any]]] = []
+    for path in files(paths):
+        if path.suffix == ".ndjson":
+            _ndjson_share(path, part, parts, index, strays)
+        else:                                   # Bundles and single resources: every worker reads them
+            for where, resource in resources([path]):
+                _keep(resource, where, True, part, parts, index, strays)
+    return index, strays
+
+
+def load(paths: Iterable[str | Path]) -> PatientIndex:
+    """Every patient's data from files, in this process."""
+    index, _ = load_share(paths)
+    return index.finish()
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+Task = Callable[[PatientIndex, int], Any]
+
+
+def _worker(paths: list[str], part: int, parts: int, task: Task, conn: Any) -> None:
+    try:
+        index, strays = load_share(paths, part, parts)
+        by_part: dict[int, list] = {}
+        for where, resource in strays:
+            by_part.setdefault(partition(subject_of(resource) or "", parts), []).append((where, resource))
+        conn.send(("strays", by_part))
+        for where, resource in conn.recv():
+            index.add(resource, where)
+        conn.send(("done", task(index.finish(), part)))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        conn.send(("error", exc if isinstance(exc, InputError) else RuntimeError(f"worker {part}: {exc!r}")))
+    finally:
+        conn.close()
+
+
+def workers_available() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def map_shares(paths: Iterable[str | Path], task: Task, workers: int | None = None) -> Iterator[Any]:
+    """Run `task(index, part)` on each worker's share of the patients; yields the results in part order.
+
+    With one worker (or where processes cannot fork) it all runs in this process.
+    """
+    paths = [str(p) for p in paths]
+    list(files(paths))                                  # a missing path fails here, with its name
+    workers = workers or workers_available()
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        index, _ = load_share(paths)
+        yield task(index.finish(), 0)
+        return
+    context = multiprocessing.get_context("fork")
+    pipes, processes = [], []
+    for part in range(workers):
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(paths, part, workers, task, child), daemon=True)
+        process.start()
+        child.close()
+        pipes.append(parent)
+        processes.append(process)
+    try:
+        incoming: list[list] = [[] for _ in range(workers)]
+        for conn in pipes:
+            kind, payload = conn.recv()
+            if kind == "error":
+                raise payload
+            for target, items in payload.items():
+                incoming[target].extend(items)
+        for conn, items in zip(pipes, incoming, strict=True):
+            conn.send(items)
+        results = []
+        for conn in pipes:
+            kind, payload = conn.recv()
+            if kind == "error":
+                raise payload
+            results.append(payload)
+        yield from results
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()

@@ -1,0 +1,191 @@
+"""Screening reports: `screening.json`, `screening.csv` and `report.html` from a stream of verdicts.
+
+Screening may run in several processes, each with its share of the patients. Each writes its own sorted
+part (`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
+report, and (for write-back) each verdict's status. `finish` merges the parts into the final files, ordered
+by patient id then trial, so the output does not depend on how many processes ran.
+
+screening.json is a JSON list with one verdict object per line:
+`{"patient": "Patient/<id>", "trial": "<NCT id>", "verdict": ..., "criteria": [{"linkId", "kind", "text",
+"result", "reason", "evidence"}, ...]}`.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial, Verdict
+
+CSV_COLUMNS = ("patient", "trial", "verdict", "met", "not_met", "unknown", "ineligible_because", "missing",
+               "manual_review", "evidence")
+#: How many candidates per trial and verdict the HTML report shows in full (the rest are in JSON and CSV).
+HTML_CANDIDATES = 200
+
+
+def verdict_json(verdict: Verdict) -> str:
+    """One verdict as a line of screening.json."""
+    return json.dumps(verdict.to_dict(), ensure_ascii=False)
+
+
+def verdict_row(verdict: Verdict) -> list[str]:
+    """One verdict as a row of screening.csv."""
+    counts = {"met": 0, "not-met": 0, "unknown": 0}
+    for r in verdict.criteria:
+        if not r.manual:
+            counts[r.result] += 1
+    row = [verdict.patient, verdict.trial, verdict.verdict, str(counts["met"]), str(counts["not-met"]),
+           str(counts["unknown"]),
+           "; ".join(r.criterion.link_id for r in verdict.deciding),
+           " | ".join(verdict.missing) if verdict.verdict == NEEDS_REVIEW else "",
+           "; ".join(r.criterion.link_id for r in verdict.criteria if r.manual),
+           " ".join(verdict.evidence)]
+    return [cell.replace("\r", " ").replace("\n", " ") for cell in row]    # one line per row, always
+
+
+@dataclass
+class PartSummary:
+    """What a part holds back for the merge: funnels, candidates for the HTML report, statuses, file names."""
+
+    funnels: dict[str, Funnel]
+    candidates: dict[str, list[Verdict]]             # per trial: eligible first, then needs-review, by patient
+    statuses: list[tuple[str, str, str]]              # (patient, trial, verdict), when asked for
+    patients: int
+    json_path: Path
+    csv_path: Path
+
+
+@dataclass
+class Part:
+    """One process's share of the reports: fed verdicts patient by patient in patient-id order."""
+
+    out: Path
+    number: int
+    trials: list[Trial]
+    html_candidates: int = HTML_CANDIDATES
+    keep_statuses: bool = False
+    _patients: int = 0
+    _last: str | None = None
+    funnels: dict[str, Funnel] = field(default_factory=dict)
+    _candidates: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)
+    _statuses: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.json_path = self.out / f".screening-{self.number}.part"
+        self.csv_path = self.out / f".screening-{self.number}.csv.part"
+        self._json = self.json_path.open("w", encoding="utf-8")
+        self._csv_buffer = io.StringIO()
+        self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
+        self._csv_file = self.csv_path.open("w", encoding="utf-8")
+        self.funnels = {t.id: Funnel(t.id) for t in self.trials}
+
+    def add(self, verdict: Verdict) -> None:
+        key = verdict.patient
+        if key != self._last:
+            self._patients += 1
+            self._last = key
+        self._json.write(f"{key}\t{verdict_json(verdict)}\n")
+        self._csv.writerow(verdict_row(verdict))
+        self._csv_file.write(f"{key}\t{self._csv_buffer.getvalue()}")
+        self._csv_buffer.seek(0)
+        self._csv_buffer.truncate()
+        self.funnels[verdict.trial].add(verdict)
+        if verdict.verdict in (ELIGIBLE, NEEDS_REVIEW):
+            kept = self._candidates.setdefault((verdict.trial, verdict.verdict), [])
+            if len(kept) < self.html_candidates:
+                kept.append(verdict)
+        if self.keep_statuses:
+            self._statuses.append((verdict.patient, verdict.trial, verdict.verdict))
+
+    def add_all(self, verdicts: Iterable[Verdict]) -> PartSummary:
+        for verdict in verdicts:
+            self.add(verdict)
+        return self.close()
+
+    def close(self) -> PartSummary:
+        self._json.close()
+        self._csv_file.close()
+        candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
+                      for t in self.trials}
+        return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path)
+
+
+def _merged(paths: list[Path]) -> Iterator[str]:
+    """Lines of sorted part files, merged by their key (patient id) and without it."""
+    streams = [p.open(encoding="utf-8") for p in paths]
+    try:
+        for line in heapq.merge(*streams, key=lambda text: text[:text.index("\t")]):
+            yield line[line.index("\t") + 1:]
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+@dataclass
+class Screening:
+    """The merged result: funnels and candidates per trial, verdict statuses, counts."""
+
+    trials: list[Trial]
+    funnels: dict[str, Funnel]
+    candidates: dict[str, list[Verdict]]
+    statuses: list[tuple[str, str, str]]
+    patients: int
+    as_of: str
+    problems: list[Any] = field(default_factory=list)
+    source: str = ""
+
+
+def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str, html_candidates: int = HTML_CANDIDATES,
+           problems: list[Any] | None = None, source: str = "") -> Screening:
+    """Merge the parts into screening.json and screening.csv, and write report.html."""
+    funnels = {t.id: Funnel(t.id) for t in trials}
+    candidates: dict[str, list[Verdict]] = {t.id: [] for t in trials}
+    statuses: list[tuple[str, str, str]] = []
+    for part in parts:
+        for trial_id, funnel in part.funnels.items():
+            funnels[trial_id].merge(funnel)
+        for trial_id, kept in part.candidates.items():
+            candidates[trial_id].extend(kept)
+        statuses.extend(part.statuses)
+    rank = {ELIGIBLE: 0, NEEDS_REVIEW: 1}
+    for trial_id, kept in candidates.items():
+        kept.sort(key=lambda v: (rank[v.verdict], v.patient))
+        by_verdict = {ELIGIBLE: 0, NEEDS_REVIEW: 0}
+        trimmed = []
+        for v in kept:
+            by_verdict[v.verdict] += 1
+            if by_verdict[v.verdict] <= html_candidates:
+                trimmed.append(v)
+        candidates[trial_id] = trimmed
+    statuses.sort()
+    with (out / "screening.json").open("w", encoding="utf-8") as stream:
+        stream.write("[")
+        first = True
+        for line in _merged([p.json_path for p in parts]):
+            stream.write("\n" if first else ",\n")
+            stream.write(line[:-1])
+            first = False
+        stream.write("\n]\n")
+    with (out / "screening.csv").open("w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream, lineterminator="\n").writerow(CSV_COLUMNS)
+        for line in _merged([p.csv_path for p in parts]):
+            stream.write(line)
+    for part in parts:
+        part.json_path.unlink(missing_ok=True)
+        part.csv_path.unlink(missing_ok=True)
+    screening = Screening(trials, funnels, candidates, statuses, sum(p.patients for p in parts), as_of,
+                          list(problems or ()), source)
+    from .html import write_html
+    write_html(out / "report.html", screening, html_candidates)
+    return screening
+
+
+def unknown_count(verdict: Verdict) -> int:
+    return sum(1 for r in verdict.criteria if r.result == UNKNOWN and not r.manual)

@@ -1,0 +1,443 @@
+"""MS derived facts at their boundaries, from FHIR resources shaped as real EHRs send them.
+
+`Chart` builds one patient's resources relative to the screening date; the screening tests reuse it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fhir_adapter import terminology
+from fhir_adapter.criteria import FACTS, Window
+from fhir_adapter.eligibility import facts
+from fhir_adapter.eligibility.data import index_resources
+from fhir_adapter.eligibility.facts import Clock
+
+AS_OF = dt.date(2025, 6, 1)
+SNOMED, LOINC, ATC = "http://snomed.info/sct", "http://loinc.org", "http://www.whocc.no/atc"
+ICD10CM, ICD10GM = "http://hl7.org/fhir/sid/icd-10-cm", "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+
+
+def years_before(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+class Chart:
+    """One patient's FHIR resources, written relative to the screening date (`days` = days before it)."""
+
+    def __init__(self, pid: str = "p1", age: int = 35, gender: str | None = "male", as_of: dt.date = AS_OF,
+                 born: str | None = None) -> None:
+        self.pid, self.as_of, self.n = pid, as_of, 0
+        birth = born if born is not None else (years_before(as_of, age) - dt.timedelta(days=100)).isoformat()
+        patient = {"resourceType": "Patient", "id": pid, "birthDate": birth}
+        if gender:
+            patient["gender"] = gender
+        self.resources: list[dict] = [patient]
+
+    def ago(self, days: int) -> str:
+        return (self.as_of - dt.timedelta(days=days)).isoformat()
+
+    def _add(self, kind: str, **fields) -> dict:
+        self.n += 1
+        resource = {"resourceType": kind, "id": f"{self.pid}-{kind.lower()}-{self.n}",
+                    "subject": {"reference": f"Patient/{self.pid}"}, **fields}
+        self.resources.append(resource)
+        return resource
+
+    @staticmethod
+    def code(concept: str | None = None, system: str | None = None, code: str | None = None) -> dict:
+        if concept:
+            return {"coding": terminology.codings(concept)}
+        return {"coding": [{"system": system, "code": code}]}
+
+    def condition(self, concept: str | None = None, system: str | None = None, code: str | None = None,
+                  onset: str | None = None, recorded: str | None = None, **extra) -> dict:
+        fields = {"code": self.code(concept, system, code), **extra}
+        if onset:
+            fields["onsetDateTime"] = onset
+        if recorded:
+            fields["recordedDate"] = recorded
+        return self._add("Condition", **fields)
+
+    def observation(self, code: dict, days: int, **value) -> dict:
+        return self._add("Observation", status="final", code=code, effectiveDateTime=self.ago(days), **value)
+
+    def edss(self, score: float, days: int, element: str = "valueQuantity") -> dict:
+        value = {"value": score, "system": "http://unitsofmeasure.org", "code": "{score}"} \
+            if element == "valueQuantity" else score
+        return self.observation(self.code("edss"), days, **{element: value})
+
+    def relapse(self, days: int, severity: str | None = None, as_condition: bool = False) -> dict:
+        if as_condition:
+            extra = {"severity": self.code(severity)} if severity else {}
+            return self.condition("relapse", onset=self.ago(days), **extra)
+        value = {"valueCodeableConcept": self.code(severity)} if severity else {}
+        return self.observation(self.code("relapse"), days, **value)
+
+    def mri(self, days: int, gd: int | None = None, t2: int | None = None, quantity: bool = False) -> None:
+        for concept, count in (("gd-enhancing-lesion-count", gd), ("new-or-enlarging-t2-lesion-count", t2)):
+            if count is not None:
+                value = {"valueQuantity": {"value": count}} if quantity else {"valueInteger": count}
+                self.observation(self.code(concept), days, **value)
+
+    def lab(self, concept: str, days: int, value: float | None = None, unit: str | None = None,
+            positive: bool | None = None, loinc: str | None = None) -> dict:
+        code = self.code(system=LOINC, code=loinc) if loinc else self.code(concept)
+        if value is not None:
+            return self.observation(code, days, valueQuantity={"value": value, "code": unit, "unit": unit})
+        return self.observation(code, days, valueCodeableConcept=self.code("positive" if positive else "negative"))
+
+    def med(self, concept: str | None = None, start: int = 400, end: int | None = None, *, system: str | None = None,
+            code: str | None = None, kind: str = "MedicationStatement", status: str | None = None) -> dict:
+        medication = self.code(concept, system, code)
+        if kind == "MedicationStatement":
+            period = {"start": self.ago(start), **({"end": self.ago(end)} if end is not None else {})}
+            return self._add(kind, status=status or ("completed" if end is not None else "active"),
+                             medicationCodeableConcept=medication, effectivePeriod=period)
+        if kind == "MedicationRequest":
+            bounds = {"start": self.ago(start), **({"end": self.ago(end)} if end is not None else {})}
+            return self._add(kind, status=status or ("completed" if end is not None else "active"), intent="order",
+                             medicationCodeableConcept=medication, authoredOn=self.ago(start),
+                             dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": bounds}}}])
+        return self._add(kind, status=status or "completed", medicationCodeableConcept=medication,
+                         effectiveDateTime=self.ago(start))
+
+    def pregnancy(self, days: int, pregnant: bool) -> dict:
+        return self.observation(self.code("pregnancy-status"), days,
+                                valueCodeableConcept=self.code("pregnant" if pregnant else "not-pregnant"))
+
+    def lactation(self, days: int, breastfeeding: bool) -> dict:
+        return self.observation(self.code("breastfeeding-status"), days, valueBoolean=breastfeeding)
+
+    def data(self):
+        return index_resources(self.resources).patients[self.pid]
+
+    def fact(self, name: str, subject: str | None = None, window: str | None = None) -> facts.Fact:
+        return facts.fact(name, self.data(), subject, Window.parse(window) if window else None, Clock(self.as_of))
+
+
+def test_every_fact_of_the_catalogue_has_an_evaluator():
+    missing = set(FACTS) - set(facts.EVALUATORS)
+    assert not missing, f"facts without an evaluator in eligibility/facts.py: {sorted(missing)}"
+    with pytest.raises(KeyError, match="no evaluator for fact 'lucky'"):
+        facts.fact("lucky", Chart().data(), None, None, Clock(AS_OF))
+
+
+# ------------------------------------------------------------------------------------------ age, sex
+
+@pytest.mark.parametrize(("born", "age"), [
+    (years_before(AS_OF, 18), 18),                                  # 18th birthday today
+    (years_before(AS_OF, 18) + dt.timedelta(days=1), 17),           # 18 tomorrow
+    (years_before(AS_OF, 51) + dt.timedelta(days=1), 50),           # 51 tomorrow: still 50
+    (years_before(AS_OF, 51), 51),
+])
+def test_age_in_whole_years_at_the_screening_date(born, age):
+    found = Chart(born=born.isoformat()).fact("age")
+    assert found.value == age and found.upper is None and found.evidence == ("Patient/p1",)
+
+
+def test_partial_birth_date_gives_bounds_and_no_birth_date_is_unknown():
+    found = Chart(born="1990").fact("age")           # 2025-06-01: 34 if born after June 1st, else 35
+    assert (found.value, found.upper) == (34, 35)
+    chart = Chart()
+    del chart.resources[0]["birthDate"]
+    assert chart.fact("age").value is None and "no birth date" in chart.fact("age").detail
+    assert Chart(gender=None).fact("sex").value is None and Chart(gender="female").fact("sex").value == "female"
+
+
+# ------------------------------------------------------------------------------------------ MS course, duration
+
+@pytest.mark.parametrize(("system", "code", "subtype"), [
+    (SNOMED, "426373005", "rrms"), (SNOMED, "425500002", "spms"), (SNOMED, "428700003", "ppms"),
+    (ICD10CM, "G35.A", "rrms"), (ICD10CM, "G35.C1", "spms"), (ICD10CM, "G35.B0", "ppms"),
+    (ICD10GM, "G35.10", "rrms"), (ICD10GM, "G35.30", "spms"), (ICD10GM, "G35.20", "ppms"),
+])
+def test_ms_course_from_snomed_icd10cm_fy2026_and_icd10gm(system, code, subtype):
+    chart = Chart()
+    chart.condition(system=system, code=code, onset="2018-01-01")
+    assert chart.fact("ms-subtype").value == subtype
+
+
+@pytest.mark.parametrize("code", [("http://hl7.org/fhir/sid/icd-10", "G35"), (ICD10CM, "G35"), (ICD10CM, "G35.D"),
+                                  (ICD10GM, "G35.9")])
+def test_ms_without_its_course_is_unknown(code):
+    chart = Chart()
+    chart.condition(system=code[0], code=code[1], onset="2018-01-01")
+    found = chart.fact("ms-subtype")
+    assert found.value is None and "without its course" in found.detail and found.evidence
+
+
+def test_latest_course_wins_and_no_ms_at_all_is_none():
+    chart = Chart()
+    chart.condition("rrms", onset="2012-01-01", recorded="2012-03-01", clinicalStatus=Chart.code("condition-resolved"))
+    spms = chart.condition("spms", recorded="2023-05-01")
+    found = chart.fact("ms-subtype")
+    assert found.value == "spms" and found.evidence == (f"Condition/{spms['id']}",)
+    other = Chart()
+    other.condition("major-depression", onset="2020-01-01")
+    assert other.fact("ms-subtype").value == "none"
+    assert Chart().fact("ms-subtype").value is None
+
+
+@pytest.mark.parametrize(("years", "days_later", "duration"), [
+    (2, 0, 2), (2, 1, 1), (10, 0, 10), (11, 1, 10), (11, 0, 11),
+])
+def test_disease_duration_in_whole_years_from_onset(years, days_later, duration):
+    chart = Chart()
+    chart.condition("rrms", onset=(years_before(AS_OF, years) + dt.timedelta(days=days_later)).isoformat())
+    assert chart.fact("disease-duration").value == duration
+
+
+def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_onsets():
+    chart = Chart()
+    chart.condition("rrms", recorded=years_before(AS_OF, 4).isoformat())
+    found = chart.fact("disease-duration")
+    assert found.value == 4 and "no onset date" in found.detail
+    partial = Chart()
+    partial.condition("rrms", onset="2015")                  # 2015-01-01 .. 2015-12-31: 9 to 10 years
+    assert (partial.fact("disease-duration").value, partial.fact("disease-duration").upper) == (9, 10)
+    assert Chart().fact("disease-duration").value is None
+
+
+# ------------------------------------------------------------------------------------------ EDSS
+
+@pytest.mark.parametrize("element", ["valueQuantity", "valueDecimal", "valueInteger", "valueString"])
+def test_edss_value_elements(element):
+    chart = Chart()
+    chart.edss(4 if element == "valueInteger" else "4.0" if element == "valueString" else 4.0, 10, element)
+    assert chart.fact("edss").value == 4.0
+
+
+def test_edss_latest_within_window_ignoring_later_data_and_bad_scores():
+    chart = Chart()
+    chart.edss(3.0, 400)
+    chart.edss(4.5, 30)
+    chart.edss(7.0, -5)                                    # after the screening date: does not count
+    bad = chart.edss(3.3, 1)                               # not a 0.5 step: reported, not used
+    index = index_resources(chart.resources)
+    assert [p.where for p in index.problems] == [f"Observation/{bad['id']}"]
+    assert chart.fact("edss").value == 4.5
+    assert chart.fact("edss", window="12 mo").value == 4.5
+    old = Chart()
+    old.edss(3.0, 400)
+    assert old.fact("edss", window="12 mo").value is None and "no EDSS in the 12 months" in old.fact(
+        "edss", window="12 mo").detail
+
+
+@pytest.mark.parametrize(("first", "latest", "progressed"), [
+    (3.0, 4.0, True),        # +1.0 from a latest EDSS <= 5.0
+    (3.0, 3.5, False),
+    (4.5, 5.0, False),       # +0.5 is not enough while the latest is 5.0
+    (4.0, 5.0, True),
+    (5.0, 5.5, True),        # +0.5 counts from a latest EDSS >= 5.5
+    (5.5, 6.0, True),
+    (6.0, 6.0, False),
+])
+def test_edss_progression_rule(first, latest, progressed):
+    chart = Chart()
+    a = chart.edss(first, 300)
+    b = chart.edss(latest, 20)
+    found = chart.fact("edss-progression", window="12 mo")
+    assert found.value is progressed and found.evidence == (f"Observation/{a['id']}", f"Observation/{b['id']}")
+
+
+def test_edss_progression_needs_two_scores_in_the_window():
+    chart = Chart()
+    chart.edss(3.0, 400)                                   # before the 12-month window
+    chart.edss(4.5, 20)
+    found = chart.fact("edss-progression", window="12 mo")
+    assert found.value is None and "only one EDSS" in found.detail
+
+
+# ------------------------------------------------------------------------------------------ relapses
+
+@pytest.mark.parametrize(("days", "count"), [(59, 1), (60, 1), (61, 0)])
+def test_relapse_window_boundary(days, count):
+    chart = Chart()
+    chart.edss(3.0, 10)                                    # seen at the MS clinic inside the window
+    chart.relapse(days)
+    found = chart.fact("relapse-count", window="60 d")
+    assert (found.value, found.upper) == (count, None)
+
+
+def test_relapses_as_observation_or_condition_and_one_event_recorded_twice():
+    chart = Chart()
+    chart.edss(3.0, 10)
+    chart.relapse(100, as_condition=True)
+    chart.relapse(95)                                      # the same relapse, also as an Observation
+    chart.relapse(300, as_condition=True)
+    found = chart.fact("relapse-count", window="12 mo")
+    assert found.value == 2 and len(found.evidence) == 3
+
+
+def test_relapse_severity_minimum_and_unknown_severity():
+    chart = Chart()
+    chart.edss(3.0, 10)
+    chart.relapse(100, "mild")
+    chart.relapse(200, "severe", as_condition=True)
+    chart.relapse(300)                                     # no severity recorded: maybe moderate
+    found = chart.fact("relapse-count", "moderate", "18 mo")
+    assert (found.value, found.upper) == (1, 2)
+    assert chart.fact("relapse-count", "severe", "6 mo").value == 0
+
+
+def test_without_follow_up_in_the_window_relapses_cannot_be_ruled_out():
+    chart = Chart()
+    chart.edss(3.0, 200)                                   # last seen before the 60-day window
+    found = chart.fact("relapse-count", window="60 d")
+    assert (found.value, found.upper) == (0, float("inf")) and "may be missing" in found.detail
+    never = Chart()
+    assert never.fact("relapse-count", window="60 d").upper == float("inf")
+    recent = Chart()
+    recent.relapse(20)                                     # a relapse seen is a relapse, follow-up or not
+    assert recent.fact("relapse-count", window="60 d").value == 1
+
+
+# ------------------------------------------------------------------------------------------ MRI
+
+def test_lesion_counts_most_on_one_mri_in_window_integer_or_quantity():
+    chart = Chart()
+    chart.mri(100, gd=2, t2=0)
+    chart.mri(200, gd=0, t2=3, quantity=True)
+    chart.mri(500, gd=9, t2=9)                             # outside 12 months
+    assert chart.fact("gd-lesion-count", window="12 mo").value == 2
+    assert chart.fact("new-t2-lesion-count", window="12 mo").value == 3
+    assert chart.fact("gd-lesion-count").value == 2        # no window: the latest MRI
+
+
+def test_missing_mri_is_unknown():
+    chart = Chart()
+    chart.mri(500, gd=1)
+    found = chart.fact("gd-lesion-count", window="12 mo")
+    assert found.value is None and "no MRI" in found.detail
+    assert Chart().fact("new-t2-lesion-count", window="12 mo").value is None
+
+
+# ------------------------------------------------------------------------------------------ therapy
+
+@pytest.mark.parametrize(("ended", "exposed"), [(29, True), (30, True), (31, False)])
+def test_washout_boundary(ended, exposed):
+    chart = Chart()
+    chart.med("methylprednisolone", start=35, end=ended)
+    assert chart.fact("therapy", "corticosteroids", "30 d").value is exposed
+
+
+@pytest.mark.parametrize(("kind", "coding"), [
+    ("MedicationStatement", {"system": ATC, "code": "L04AA27"}),        # fingolimod, ATC before 2023
+    ("MedicationStatement", {"system": ATC, "code": "L04AE01"}),        # fingolimod, ATC 2026
+    ("MedicationRequest", {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1876366"}),
+    ("MedicationAdministration", {"system": ATC, "code": "L04AA23"}),   # natalizumab, old ATC
+])
+def test_therapy_from_statements_requests_administrations_rxnorm_and_atc(kind, coding):
+    chart = Chart()
+    chart.med(system=coding["system"], code=coding["code"], start=40, end=10, kind=kind)
+    assert chart.fact("therapy", "immunosuppressants", "3 mo").value is True
+    assert chart.fact("therapy", "immunosuppressants", "1 wk").value is False      # ended 10 days ago
+
+
+def test_therapy_by_reference_by_name_ongoing_and_unknown_end():
+    chart = Chart()
+    chart.resources.append({"resourceType": "Medication", "id": "med1",
+                            "code": {"coding": [{"system": ATC, "code": "L03AB07"}]}})
+    chart._add("MedicationStatement", status="completed", medicationReference={"reference": "Medication/med1"},
+               effectivePeriod={"start": chart.ago(100), "end": chart.ago(20)})
+    assert chart.fact("therapy", "interferon-or-glatiramer", "1 mo").value is True
+    by_name = Chart()
+    product = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1012895",
+               "display": "fingolimod 0.5 MG Oral Capsule"}          # an RxNorm product code: found by name
+    by_name._add("MedicationStatement", status="active", effectivePeriod={"start": by_name.ago(100)},
+                 medicationCodeableConcept={"coding": [product]})
+    assert by_name.fact("therapy", "immunosuppressants", "0 d").value is True      # ongoing today
+    unsure = Chart()
+    unsure._add("MedicationStatement", status="completed", medicationCodeableConcept=Chart.code("natalizumab"),
+                effectivePeriod={"start": unsure.ago(400)})
+    found = unsure.fact("therapy", "immunosuppressants", "3 mo")
+    assert found.value is None and "end not recorded" in found.detail
+
+
+def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():
+    assert Chart().fact("therapy", "corticosteroids", "30 d").value is None
+    chart = Chart()
+    chart.med("glatiramer", start=800, end=500)
+    found = chart.fact("therapy", "corticosteroids", "30 d")
+    assert found.value is False and "among 1 medication record" in found.detail
+    erroneous = Chart()
+    erroneous.med("prednisone", start=10, end=5, status="entered-in-error")
+    assert erroneous.fact("therapy", "corticosteroids", "30 d").value is None
+
+
+# ------------------------------------------------------------------------------------------ conditions, labs
+
+def test_conditions_closed_world_when_a_problem_list_exists():
+    chart = Chart()
+    chart.condition("rrms", onset="2018-01-01")
+    assert chart.fact("condition", "malignancy").value is False
+    cancer = chart.condition(system=ICD10CM, code="C80.1", onset="2020-01-01")
+    assert chart.fact("condition", "malignancy").evidence == (f"Condition/{cancer['id']}",)
+    refuted = Chart()
+    refuted.condition("malignancy", verificationStatus={"coding": [{"code": "refuted"}]})
+    assert refuted.fact("condition", "malignancy").value is None     # nothing usable recorded
+    assert Chart().fact("condition", "malignancy").value is None
+
+
+@pytest.mark.parametrize("loinc", ["98979-8", "62238-1", "33914-3", "50210-4"])
+def test_egfr_from_several_loinc_codes(loinc):
+    chart = Chart()
+    chart.lab("egfr", 20, value=59.9, unit="mL/min/{1.73_m2}", loinc=loinc)
+    assert chart.fact("lab-value", "egfr").value == 59.9
+
+
+def test_lab_values_units_and_qualitative_results():
+    chart = Chart()
+    chart.lab("platelets", 20, value=95000, unit="/uL")
+    assert chart.fact("lab-value", "platelets").value == 95
+    chart.observation(Chart.code("hiv"), 30, valueQuantity={"value": 0.1},
+                      interpretation=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                   "v3-ObservationInterpretation", "code": "POS"}]}])
+    chart.observation(Chart.code("hcv"), 30, valueString="Negative")
+    assert chart.fact("lab-positive", "hiv").value is True
+    assert chart.fact("lab-positive", "hcv").value is False
+    found = chart.fact("lab-positive", "hbsag")
+    assert found.value is None and "no hepatitis B surface antigen test" in found.detail
+    assert chart.fact("lab-value", "platelets", "1 wk").value is None
+
+
+def test_csf_oligoclonal_bands():
+    chart = Chart()
+    chart.lab("csf-oligoclonal-bands", 900, positive=True)
+    assert chart.fact("csf-oligoclonal-bands").value is True
+    assert Chart().fact("csf-oligoclonal-bands").value is None
+
+
+# ------------------------------------------------------------------------------------------ pregnancy, lactation
+
+def test_pregnancy_and_lactation():
+    assert Chart(gender="male").fact("pregnant").value is False
+    woman = Chart(gender="female")
+    assert woman.fact("pregnant").value is None and woman.fact("lactating").value is None
+    woman.lab("pregnancy-test", 20, positive=False)
+    assert woman.fact("pregnant").value is False
+    late = Chart(gender="female")
+    late.lab("pregnancy-test", 40, positive=False)        # a negative test counts for 30 days
+    assert late.fact("pregnant").value is None and "too old" in late.fact("pregnant").detail
+    pregnant = Chart(gender="female")
+    pregnant.pregnancy(100, True)
+    assert pregnant.fact("pregnant").value is True
+    pregnant.lactation(10, False)
+    assert pregnant.fact("lactating").value is False
+    nursing = Chart(gender="female")
+    nursing.lactation(100, True)
+    assert nursing.fact("lactating").value is True
+
+
+def test_window_start_by_calendar():
+    clock = Clock(dt.date(2025, 3, 31))
+    assert clock.date(clock.since(Window(1, "mo"))) == "2025-02-28"
+    assert clock.date(clock.since(Window(18, "mo"))) == "2023-09-30"
+    assert clock.date(clock.since(Window(2, "a"))) == "2023-03-31"
+    assert clock.date(clock.since(Window(2, "wk"))) == "2025-03-17"
