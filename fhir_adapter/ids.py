@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 #: Namespace of every id this project makes (uuid5 of the project's canonical base URL).
@@ -13,11 +14,23 @@ NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://w3id.org/fhir-adapter")
 
 
 def resource_id(resource_type: str, system: str, value: str) -> str:
-    """UUID v5 of (resource type, identifier system, identifier value)."""
+    """UUID v5 of (resource type, identifier system, identifier value).
+
+    Computed as `uuid.uuid5` does (SHA-1 of namespace + name, version and variant bits set), without
+    building UUID objects: ids are made for every resource of large extracts.
+    """
     if not (resource_type and system and value):
         raise ValueError(f"resource_id needs a type, a system and a value, got {resource_type!r}, "
                          f"{system!r}, {value!r}")
-    return str(uuid.uuid5(NAMESPACE, f"{resource_type}|{system}|{value}"))
+    digest = bytearray(_sha1(_NAMESPACE_BYTES + f"{resource_type}|{system}|{value}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50   # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80   # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NAMESPACE_BYTES = NAMESPACE.bytes
+_sha1 = hashlib.sha1
 
 
 def reference(resource_type: str, system: str, value: str) -> str:
