@@ -56,7 +56,7 @@ def cohort(patients: int, as_of: dt.date, seed: int = 7):
                             "onsetDateTime": onset.isoformat(),
                             "recordedDate": (onset + dt.timedelta(days=90)).isoformat()}
         score = rng.choice((1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0))
-        for visit in range(rng.randint(1, 4)):
+        for visit in range(rng.randint(2, 5)):
             when = as_of - dt.timedelta(days=rng.randint(10, 720))
             value = max(0.0, min(9.5, score + rng.choice((-1.0, -0.5, 0.0, 0.5, 1.0))))
             yield "Observation", _obs(f"{mrn}-edss-{visit}", mrn, "edss", when,
@@ -73,7 +73,7 @@ def cohort(patients: int, as_of: dt.date, seed: int = 7):
                                       valueInteger=rng.choice((0, 0, 0, 1, 2, 3)))
             yield "Observation", _obs(f"{mrn}-mri-t2", mrn, "new-or-enlarging-t2-lesion-count", when,
                                       valueInteger=rng.choice((0, 0, 1, 2)))
-        for lab in rng.sample(("hiv", "hbsag", "hcv", "egfr", "platelets"), rng.randint(0, 3)):
+        for lab in rng.sample(("hiv", "hbsag", "hcv", "egfr", "platelets"), rng.randint(1, 4)):
             when = as_of - dt.timedelta(days=rng.randint(5, 400))
             if lab in ("egfr", "platelets"):
                 value = {"valueQuantity": {"value": rng.randint(40, 120) if lab == "egfr" else rng.randint(80, 400),

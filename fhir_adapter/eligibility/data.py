@@ -128,6 +128,9 @@ def _first(item: tuple) -> Any:
 
 # --------------------------------------------------------------------------------------------- dates
 
+_DAYS: dict[str, Day | None] = {}
+
+
 def day(text: Any) -> Day | None:
     """The day of a FHIR date or dateTime (`2024-03-02`, `2024-03-02T10:00:00+01:00`); None if not a full date.
 
@@ -136,10 +139,17 @@ def day(text: Any) -> Day | None:
     """
     if not isinstance(text, str) or len(text) < 10:
         return None
-    try:
-        return dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10])).toordinal()
-    except ValueError:
-        return None
+    key = text[:10]
+    found = _DAYS.get(key, False)
+    if found is False:
+        try:
+            found = dt.date(int(key[0:4]), int(key[5:7]), int(key[8:10])).toordinal() if key[4] == key[7] == "-" \
+                else None
+        except ValueError:
+            found = None
+        if len(_DAYS) < 1_000_000:
+            _DAYS[key] = found
+    return found  # type: ignore[return-value]
 
 
 def day_range(text: Any) -> tuple[Day, Day] | None:
@@ -181,17 +191,33 @@ def _effective(resource: dict[str, Any], *names: str) -> Day | None:
 _INDEX = terminology.load().index
 
 
+_NONE: frozenset[str] = frozenset()
+_SINGLE: dict[str, frozenset[str]] = {}
+
+
 def concepts_of(codeable: Any) -> frozenset[str]:
     """The concepts the codings of a CodeableConcept stand for (empty if none is recognised)."""
     if not isinstance(codeable, dict):
-        return frozenset()
-    found = set()
+        return _NONE
+    found: set[str] | None = None
+    first = None
     for coding in codeable.get("coding") or ():
         if isinstance(coding, dict):
             name = _INDEX.get((coding.get("system"), coding.get("code")))
             if name is not None:
-                found.add(name)
-    return frozenset(found)
+                if first is None:
+                    first = name
+                elif name != first:
+                    found = found or {first}
+                    found.add(name)
+    if found:
+        return frozenset(found)
+    if first is None:
+        return _NONE
+    single = _SINGLE.get(first)
+    if single is None:
+        single = _SINGLE[first] = frozenset((first,))
+    return single
 
 
 def _drug_names() -> tuple[re.Pattern[str], dict[str, str]]:
@@ -331,8 +357,8 @@ class PatientIndex:
             found = self.patients[pid] = PatientData(pid)
         return found
 
-    def add(self, resource: dict[str, Any], where: str = "") -> None:
-        """Reduce one resource into its patient's data (or record a problem)."""
+    def add(self, resource: dict[str, Any], where: str = "", pid: str | None = None) -> None:
+        """Reduce one resource into its patient's data (or record a problem); `pid` if already known."""
         self.read += 1
         rtype = resource.get("resourceType")
         rid = resource.get("id")
@@ -345,7 +371,7 @@ class PatientIndex:
         if handler is None:
             return
         ref = f"{rtype}/{rid}" if rid else (where or f"{rtype}/?")
-        pid = subject_of(resource)
+        pid = pid or subject_of(resource)
         if not pid:
             self.problems.append(Problem(where or ref, f"{rtype} without a Patient subject"))
             return
@@ -382,11 +408,14 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
 
 
 def _skipped(r: dict[str, Any]) -> bool:
+    """Resources recorded in error, refuted, cancelled or not done."""
     if r.get("status") in _SKIPPED_STATUS:
         return True
-    verification = concepts_of(r.get("verificationStatus"))
-    codes = {c.get("code") for c in (r.get("verificationStatus") or {}).get("coding") or () if isinstance(c, dict)}
-    return bool(codes & {"refuted", "entered-in-error"}) or "refuted" in verification
+    verification = r.get("verificationStatus")
+    if not isinstance(verification, dict):
+        return False
+    codes = {c.get("code") for c in verification.get("coding") or () if isinstance(c, dict)}
+    return bool(codes & {"refuted", "entered-in-error"})
 
 
 def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:

@@ -19,8 +19,10 @@ rule is judged once per patient.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from ..criteria import FACTS, Combination, Criterion, Rule
@@ -68,45 +70,15 @@ class CriterionResult:
         for child in self.children:
             yield from child.walk()
 
+    @property
+    def excludes(self) -> bool:
+        """Whether this result makes the patient ineligible (an inclusion not met, an exclusion met)."""
+        return not self.manual and self.result == (NOT_MET if self.criterion.kind == "inclusion" else MET)
+
     def to_dict(self) -> dict[str, Any]:
         c = self.criterion
         return {"linkId": c.link_id, "kind": c.kind, "text": c.text, "result": self.result,
                 "reason": self.reason, "evidence": list(self.evidence)}
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A patient against a trial: the verdict and every criterion (top level; sub-items inside)."""
-
-    patient: str
-    trial: str
-    verdict: str
-    criteria: tuple[CriterionResult, ...]
-
-    @property
-    def missing(self) -> list[str]:
-        """What is missing to decide (for needs-review): `linkId: reason` of each open criterion."""
-        return [f"{r.criterion.link_id}: {r.reason}" for r in self.criteria if r.result == UNKNOWN and not r.manual]
-
-    @property
-    def deciding(self) -> list[CriterionResult]:
-        """The criteria that make the patient ineligible."""
-        return [r for r in self.criteria if not r.manual and _excludes(r)]
-
-    @property
-    def evidence(self) -> list[str]:
-        """Every resource the verdict cites, once, in order of first use."""
-        return list(dict.fromkeys(e for r in self.criteria for x in r.walk() for e in x.evidence))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The screening.json shape: patient, trial, verdict, and each criterion line (sub-items flattened)."""
-        return {"patient": self.patient, "trial": self.trial, "verdict": self.verdict,
-                "criteria": [x.to_dict() for r in self.criteria for x in r.walk()]}
-
-
-def _excludes(r: CriterionResult) -> bool:
-    return (r.criterion.kind == "inclusion" and r.result == NOT_MET) or (
-        r.criterion.kind == "exclusion" and r.result == MET)
 
 
 # ------------------------------------------------------------------------------------------ rules
@@ -212,18 +184,96 @@ def combine(operator: str, results: Iterable[str]) -> str:
     return UNKNOWN
 
 
+# ------------------------------------------------------------------------------------------ plans
+
+_encode = encode_basestring            # a str as a JSON string literal (C speed)
+
+
+def _evidence_json(evidence: tuple[str, ...]) -> str:
+    return "[" + ", ".join(map(_encode, evidence)) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One criterion line of a trial, compiled: its place, its rule's slot, its sub-items' places."""
+
+    index: int
+    criterion: Criterion
+    slot: int | None                    # the rule's place in `Plan.rules` (a line with a rule)
+    children: tuple[int, ...]
+    combine: str | None
+    manual: bool
+    top: bool
+    loses: str                          # the result that makes the patient ineligible
+    head: str                           # this line's JSON up to its result
+
+
+class TrialPlan:
+    """A trial's criteria flattened in reading order (parents before sub-items), evaluated sub-items first."""
+
+    def __init__(self, trial: Trial, slot_of: dict[Rule | Combination, int]) -> None:
+        self.trial = trial
+        self.trial_json = _encode(trial.id)
+        nodes: list[Node] = []
+
+        def add(c: Criterion, top: bool) -> int:
+            index = len(nodes)
+            nodes.append(None)  # type: ignore[arg-type]  # placeholder: children come after their parent
+            children = tuple(add(child, False) for child in c.children)
+            slot = None
+            if c.rule is not None:
+                slot = slot_of.setdefault(c.rule, len(slot_of))
+            manual = (not c.children and c.rule is None) or (bool(children) and all(nodes[i].manual for i in children))
+            head = (f'{{"linkId": {_encode(c.link_id)}, "kind": {_encode(c.kind)}, "text": {_encode(c.text)}, '
+                    f'"result": ')
+            nodes[index] = Node(index, c, slot, children, c.combine, manual, top,
+                                NOT_MET if c.kind == "inclusion" else MET, head)
+            return index
+
+        self.top = tuple(add(c, True) for c in trial.criteria)
+        self.nodes = tuple(nodes)
+        self.order = tuple(sorted(range(len(nodes)), key=lambda i: -i))   # sub-items (later) before parents
+        self.decisive = tuple(i for i in self.top if not nodes[i].manual)
+        self._parent_reasons: dict[tuple[int, tuple[str, ...]], str] = {}
+
+    def parent_reason(self, node: Node, results: tuple[str, ...]) -> str:
+        key = (node.index, tuple(results[i] for i in node.children))
+        found = self._parent_reasons.get(key)
+        if found is None:
+            if node.manual:
+                found = MANUAL
+            else:
+                items = "; ".join(f"{self.nodes[i].criterion.link_id} {results[i]}" for i in node.children)
+                mine = results[node.index]
+                found = items if mine == UNKNOWN else \
+                    f"{'any' if node.combine == 'any-of' else 'all'} of the sub-items: {items}"
+            self._parent_reasons[key] = found
+        return found
+
+
+class Plan:
+    """Trials compiled together: each distinct rule gets one slot, judged once per patient for all trials."""
+
+    def __init__(self, trials: Iterable[Trial]) -> None:
+        slot_of: dict[Rule | Combination, int] = {}
+        self.trials = [TrialPlan(t, slot_of) for t in trials]
+        self.rules: tuple[Rule | Combination, ...] = tuple(sorted(slot_of, key=slot_of.__getitem__))
+
+
 # ------------------------------------------------------------------------------------------ per patient
 
 class PatientScreening:
     """One patient at one screening date: facts and findings computed once, shared by every trial."""
 
-    __slots__ = ("patient", "clock", "_facts", "_findings")
+    __slots__ = ("patient", "clock", "plan", "_facts", "_findings", "_json")
 
-    def __init__(self, patient: PatientData, clock: Clock) -> None:
+    def __init__(self, patient: PatientData, clock: Clock, plan: Plan) -> None:
         self.patient = patient
         self.clock = clock
+        self.plan = plan
         self._facts: dict[tuple, Fact] = {}
-        self._findings: dict[Rule | Combination, Finding] = {}
+        self._findings: list[Finding | None] = [None] * len(plan.rules)
+        self._json: list[str | None] = [None] * len(plan.rules)
 
     def fact(self, name: str, subject: str | None, window: Any) -> Fact:
         key = (name, subject, window)
@@ -232,10 +282,8 @@ class PatientScreening:
             found = self._facts[key] = fact(name, self.patient, subject, window, self.clock)
         return found
 
-    def finding(self, definition: Rule | Combination) -> Finding:
-        found = self._findings.get(definition)
-        if found is not None:
-            return found
+    def judge(self, definition: Rule | Combination) -> Finding:
+        """A rule or a combination of rules judged for this patient."""
         if isinstance(definition, Rule):
             value = self.fact(definition.fact, definition.subject, definition.window)
             result = judge(definition, value)
@@ -245,51 +293,188 @@ class PatientScreening:
                 reason = value.detail
             else:
                 reason = f"{value.detail}; wanted {describe(definition)}"
-            found = Finding(result, reason, value.evidence)
-        else:
-            parts = [self.finding(p) for p in definition.parts]
-            result = combine(definition.operator, (p.result for p in parts))
-            joiner = " and " if definition.operator == "all-of" else " or "
-            reasons = list(dict.fromkeys(p.reason for p in parts))
-            text = reasons[0] if len(reasons) == 1 else joiner.join(f"({r})" for r in reasons)
-            found = Finding(result, text,
-                            tuple(dict.fromkeys(e for p in parts for e in p.evidence)))
-        self._findings[definition] = found
+            return Finding(result, reason, value.evidence)
+        parts = [self.judge(p) for p in definition.parts]
+        result = combine(definition.operator, [p.result for p in parts])
+        joiner = " and " if definition.operator == "all-of" else " or "
+        reasons = list(dict.fromkeys(p.reason for p in parts))
+        text = reasons[0] if len(reasons) == 1 else joiner.join(f"({r})" for r in reasons)
+        return Finding(result, text, tuple(dict.fromkeys(e for p in parts for e in p.evidence)))
+
+    def finding(self, slot: int) -> Finding:
+        found = self._findings[slot]
+        if found is None:
+            found = self._findings[slot] = self.judge(self.plan.rules[slot])
         return found
 
-    def criterion(self, c: Criterion) -> CriterionResult:
-        if c.children:
-            children = tuple(self.criterion(child) for child in c.children)
-            result = combine(c.combine or "all-of", (r.result for r in children))
-            manual = all(r.manual for r in children)
-            deciding = [r for r in children if r.result == result] or list(children)
-            reason = MANUAL if manual else "; ".join(f"{r.criterion.link_id} {r.result}" for r in children)
-            if not manual and result != UNKNOWN:
-                reason = f"{'any' if c.combine == 'any-of' else 'all'} of the sub-items: {reason}"
-            evidence = tuple(dict.fromkeys(e for r in deciding for e in r.evidence))
-            return CriterionResult(c, result, reason, evidence, children, manual)
-        if c.rule is None:
-            note = f" ({c.note})" if c.note else ""
-            return CriterionResult(c, UNKNOWN, MANUAL + note, (), (), True)
-        found = self.finding(c.rule)
-        return CriterionResult(c, found.result, found.reason, found.evidence)
+    def finding_json(self, slot: int) -> str:
+        """The JSON of a finding from its result on: `"met", "reason": ..., "evidence": [...]}`."""
+        found = self._json[slot]
+        if found is None:
+            f = self.finding(slot)
+            found = self._json[slot] = (f'"{f.result}", "reason": {_encode(f.reason)}, '
+                                        f'"evidence": {_evidence_json(f.evidence)}}}')
+        return found
 
-    def verdict(self, trial: Trial) -> Verdict:
-        results = tuple(self.criterion(c) for c in trial.criteria)
-        return Verdict(self.patient.reference, trial.id, decide(results), results)
+    def verdict(self, plan: TrialPlan) -> Verdict:
+        nodes = plan.nodes
+        results: list[str] = [UNKNOWN] * len(nodes)
+        for i in plan.order:
+            node = nodes[i]
+            if node.slot is not None:
+                results[i] = self.finding(node.slot).result
+            elif node.children:
+                results[i] = combine(node.combine or "all-of", [results[c] for c in node.children])
+        verdict = ELIGIBLE
+        for i in plan.decisive:
+            r = results[i]
+            if r == nodes[i].loses:
+                verdict = INELIGIBLE
+                break
+            if r == UNKNOWN:
+                verdict = NEEDS_REVIEW
+        return Verdict(self.patient.reference, plan.trial.id, verdict, tuple(results), plan, self)
 
 
-def decide(results: Iterable[CriterionResult]) -> str:
-    """The verdict from top-level criterion results (manual ones aside)."""
-    open_ = False
-    for r in results:
-        if r.manual:
-            continue
-        if _excludes(r):
-            return INELIGIBLE
-        if r.result == UNKNOWN:
-            open_ = True
-    return NEEDS_REVIEW if open_ else ELIGIBLE
+class Verdict:
+    """A patient against a trial: the verdict and every criterion's result (`criteria`: top-level lines)."""
+
+    __slots__ = ("patient", "trial", "verdict", "results", "_plan", "_screening", "_criteria", "_done")
+
+    def __init__(self, patient: str, trial: str, verdict: str, results: tuple[str, ...], plan: TrialPlan,
+                 screening: PatientScreening | None) -> None:
+        self.patient = patient
+        self.trial = trial
+        self.verdict = verdict
+        self.results = results
+        self._plan = plan
+        self._screening = screening
+        self._criteria: tuple[CriterionResult, ...] | None = None
+        self._done: list[tuple[str, tuple[str, ...]]] | None = None    # every line's reason and evidence
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.patient!r}, {self.trial!r}, {self.verdict!r})"
+
+    @property
+    def plan(self) -> TrialPlan:
+        return self._plan
+
+    def _line(self, i: int, evidence: dict[int, tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
+        """Reason and evidence of line i (sub-items' evidence must be in `evidence` already)."""
+        node = self._plan.nodes[i]
+        if node.slot is not None:
+            f = self._screening.finding(node.slot)  # type: ignore[union-attr]
+            return f.reason, f.evidence
+        if node.manual:
+            note = f" ({node.criterion.note})" if node.criterion.note and not node.children else ""
+            return MANUAL + note, ()
+        mine = self.results[i]
+        deciding = [c for c in node.children if self.results[c] == mine] or list(node.children)
+        return (self._plan.parent_reason(node, self.results),
+                tuple(dict.fromkeys(e for c in deciding for e in evidence[c])))
+
+    def _lines(self) -> list[tuple[str, tuple[str, ...]]]:
+        if self._done is not None:
+            return self._done
+        out: list[tuple[str, tuple[str, ...]] | None] = [None] * len(self.results)
+        evidence: dict[int, tuple[str, ...]] = {}
+        for i in self._plan.order:
+            out[i] = line = self._line(i, evidence)
+            evidence[i] = line[1]
+        return out  # type: ignore[return-value]
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        """Top-level criterion results, each with its sub-items' results."""
+        if self._criteria is None:
+            lines = self._lines()
+            nodes = self._plan.nodes
+
+            def build(i: int) -> CriterionResult:
+                node = nodes[i]
+                reason, evidence = lines[i]
+                return CriterionResult(node.criterion, self.results[i], reason, evidence,
+                                       tuple(build(c) for c in node.children), node.manual)
+            self._criteria = tuple(build(i) for i in self._plan.top)
+        return self._criteria
+
+    def _reason(self, i: int) -> str:
+        node = self._plan.nodes[i]
+        if self._done is not None:
+            return self._done[i][0]
+        if node.slot is not None:
+            return self._screening.finding(node.slot).reason  # type: ignore[union-attr]
+        if node.children and not node.manual:
+            return self._plan.parent_reason(node, self.results)
+        return self._lines()[i][0]
+
+    def _open(self, i: int) -> Iterator[int]:
+        """The innermost unknown lines under line i."""
+        node = self._plan.nodes[i]
+        if node.children and not node.manual:
+            for c in node.children:
+                if self.results[c] == UNKNOWN and not self._plan.nodes[c].manual:
+                    yield from self._open(c)
+        else:
+            yield i
+
+    @property
+    def missing(self) -> list[str]:
+        """What is missing to decide: `linkId: reason` of each unknown line (the innermost ones)."""
+        nodes, results = self._plan.nodes, self.results
+        return [f"{nodes[j].criterion.link_id}: {self._reason(j)}"
+                for i in self._plan.decisive if results[i] == UNKNOWN for j in self._open(i)]
+
+    @property
+    def deciding(self) -> list[str]:
+        """The linkIds of the criteria that make the patient ineligible."""
+        nodes, results = self._plan.nodes, self.results
+        return [nodes[i].criterion.link_id for i in self._plan.decisive if results[i] == nodes[i].loses]
+
+    @property
+    def evidence(self) -> list[str]:
+        """Every resource the verdict cites, once, in order of first use."""
+        if self._screening is not None:
+            s = self._screening
+            return list(dict.fromkeys(e for node in self._plan.nodes if node.slot is not None
+                                      for e in s.finding(node.slot).evidence))
+        return list(dict.fromkeys(e for r in self.criteria for x in r.walk() for e in x.evidence))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The screening.json shape: patient, trial, verdict, and each criterion line (sub-items flattened)."""
+        return {"patient": self.patient, "trial": self.trial, "verdict": self.verdict,
+                "criteria": [x.to_dict() for r in self.criteria for x in r.walk()]}
+
+    def to_json(self) -> str:
+        """`to_dict` as one line of JSON, built from fragments cached per trial and per finding."""
+        screening, plan, results = self._screening, self._plan, self.results
+        if screening is None:
+            return json.dumps(self.to_dict(), ensure_ascii=False)
+        nodes = plan.nodes
+        parts: list[str] = [""] * len(nodes)
+        evidence: dict[int, tuple[str, ...]] = {}
+        for i in plan.order:
+            node = nodes[i]
+            if node.slot is not None:
+                parts[i] = node.head + screening.finding_json(node.slot)
+                if node.top is False:
+                    evidence[i] = screening.finding(node.slot).evidence
+            else:
+                reason, found = self._line(i, evidence)
+                evidence[i] = found
+                parts[i] = (f'{node.head}"{results[i]}", "reason": {_encode(reason)}, '
+                            f'"evidence": {_evidence_json(found)}}}')
+        return (f'{{"patient": {_encode(self.patient)}, "trial": {plan.trial_json}, "verdict": "{self.verdict}", '
+                f'"criteria": [{", ".join(parts)}]}}')
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (between processes) with its criteria worked out, without the patient's data."""
+        return {"patient": self.patient, "trial": self.trial, "verdict": self.verdict, "results": self.results,
+                "_plan": self._plan, "_screening": None, "_criteria": self.criteria, "_done": self._lines()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
 
 
 def screen(patients: Iterable[PatientData], trials: Iterable[Trial], as_of: dt.date | None = None,
@@ -299,11 +484,11 @@ def screen(patients: Iterable[PatientData], trials: Iterable[Trial], as_of: dt.d
     `as_of` is the screening date every window counts back from (default today).
     """
     clock = Clock(as_of or dt.date.today())
-    trials = list(trials)
+    plan = Plan(trials)
     for patient in patients:
-        screening = PatientScreening(patient, clock)
-        for trial in trials:
-            yield screening.verdict(trial)
+        screening = PatientScreening(patient, clock, plan)
+        for trial_plan in plan.trials:
+            yield screening.verdict(trial_plan)
 
 
 @dataclass
@@ -316,12 +501,14 @@ class Funnel:
 
     def add(self, verdict: Verdict) -> None:
         self.verdicts[verdict.verdict] += 1
-        for r in verdict.criteria:
-            counts = self.criteria.get(r.criterion.link_id)
+        plan, results = verdict.plan, verdict.results
+        for i in plan.top:
+            node = plan.nodes[i]
+            counts = self.criteria.get(node.criterion.link_id)
             if counts is None:
-                counts = self.criteria[r.criterion.link_id] = {"keeps": 0, "loses": 0, "unknown": 0}
-            key = "unknown" if r.result == UNKNOWN else "loses" if _excludes(r) else "keeps"
-            counts[key] += 1
+                counts = self.criteria[node.criterion.link_id] = {"keeps": 0, "loses": 0, "unknown": 0}
+            r = results[i]
+            counts["unknown" if r == UNKNOWN else "loses" if r == node.loses else "keeps"] += 1
 
     def merge(self, other: Funnel) -> None:
         for key, n in other.verdicts.items():

@@ -2,7 +2,7 @@
 
 Parsing JSON is most of the cost of screening a large cohort, so the work is split by patient: each of N
 worker processes reads every file but parses only the lines of its own patients (a patient's share is the
-CRC-32 of its id modulo N, found in the raw line before any parsing), indexes them and then screens them.
+CRC-32 of its id, found in the raw line before any parsing), indexes them and then screens them.
 So each line is parsed once, each worker holds only its patients, and the patients' data never travel
 between processes.
 
@@ -17,12 +17,15 @@ True
 
 from __future__ import annotations
 
+import gc
 import json
+import json.scanner
 import multiprocessing
 import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +36,17 @@ _PATIENT_TYPE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
 _ID = re.compile(rb'"id"\s*:\s*"([^"]+)"')
 
 
+def order_key(pid: str) -> tuple[int, str]:
+    """Where a patient comes in the output: by a fixed hash of its id, then the id (any number of workers)."""
+    return zlib.crc32(pid.encode()), pid
+
+
 def partition(key: str | bytes, parts: int) -> int:
-    """Which of `parts` workers owns a patient id."""
+    """Which of `parts` workers owns a patient id: a range of the id's CRC-32, so that the workers' outputs,
+    each in `order_key` order, joined in worker order, are in `order_key` order too."""
     if isinstance(key, str):
         key = key.encode()
-    return zlib.crc32(key) % parts
+    return (zlib.crc32(key) * parts) >> 32
 
 
 def line_key(line: bytes) -> bytes | None:
@@ -61,22 +70,44 @@ def line_key(line: bytes) -> bytes | None:
     return None
 
 
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
+
+
+def _parse(line: bytes, name: str, number: int) -> Any:
+    """One NDJSON line parsed (None for a blank line); malformed JSON names file, line and column."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}:{number}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    start = 0
+    if text[:1] != "{":
+        start = len(text) - len(text.lstrip())
+        if start == len(text):
+            return None
+    try:
+        value, end = _SCAN(text, start)
+        if end == len(text) or not text[end:].strip():
+            return value
+    except (json.JSONDecodeError, StopIteration):
+        pass
+    try:                                        # slow path, for the exact message
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}:{number}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    raise InputError(f"{name}:{number}: malformed JSON")  # pragma: no cover - loads accepted what scan refused
+
+
 def _ndjson_share(path: Path, part: int, parts: int, index: PatientIndex,
                   strays: list[tuple[str, dict[str, Any]]]) -> None:
     name = str(path)
     with path.open("rb") as stream:
         for number, line in enumerate(stream, 1):
             key = line_key(line)
-            if key is not None and zlib.crc32(key) % parts != part:
+            if key is not None and (zlib.crc32(key) * parts) >> 32 != part:
                 continue
-            if not line.strip():
+            resource = _parse(line, name, number)
+            if resource is None:
                 continue
-            try:
-                resource = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                column = getattr(exc, "colno", 0)
-                reason = getattr(exc, "msg", None) or str(exc)
-                raise InputError(f"{name}:{number}:{column}: malformed JSON: {reason}") from None
             if not isinstance(resource, dict) or "resourceType" not in resource:
                 raise InputError(f"{name}:{number}: not a FHIR resource (no resourceType)")
             _keep(resource, f"{name}:{number}", key is None, part, parts, index, strays)
@@ -92,7 +123,7 @@ def _keep(resource: dict[str, Any], where: str, everyone: bool, part: int, parts
         elif resource.get("resourceType") == "Medication" and resource.get("id"):
             index.medications[resource["id"]] = drug_concepts(resource.get("code"))   # every worker needs them
     elif partition(pid, parts) == part:
-        index.add(resource, where)
+        index.add(resource, where, pid)
     elif not everyone:
         strays.append((where, resource))        # guessed wrong from the raw line: hand it to its owner
 
@@ -119,10 +150,23 @@ def load(paths: Iterable[str | Path]) -> PatientIndex:
 
 # ------------------------------------------------------------------------------------------ workers
 
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: indexing builds millions of small objects and no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 Task = Callable[[PatientIndex, int], Any]
 
 
 def _worker(paths: list[str], part: int, parts: int, task: Task, conn: Any) -> None:
+    gc.disable()        # a short-lived process building many small objects: reference counting frees them
     try:
         index, strays = load_share(paths, part, parts)
         by_part: dict[int, list] = {}
@@ -155,8 +199,10 @@ def map_shares(paths: Iterable[str | Path], task: Task, workers: int | None = No
     list(files(paths))                                  # a missing path fails here, with its name
     workers = workers or workers_available()
     if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
-        index, _ = load_share(paths)
-        yield task(index.finish(), 0)
+        with no_gc():
+            index, _ = load_share(paths)
+            result = task(index.finish(), 0)
+        yield result
         return
     context = multiprocessing.get_context("fork")
     pipes, processes = [], []

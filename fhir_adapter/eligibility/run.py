@@ -17,7 +17,7 @@ from typing import Any
 from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
-from .load import map_shares
+from .load import map_shares, order_key
 
 
 @dataclass
@@ -33,7 +33,7 @@ class RunResult:
 
 def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial], as_of: dt.date,
                   html_candidates: int, keep_statuses: bool) -> tuple[PartSummary, list[Problem], int, int]:
-    patients = sorted(index.patients.values(), key=lambda p: p.id)
+    patients = sorted(index.patients.values(), key=lambda p: order_key(p.id))
     writer = Part(out, part, trials, html_candidates, keep_statuses)
     summary = writer.add_all(screen(patients, trials, as_of))
     return summary, index.problems, index.read, index.used

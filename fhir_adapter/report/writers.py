@@ -1,9 +1,10 @@
 """Screening reports: `screening.json`, `screening.csv` and `report.html` from a stream of verdicts.
 
-Screening may run in several processes, each with its share of the patients. Each writes its own sorted
-part (`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
-report, and (for write-back) each verdict's status. `finish` merges the parts into the final files, ordered
-by patient id then trial, so the output does not depend on how many processes ran.
+Screening may run in several processes, each with its share of the patients. Each writes its own part
+(`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
+report, and (for write-back) each verdict's status. `finish` joins the parts into the final files. Verdicts
+come patient by patient (trials in order) in a fixed order of the patient ids (`eligibility.load.order_key`),
+which does not depend on how many processes ran.
 
 screening.json is a JSON list with one verdict object per line:
 `{"patient": "Patient/<id>", "trial": "<NCT id>", "verdict": ..., "criteria": [{"linkId", "kind", "text",
@@ -13,13 +14,13 @@ screening.json is a JSON list with one verdict object per line:
 from __future__ import annotations
 
 import csv
-import heapq
 import io
-import json
-from collections.abc import Iterable, Iterator
+import os
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial, Verdict
 
@@ -31,20 +32,20 @@ HTML_CANDIDATES = 200
 
 def verdict_json(verdict: Verdict) -> str:
     """One verdict as a line of screening.json."""
-    return json.dumps(verdict.to_dict(), ensure_ascii=False)
+    return verdict.to_json()
 
 
 def verdict_row(verdict: Verdict) -> list[str]:
     """One verdict as a row of screening.csv."""
+    plan, results = verdict.plan, verdict.results
     counts = {"met": 0, "not-met": 0, "unknown": 0}
-    for r in verdict.criteria:
-        if not r.manual:
-            counts[r.result] += 1
+    for i in plan.decisive:
+        counts[results[i]] += 1
     row = [verdict.patient, verdict.trial, verdict.verdict, str(counts["met"]), str(counts["not-met"]),
            str(counts["unknown"]),
-           "; ".join(r.criterion.link_id for r in verdict.deciding),
+           "; ".join(verdict.deciding),
            " | ".join(verdict.missing) if verdict.verdict == NEEDS_REVIEW else "",
-           "; ".join(r.criterion.link_id for r in verdict.criteria if r.manual),
+           "; ".join(plan.nodes[i].criterion.link_id for i in plan.top if plan.nodes[i].manual),
            " ".join(verdict.evidence)]
     return [cell.replace("\r", " ").replace("\n", " ") for cell in row]    # one line per row, always
 
@@ -71,6 +72,7 @@ class Part:
     html_candidates: int = HTML_CANDIDATES
     keep_statuses: bool = False
     _patients: int = 0
+    _lines: int = 0
     _last: str | None = None
     funnels: dict[str, Funnel] = field(default_factory=dict)
     _candidates: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)
@@ -91,9 +93,12 @@ class Part:
         if key != self._last:
             self._patients += 1
             self._last = key
-        self._json.write(f"{key}\t{verdict_json(verdict)}\n")
+        if self._lines:
+            self._json.write(",\n")
+        self._lines += 1
+        self._json.write(verdict_json(verdict))
         self._csv.writerow(verdict_row(verdict))
-        self._csv_file.write(f"{key}\t{self._csv_buffer.getvalue()}")
+        self._csv_file.write(self._csv_buffer.getvalue())
         self._csv_buffer.seek(0)
         self._csv_buffer.truncate()
         self.funnels[verdict.trial].add(verdict)
@@ -117,15 +122,27 @@ class Part:
         return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path)
 
 
-def _merged(paths: list[Path]) -> Iterator[str]:
-    """Lines of sorted part files, merged by their key (patient id) and without it."""
-    streams = [p.open(encoding="utf-8") for p in paths]
-    try:
-        for line in heapq.merge(*streams, key=lambda text: text[:text.index("\t")]):
-            yield line[line.index("\t") + 1:]
-    finally:
-        for stream in streams:
-            stream.close()
+def _append(target: BinaryIO, path: Path) -> None:
+    """Copy a whole file to the end of `target` (in the kernel where it can)."""
+    with path.open("rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        target.flush()
+        copied = 0
+        if hasattr(os, "copy_file_range"):
+            try:
+                while copied < size:
+                    n = os.copy_file_range(source.fileno(), target.fileno(), size - copied)
+                    if n == 0:
+                        break
+                    copied += n
+            except OSError:
+                copied = 0
+                source.seek(0)
+                target.seek(0, os.SEEK_END)
+        if copied < size:
+            source.seek(copied)
+            shutil.copyfileobj(source, target, 1 << 20)
+        target.seek(0, os.SEEK_END)
 
 
 @dataclass
@@ -165,18 +182,20 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
                 trimmed.append(v)
         candidates[trial_id] = trimmed
     statuses.sort()
-    with (out / "screening.json").open("w", encoding="utf-8") as stream:
-        stream.write("[")
-        first = True
-        for line in _merged([p.json_path for p in parts]):
-            stream.write("\n" if first else ",\n")
-            stream.write(line[:-1])
-            first = False
-        stream.write("\n]\n")
-    with (out / "screening.csv").open("w", encoding="utf-8", newline="") as stream:
-        csv.writer(stream, lineterminator="\n").writerow(CSV_COLUMNS)
-        for line in _merged([p.csv_path for p in parts]):
-            stream.write(line)
+    with (out / "screening.json").open("wb") as stream:
+        stream.write(b"[\n")
+        written = False
+        for part in parts:
+            if part.json_path.stat().st_size:
+                if written:
+                    stream.write(b",\n")
+                _append(stream, part.json_path)
+                written = True
+        stream.write(b"\n]\n" if written else b"]\n")
+    with (out / "screening.csv").open("wb") as stream:
+        stream.write((",".join(CSV_COLUMNS) + "\n").encode())
+        for part in parts:
+            _append(stream, part.csv_path)
     for part in parts:
         part.json_path.unlink(missing_ok=True)
         part.csv_path.unlink(missing_ok=True)
