@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from ..client import options
 from . import UsageError
 
 
@@ -16,10 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Screen patients for each trial from EHR data, criterion by criterion (met / not met / "
                     "unknown, with the FHIR resources used). Writes DIR/screening.json, DIR/screening.csv and "
                     "DIR/report.html.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--server", metavar="URL", help="read patients from this FHIR server")
-    source.add_argument("--input", metavar="PATH", nargs="+",
-                        help="read patients from NDJSON files (one per resource type), Bundles or directories")
+    parser.add_argument("--input", metavar="PATH", nargs="+",
+                        help="read patients from NDJSON files (one per resource type), Bundles or directories "
+                             "(or give --server)")
     parser.add_argument("--trial", metavar="ID", action="append", default=[],
                         help="screen for this trial only (NCT id; repeat for more; default: every trial)")
     parser.add_argument("--as-of", metavar="DATE", type=_date, default=None,
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--html-candidates", type=int, default=None, metavar="N",
                         help="candidates shown in full per trial and verdict in report.html (default 200)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the reports")
+    options.add_arguments(parser, server_required=False)
     parser.set_defaults(run=run)
 
 
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from ..eligibility.trials import load_trials
     from ..report.writers import HTML_CANDIDATES
 
+    if bool(args.server) == bool(args.input):
+        raise UsageError("give either --server URL or --input PATH")
     if args.from_server and not args.server:
         raise UsageError("--from-server reads the criteria from a server: give --server URL")
     if args.write_back and not args.server:
@@ -57,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
     client = None
     if args.server:
-        from ..eligibility import remote
-        client = remote.connect(args.server)
+        client = options.client_from_args(args)
     try:
         if args.from_server:
             from ..eligibility import remote
@@ -88,8 +90,12 @@ def run(args: argparse.Namespace) -> int:
               f"first: {result.problems[0]}", file=sys.stderr)
     if args.write_back:
         from ..eligibility import remote
-        outcome = remote.write_back(client, screening.statuses, trials)
-        print(f"write-back: {outcome}")
+        outcome = remote.write_back(client, screening.statuses, trials, as_of.isoformat())
+        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {outcome.summary()}")
+        for failure in outcome.failures:
+            print(failure.describe(), file=sys.stderr)
+        if not outcome.ok:
+            return 1
     for name in ("screening.json", "screening.csv", "report.html"):
         print(f"wrote {args.out / name}")
     return 0

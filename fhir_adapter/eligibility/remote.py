@@ -1,0 +1,84 @@
+"""Screening against a FHIR server: patients and criteria read from it, ResearchSubjects written back.
+
+- `load_patients(client)`: every Patient and their Condition, Observation and Medication* resources, read
+  by type with paging (a few requests per type instead of one per patient), plus the Medication resources
+  they reference;
+- `trials_from_server(client)`: the criteria from the EvidenceVariables on the server (`--from-server`);
+- `research_subjects(...)` / `write_back(...)`: an R4 ResearchSubject per patient and trial, with status
+  `candidate` (eligible), `potential-candidate` (needs review) or `ineligible`, PUT at a deterministic id
+  so that a re-run changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .. import render
+from ..client import SCREENING_TYPES, FhirClient
+from .data import PatientIndex
+from .engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial
+from .trials import load_trials, study_reference, trials_from_evidence
+
+#: Identifier system of the ResearchSubjects that screening writes (value: `<NCT id>|<patient id>`).
+SCREENING_SYSTEM = "https://w3id.org/fhir-adapter/screening"
+STATUS = {ELIGIBLE: "candidate", NEEDS_REVIEW: "potential-candidate", INELIGIBLE: "ineligible"}
+PAGE = 500
+
+
+def connect(base_url: str, **options: Any) -> FhirClient:
+    """A client for a server (TLS verification on; see `fhir_adapter.client` for auth options)."""
+    return FhirClient(base_url, **options)
+
+
+def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES) -> PatientIndex:
+    """Every patient's screening data from the server, read type by type with paging."""
+    index = PatientIndex()
+    for resource in client.search("Patient", {"_count": PAGE}):
+        index.add(resource, f"Patient/{resource.get('id')}")
+    caps = client.capabilities()
+    for rtype in types:
+        if caps.resources and rtype not in caps.resources:
+            continue                                    # the server holds no such type
+        for resource in client.search(rtype, {"_count": PAGE}):
+            index.add(resource, f"{rtype}/{resource.get('id')}")
+    wanted = {e.concepts and next(iter(e.concepts)) for p in index.patients.values() for e in p.exposures}
+    for reference in sorted(w for w in wanted if isinstance(w, str) and w.startswith("Medication/")):
+        index.add(client.read("Medication", reference.split("/", 1)[1]), reference)
+    return index.finish()
+
+
+def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_version: str = "R4") -> list[Trial]:
+    """Trials whose criteria are read back from the EvidenceVariables on the server."""
+    titles = {}
+    try:
+        titles = {t.id: t.title for t in load_trials()}
+    except Exception:  # noqa: BLE001 - titles are a nicety; the criteria come from the server
+        titles = {}
+    trials = trials_from_evidence(client.search("EvidenceVariable", {"_count": PAGE}), fhir_version, titles)
+    trials = [t for t in trials if t.criteria]
+    if only:
+        known = {t.id: t for t in trials}
+        missing = [i for i in only if i not in known]
+        if missing:
+            raise KeyError(f"no EvidenceVariable on the server for {', '.join(missing)}")
+        trials = [known[i] for i in only]
+    return trials
+
+
+def research_subjects(statuses: Iterable[tuple[str, str, str]], trials: Iterable[Trial], as_of: str,
+                      ) -> list[dict[str, Any]]:
+    """R4 ResearchSubjects for (patient reference, trial id, verdict) triples."""
+    studies = {t.id: t.study or study_reference(t.id) for t in trials}
+    subjects = []
+    for patient, trial_id, verdict in statuses:
+        subjects.append(render.render("ResearchSubject.json.j2", "R4", nct_id=trial_id,
+                                      patient_id=patient.split("/", 1)[1], study=studies[trial_id],
+                                      status=STATUS[verdict], system=SCREENING_SYSTEM, as_of=as_of))
+    return subjects
+
+
+def write_back(client: FhirClient, statuses: Iterable[tuple[str, str, str]], trials: Iterable[Trial],
+               as_of: str) -> Any:
+    """Push the ResearchSubjects (PUT by deterministic id; unchanged ones are not sent again)."""
+    return client.push(research_subjects(statuses, trials, as_of))

@@ -1,0 +1,103 @@
+"""Screening from files: NDJSON per type and Bundles, on several processes, gives the in-memory verdicts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from test_facts import AS_OF, Chart
+from test_screen import CMM_EM, candidate
+
+from fhir_adapter.eligibility import index_resources, screen
+from fhir_adapter.eligibility.load import line_key, load, partition
+from fhir_adapter.eligibility.run import screen_files
+from fhir_adapter.sources import InputError, write_ndjson
+
+
+def cohort() -> list[dict]:
+    charts = [candidate(f"p{n}", age=20 + n, edss=2.5 + 0.5 * (n % 10), mri=n % 3 != 0) for n in range(40)]
+    return [r for chart in charts for r in chart.resources]
+
+
+def write_by_type(resources: list[dict], directory) -> None:
+    by_type: dict[str, list[dict]] = {}
+    for r in resources:
+        by_type.setdefault(r["resourceType"], []).append(r)
+    for rtype, items in by_type.items():
+        write_ndjson(directory / f"{rtype}.ndjson", items)
+
+
+def expected(resources: list[dict]) -> dict:
+    return {(v.patient, v.trial): v.to_dict() for v in screen(index_resources(resources).patients.values(),
+                                                               [CMM_EM], AS_OF)}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_files_on_several_processes_give_the_in_memory_verdicts(tmp_path, workers):
+    resources = cohort()
+    (tmp_path / "in").mkdir()
+    write_by_type(resources, tmp_path / "in")
+    result = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
+    written = json.loads((tmp_path / "out" / "screening.json").read_text())
+    assert {(v["patient"], v["trial"]): v for v in written} == expected(resources)
+    assert result.read == len(resources) and result.screening.patients == 40
+    rows = list(csv.DictReader((tmp_path / "out" / "screening.csv").open()))
+    assert [(r["patient"], r["verdict"]) for r in rows] == [(v["patient"], v["verdict"]) for v in written]
+    funnel = result.screening.funnels["NCT02035514"]
+    assert sum(funnel.verdicts.values()) == 40
+    edss = [next(c for c in v["criteria"] if c["linkId"] == "inc-4")["result"] for v in written]
+    assert funnel.criteria["inc-4"]["loses"] == edss.count("not-met") > 0
+
+
+def test_the_order_does_not_depend_on_the_number_of_processes(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_by_type(cohort(), tmp_path / "in")
+    screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "one", AS_OF, workers=1)
+    screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "two", AS_OF, workers=2)
+    for name in ("screening.json", "screening.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_a_line_whose_raw_guess_is_wrong_reaches_its_patient(tmp_path):
+    """`Patient/` first in the line names another patient: the worker that parsed it hands it over."""
+    chart = candidate("p1")
+    resources = chart.resources
+    edss = next(r for r in resources if r.get("code") == Chart.code("edss"))
+    decoy = next(pid for pid in (f"x{n}" for n in range(100)) if partition(pid, 2) != partition("p1", 2))
+    tricky = {"resourceType": "Observation", "id": edss["id"], "focus": [{"reference": f"Patient/{decoy}"}],
+              **{k: v for k, v in edss.items() if k not in ("resourceType", "id")}}
+    assert line_key(json.dumps(tricky).encode()) == decoy.encode()
+    (tmp_path / "in").mkdir()
+    write_by_type([tricky if r is edss else r for r in resources], tmp_path / "in")
+    screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    (verdict,) = json.loads((tmp_path / "out" / "screening.json").read_text())
+    assert verdict["verdict"] == "eligible" and f"Observation/{edss['id']}" in json.dumps(verdict)
+
+
+def test_bundles_and_medication_references(tmp_path):
+    chart = candidate("p1")
+    chart.resources.append({"resourceType": "Medication", "id": "m1",
+                            "code": {"coding": [{"system": "http://www.whocc.no/atc", "code": "H02AB04"}]}})
+    chart._add("MedicationStatement", status="completed", medicationReference={"reference": "Medication/m1"},
+               effectivePeriod={"start": chart.ago(20), "end": chart.ago(10)})
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in chart.resources]}
+    (tmp_path / "b.json").write_text(json.dumps(bundle))
+    for workers in (1, 2):
+        screen_files([tmp_path / "b.json"], [CMM_EM], tmp_path / f"out{workers}", AS_OF, workers=workers)
+        (verdict,) = json.loads((tmp_path / f"out{workers}" / "screening.json").read_text())
+        steroids = next(c for c in verdict["criteria"] if c["linkId"] == "exc-5")
+        assert verdict["verdict"] == "ineligible" and steroids["result"] == "met"
+
+
+def test_bad_input_names_file_line_and_column_and_unusable_records_are_reported(tmp_path):
+    (tmp_path / "Observation.ndjson").write_text('{"resourceType": "Observation", "id": "a"}\n{"resourceType": \n')
+    with pytest.raises(InputError, match=r"Observation.ndjson:2:\d+: malformed JSON"):
+        load([tmp_path])
+    (tmp_path / "Observation.ndjson").write_text(json.dumps(
+        {"resourceType": "Observation", "id": "e1", "subject": {"reference": "Patient/p1"},
+         "code": Chart.code("edss"), "valueQuantity": {"value": 4}}) + "\n")
+    result = screen_files([tmp_path], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    assert [str(p) for p in result.problems] == [f"{tmp_path / 'Observation.ndjson'}:1: edss Observation without "
+                                                 "an effective date"]
+    assert (tmp_path / "out" / "problems.csv").read_text().count("\n") == 2
