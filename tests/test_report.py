@@ -1,0 +1,109 @@
+"""Reports: screening.json in the issue's shape, screening.csv one row per patient and trial, report.html
+escaped, self-contained, with a funnel per trial and a section per candidate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from test_facts import AS_OF
+from test_screen import CMM_EM, candidate
+
+from fhir_adapter.cli import main
+from fhir_adapter.criteria import Criterion
+from fhir_adapter.eligibility import Trial, index_resources, trials
+from fhir_adapter.eligibility.run import screen_index
+
+EVIL = '<script>alert("x")</script> & <b>'
+
+
+def hostile_trial() -> Trial:
+    criteria = [Criterion.from_dict(c.to_dict()) for c in CMM_EM.criteria]
+    criteria.append(Criterion.from_dict({"linkId": "exc-99", "kind": "exclusion", "text": f"Text with {EVIL}",
+                                         "rule": {"fact": "edss", "above": 9}}))
+    return Trial("NCT02035514", f"CMM-EM {EVIL}", tuple(criteria))
+
+
+def run(tmp_path, charts, trial=None, **options):
+    index = index_resources([r for c in charts for r in c.resources])
+    return screen_index(index, [trial or CMM_EM], tmp_path, AS_OF, **options)
+
+
+class Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.links += [v for k, v in attrs if k in ("src", "href") and v]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_json_and_csv(tmp_path):
+    charts = [candidate("a"), candidate("b", edss=7.0), candidate("c", mri=False)]
+    result = run(tmp_path, charts)
+    data = json.loads((tmp_path / "screening.json").read_text())
+    assert [(v["patient"], v["verdict"]) for v in data] == [("Patient/c", "needs-review"), ("Patient/b", "ineligible"),
+                                                            ("Patient/a", "eligible")]   # fixed hash order
+    assert all(set(v) == {"patient", "trial", "verdict", "criteria"} for v in data)
+    rows = list(csv.DictReader((tmp_path / "screening.csv").open()))
+    assert [r["patient"] for r in rows] == [v["patient"] for v in data]
+    b = next(r for r in rows if r["patient"] == "Patient/b")
+    assert b["ineligible_because"] == "inc-4" and b["missing"] == "" and b["manual_review"] == "inc-6; exc-8"
+    c = next(r for r in rows if r["patient"] == "Patient/c")
+    assert "inc-5.3: unknown: no MRI with a Gd-enhancing" in c["missing"]
+    assert result.screening.funnels["NCT02035514"].verdicts == {"eligible": 1, "needs-review": 1, "ineligible": 1}
+
+
+def test_html_escapes_all_text_and_needs_nothing_from_outside(tmp_path):
+    chart = candidate("a")
+    chart.resources[0]["id"] = "a"
+    run(tmp_path, [chart], hostile_trial())
+    html = (tmp_path / "report.html").read_text()
+    assert "<script" not in html and "<b>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;" in html
+    page = Page()
+    page.feed(html)
+    assert all(link.startswith("#") for link in page.links), page.links          # no external assets or links
+    assert "script" not in page.tags and "link" not in page.tags and "img" not in page.tags
+    text = " ".join(" ".join(page.text).split())
+    assert "Funnel: what each criterion does to the 1 patients" in text
+    assert "Patient/a eligible" in text and "latest EDSS 4 on 2025-05-12; wanted EDSS 3 to 6.5" in text
+
+
+def test_html_funnel_counts_and_candidate_limit(tmp_path):
+    charts = [candidate(f"e{n}") for n in range(3)] + [candidate(f"r{n}", mri=False) for n in range(2)] + \
+        [candidate("x", age=60)]
+    run(tmp_path, charts, html_candidates=2)
+    html = (tmp_path / "report.html").read_text()
+    row = re.search(r"<code>inc-2</code>.*?</tr>", html, re.S).group(0)
+    assert re.findall(r'<td class="n">(\d+)</td>', row) == ["5", "1", "0"]      # keeps 5, loses 1 (age 60)
+    assert html.count("<details") == 4                       # 2 eligible + 2 needing review shown
+    assert "Showing 2 of 3 patients who are eligible" in html
+    assert "ineligible" in html and "Patient/x" not in html   # ineligible patients get no section
+
+
+def test_cli_input_out_and_usage_errors(tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "all.ndjson").write_text("\n".join(json.dumps(r) for r in candidate().resources) + "\n")
+    monkeypatch.setattr(trials, "load_trials", lambda only=(): [CMM_EM])
+    assert main(["screen", "--input", str(tmp_path / "in"), "--as-of", "2025-06-01", "--out",
+                 str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "NCT02035514 CMM-EM: 1 eligible, 0 need review, 0 ineligible" in out
+    assert f"wrote {tmp_path / 'out' / 'report.html'}" in out
+    assert main(["screen", "--out", str(tmp_path / "x")]) == 2
+    assert "give either --server URL or --input PATH" in capsys.readouterr().err
+    assert main(["screen", "--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert "nowhere: no such file or directory" in capsys.readouterr().err
+    assert main(["screen", "--input", str(tmp_path / "in"), "--write-back", "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit):
+        main(["screen", "--input", str(tmp_path / "in"), "--as-of", "June", "--out", str(tmp_path / "x")])

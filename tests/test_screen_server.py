@@ -1,0 +1,49 @@
+"""Screening from the local FHIR server (sekmet): the same verdicts as from files; write-back is idempotent."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from test_facts import AS_OF
+from test_screen import CMM_EM
+from test_screen_files import cohort, expected
+
+from fhir_adapter.cli import main
+from fhir_adapter.client import FhirClient
+from fhir_adapter.eligibility import remote, screen, trials
+from fhir_adapter.validation.structure import structure_issues
+
+
+def test_same_verdicts_from_the_server_as_from_files_and_idempotent_write_back(fresh_fhir_server, tmp_path,
+                                                                               monkeypatch, capsys):
+    resources = cohort()
+    with FhirClient(fresh_fhir_server) as client:
+        pushed = client.push(resources)
+        assert pushed.ok, pushed.failures
+        index = remote.load_patients(client)
+        from_server = {(v.patient, v.trial): v.to_dict()
+                       for v in screen(index.patients.values(), [CMM_EM], AS_OF)}
+        assert from_server == expected(resources)
+
+        # the command line, with criteria from mappings/ (here: CMM-EM as the tests write it) and write-back
+        (tmp_path / "trials").mkdir()
+        (tmp_path / "trials" / "NCT02035514.yaml").write_text(yaml.safe_dump(
+            {"nct_id": "NCT02035514", "acronym": "CMM-EM", "criteria": [c.to_dict() for c in CMM_EM.criteria]}))
+        monkeypatch.setattr(trials, "TRIALS_DIR", tmp_path / "trials")
+        monkeypatch.setattr(trials, "_protocol_module", lambda: None)
+        args = ["screen", "--server", fresh_fhir_server, "--as-of", AS_OF.isoformat(), "--write-back",
+                "--out", str(tmp_path / "out")]
+        assert main(args) == 0
+        first = capsys.readouterr().out
+        assert "write-back of 40 ResearchSubjects: sent 40, created 40" in first
+        written = json.loads((tmp_path / "out" / "screening.json").read_text())
+        assert {(v["patient"], v["trial"]): v for v in written} == from_server
+
+        subjects = {s["individual"]["reference"]: s for s in client.search("ResearchSubject", {"_count": 100})}
+        status = {"eligible": "candidate", "needs-review": "potential-candidate", "ineligible": "ineligible"}
+        assert {p: s["status"] for p, s in subjects.items()} == {v["patient"]: status[v["verdict"]] for v in written}
+        assert not [i for s in subjects.values() for i in structure_issues(s, "R4") if i.severity == "error"]
+
+        assert main(args) == 0                                   # again: nothing changes on the server
+        assert "sent 0, created 0, updated 0, unchanged 40" in capsys.readouterr().out
