@@ -1,0 +1,427 @@
+"""`map_extract`: an extract directory to NDJSON per resource type, streamed, on every core.
+
+The main process reads each table in blocks of lines (never a whole file), hands the blocks to worker
+processes, and writes what comes back in order. A worker decodes and parses its block, converts each row
+to a fact (`convert`), renders it (`mapping`), validates it (`checking`) and serialises it. The main process
+keeps only the MRNs of the patients converted (to refuse orphan rows) and the row ids of the table being
+read (to refuse duplicates); everything else flows through.
+
+Every row ends up converted or rejected: a rejected row is written to `rejects.csv` with its file, line,
+column, reason and the original text, and counted. Per table, read = converted + rejected.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import bundle, sources
+from ..render import check_version
+from ..sources import InputError
+from .checking import StructureCheck
+from .columns import ColumnMap, load_column_map
+from .convert import RowConverter, RowError
+from .mapping import RESOURCE_TYPES, FhirMapper
+from .model import TABLES
+
+BLOCK_ROWS = 1000
+SMALL_EXTRACT = 2_000_000          # bytes: below this, one process is faster than starting workers
+REJECTS = "rejects.csv"
+SUMMARY = "summary.json"
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass
+class TableCount:
+    """Rows of one table: read = converted + rejected. `file` is None when the extract has no such table."""
+
+    file: str | None
+    read: int = 0
+    converted: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Reject:
+    table: str
+    file: str
+    line: int
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        column = f"column {self.column!r}: " if self.column else ""
+        return f"{self.file}:{self.line}: {column}{self.reason}"
+
+
+@dataclass
+class MapSummary:
+    """What `map_extract` did: counts per table and per resource type, where the output is, how fast."""
+
+    extract_dir: str
+    out_dir: str
+    fhir_version: str
+    column_map: str
+    validated: bool
+    extracted_on: str
+    tables: dict[str, TableCount] = field(default_factory=dict)
+    resources: dict[str, int] = field(default_factory=dict)
+    rejects_file: str = ""
+    bundles: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 1
+    first_rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return sum(t.read for t in self.tables.values())
+
+    @property
+    def converted(self) -> int:
+        return sum(t.converted for t in self.tables.values())
+
+    @property
+    def rejected(self) -> int:
+        return sum(t.rejected for t in self.tables.values())
+
+    @property
+    def resource_count(self) -> int:
+        return sum(self.resources.values())
+
+    @property
+    def resources_per_second(self) -> float:
+        return self.resource_count / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["first_rejects"] = [str(r) for r in self.first_rejects]
+        data.update(read=self.read, converted=self.converted, rejected=self.rejected)
+        return data
+
+
+# --- the work of one block (in a worker, or inline) ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs, picklable: the column map, the headers, the version and the checks."""
+
+    cmap: ColumnMap
+    headers: dict[str, list[str]]
+    fhir_version: str
+    validate: bool
+    extracted_on: str
+
+
+class _Worker:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.encoding = _encoding(job.cmap)
+        self.converters = {t: RowConverter(t, job.cmap, h, job.extracted_on) for t, h in job.headers.items()}
+        self.mapper = FhirMapper.for_map(job.fhir_version, job.cmap)
+        self.check = StructureCheck(job.fhir_version) if job.validate else None
+        self.headers = job.headers
+
+    def block(self, table: str, first_line: int, lines: list[bytes]) -> list[tuple[Any, ...]]:
+        """Outcomes in row order: (line, n_lines, key, mrn, ((type, json), ...)) or (line, n_lines, column, reason)."""
+        texts, bad = [], {}
+        for i, raw in enumerate(lines):
+            try:
+                texts.append(raw.decode(self.encoding))
+            except UnicodeDecodeError as exc:
+                texts.append(raw.decode(self.encoding, "replace"))
+                bad[i] = exc
+        reader = csv.reader(texts, delimiter=self.job.cmap.delimiter)
+        converter, mapper, check = self.converters[table], self.mapper, self.check
+        out: list[tuple[Any, ...]] = []
+        start = 0
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                end = reader.line_num
+                out.append((first_line + start, end - start, None, f"unreadable CSV: {exc}"))
+                start = end
+                continue
+            end = reader.line_num
+            line, count, first = first_line + start, end - start, start
+            start = end
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # a blank line is not a row
+            if bad and any(i in bad for i in range(first, end)):
+                out.append((line, count, *self._encoding_error(table, cells, bad[next(i for i in range(first, end)
+                                                                                  if i in bad)])))
+                continue
+            try:
+                fact = converter.convert(cells)
+            except RowError as exc:
+                out.append((line, count, exc.column, exc.reason))
+                continue
+            written = []
+            for resource in mapper.resources(table, fact):
+                issues = check.issues(resource) if check else None
+                if issues:
+                    shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
+                    out.append((line, count, None, f"the {resource['resourceType']} it makes is not valid FHIR "
+                                                   f"{self.job.fhir_version}: {shown}"))
+                    break
+                written.append((resource["resourceType"], _dumps(resource)))
+            else:
+                key = fact.mrn if table == "patients" else fact.row_id
+                out.append((line, count, key, fact.mrn, tuple(written)))
+        return out
+
+    def _encoding_error(self, table: str, cells: list[str], exc: UnicodeDecodeError) -> tuple[str | None, str]:
+        header = self.headers[table]
+        column = next((header[i] for i, cell in enumerate(cells) if "\ufffd" in cell and i < len(header)), None)
+        byte = exc.object[exc.start:exc.start + 1].hex()
+        return column, (f"not {self.encoding} text (byte 0x{byte}); if the file is in another encoding, "
+                        f"set 'encoding' in the column map")
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(job: Job) -> None:
+    global _WORKER
+    _WORKER = _Worker(job)
+
+
+def _run_block(table: str, first_line: int, lines: list[bytes]) -> list[tuple[Any, ...]]:
+    assert _WORKER is not None
+    return _WORKER.block(table, first_line, lines)
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+def _encoding(cmap: ColumnMap) -> str:
+    return "utf-8-sig" if cmap.encoding.replace("_", "-").lower() in ("utf-8", "utf8") else cmap.encoding
+
+
+def read_header(path: Path, cmap: ColumnMap) -> list[str]:
+    """The column names of a table file (first line); an InputError names the file when it has none."""
+    with path.open("rb") as stream:
+        first = stream.readline()
+    if not first.strip():
+        raise InputError(f"{path}: empty file: the first line must name the columns")
+    try:
+        text = first.decode(_encoding(cmap))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}:1: the header is not {cmap.encoding} text (byte {exc.start}); "
+                         f"set 'encoding' in the column map") from None
+    return [name.strip() for name in next(csv.reader([text], delimiter=cmap.delimiter))]
+
+
+def blocks(path: Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, list[bytes]]]:
+    """(first line number, lines) after the header, cut only between rows (quoted newlines stay together)."""
+    with path.open("rb") as stream:
+        stream.readline()
+        number, lines, quoted = 2, [], False
+        for line in stream:
+            lines.append(line)
+            if line.count(b'"') & 1:
+                quoted = not quoted
+            if not quoted and len(lines) >= rows:
+                yield number, lines
+                number += len(lines)
+                lines = []
+        if lines:
+            yield number, lines
+
+
+# --- running blocks -----------------------------------------------------------------------------------
+
+class _Runner:
+    """Runs blocks inline or on a pool, yielding results in order with a bounded number in flight."""
+
+    def __init__(self, job: Job, workers: int) -> None:
+        self.workers = workers
+        self.pool = None
+        if workers > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(job,))
+        else:
+            _init_worker(job)
+
+    def run(self, table: str, items: Iterator[tuple[int, list[bytes]]]
+            ) -> Iterator[tuple[int, list[bytes], list[tuple[Any, ...]]]]:
+        if self.pool is None:
+            for first, lines in items:
+                yield first, lines, _run_block(table, first, lines)
+            return
+        pending: deque[tuple[int, list[bytes], Any]] = deque()
+        for first, lines in items:
+            pending.append((first, lines, self.pool.apply_async(_run_block, (table, first, lines))))
+            if len(pending) > 2 * self.workers + 2:
+                first_, lines_, result = pending.popleft()
+                yield first_, lines_, result.get()
+        while pending:
+            first_, lines_, result = pending.popleft()
+            yield first_, lines_, result.get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+    def terminate(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+class _Output:
+    """NDJSON per resource type, the rejects file, and optional transaction bundles."""
+
+    def __init__(self, out_dir: Path, bundle_size: int | None) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
+        for stale in [*(out_dir / f"{t}.ndjson" for t in RESOURCE_TYPES), out_dir / REJECTS, out_dir / SUMMARY,
+                      *sorted((out_dir / "bundles").glob("bundle-*.json"))]:
+            stale.unlink(missing_ok=True)
+        self.files = {t: (out_dir / f"{t}.ndjson").open("w", encoding="utf-8", newline="\n") for t in RESOURCE_TYPES}
+        self.counts = dict.fromkeys(RESOURCE_TYPES, 0)
+        self._rejects_stream = (out_dir / REJECTS).open("w", encoding="utf-8", newline="")
+        self.rejects = csv.writer(self._rejects_stream)
+        self.rejects.writerow(["table", "file", "line", "column", "reason", "row"])
+        self.bundle_size = bundle_size
+        self.bundles: list[str] = []
+        self._pending: list[str] = []
+        if bundle_size:
+            if bundle_size < 1:
+                raise ValueError(f"bundle size must be at least 1, got {bundle_size}")
+            (out_dir / "bundles").mkdir(exist_ok=True)
+
+    def write(self, by_type: dict[str, list[str]]) -> None:
+        for rtype, lines in by_type.items():
+            if lines:
+                self.files[rtype].write("\n".join(lines) + "\n")
+                self.counts[rtype] += len(lines)
+                if self.bundle_size:
+                    self._pending.extend(lines)
+        while self.bundle_size and len(self._pending) >= self.bundle_size:
+            self._flush_bundle(self._pending[:self.bundle_size])
+            del self._pending[:self.bundle_size]
+
+    def _flush_bundle(self, lines: list[str]) -> None:
+        path = self.out_dir / "bundles" / f"bundle-{len(self.bundles) + 1:05d}.json"
+        sources.write_json(path, bundle.transaction(json.loads(line) for line in lines))
+        self.bundles.append(str(path))
+
+    def close(self) -> None:
+        if self._pending:
+            self._flush_bundle(self._pending)
+            self._pending = []
+        for stream in self.files.values():
+            stream.close()
+        self._rejects_stream.close()
+
+
+# --- the whole run ------------------------------------------------------------------------------------
+
+def map_extract(extract_dir: Path, out_dir: Path, fhir_version: str = "R4", *, validate: bool = True,
+                bundle_size: int | None = None, column_map: Path | str | None = None, workers: int | None = None,
+                extracted_on: dt.date | str | None = None, keep_rejects: int = 100) -> MapSummary:
+    """Map an extract directory (one CSV per table) to `Patient.ndjson`, `Condition.ndjson`, ... in `out_dir`.
+
+    `column_map`: a column map file or name (default: the project's format); `extracted_on`: the date the
+    extract was taken (default today): later dates are rejected as future; `workers`: processes (default:
+    one per core, one for a small extract); `bundle_size`: also write transaction bundles of that many
+    resources to `out_dir/bundles/` (Patients first, so a server can take them in order).
+    """
+    started = time.perf_counter()
+    version = check_version(fhir_version)
+    cmap = load_column_map(column_map)
+    extract_dir, out_dir = Path(extract_dir), Path(out_dir)
+    if not extract_dir.is_dir():
+        raise InputError(f"{extract_dir}: not a directory (an extract is a directory of CSV files, one per table)")
+    on = extracted_on.isoformat() if isinstance(extracted_on, dt.date) else extracted_on
+    on = on or dt.date.today().isoformat()
+    summary = MapSummary(str(extract_dir), str(out_dir), version, cmap.source, validate, on)
+    paths: dict[str, Path] = {}
+    for name in TABLES:
+        path = extract_dir / cmap.table(name).file
+        if path.is_file():
+            paths[name] = path
+            summary.tables[name] = TableCount(path.name)
+        else:
+            summary.tables[name] = TableCount(None)
+    if "patients" not in paths:
+        raise InputError(f"{extract_dir / cmap.table('patients').file}: no patients table; every other row "
+                         f"refers to a patient in it")
+    headers = {name: read_header(path, cmap) for name, path in paths.items()}
+    job = Job(cmap, headers, version, validate, on)
+    _Worker(job)  # a missing column or a bad column map fails here, before any output
+    if workers is None:
+        size = sum(p.stat().st_size for p in paths.values())
+        workers = 1 if size < SMALL_EXTRACT else (os.cpu_count() or 1)
+    summary.workers = max(1, workers)
+    output = _Output(out_dir, bundle_size)
+    runner = _Runner(job, summary.workers)
+    try:
+        patients: set[str] = set()
+        for name, path in paths.items():
+            _map_table(name, path, cmap, runner, output, summary, patients, keep_rejects)
+        runner.close()
+    except BaseException:
+        runner.terminate()
+        raise
+    finally:
+        output.close()
+    summary.resources = dict(output.counts)
+    summary.rejects_file = str(out_dir / REJECTS)
+    summary.bundles = output.bundles
+    summary.seconds = time.perf_counter() - started
+    sources.write_json(out_dir / SUMMARY, summary.to_dict())
+    return summary
+
+
+def _map_table(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _Output, summary: MapSummary,
+               patients: set[str], keep: int) -> None:
+    count = summary.tables[name]
+    key_column = cmap.table(name).column(TABLES[name].key).column
+    mrn_column = cmap.table(name).column("mrn").column
+    seen: set[str] = set()
+    encoding = _encoding(cmap)
+    is_patients = name == "patients"
+    for first, lines, outcomes in runner.run(name, blocks(path)):
+        count.read += len(outcomes)
+        by_type: dict[str, list[str]] = {t: [] for t in RESOURCE_TYPES}
+        for outcome in outcomes:
+            if len(outcome) == 5:
+                line, n, key, mrn, written = outcome
+                if key in seen:
+                    what = "MRN" if is_patients else "row id"
+                    outcome = (line, n, key_column, f"duplicate {what} {key!r}: an earlier row of {path.name} has it")
+                elif not is_patients and mrn not in patients:
+                    outcome = (line, n, mrn_column, f"orphan row: no patient with MRN {mrn!r} in "
+                                                    f"{cmap.table('patients').file}")
+                else:
+                    seen.add(key)
+                    if is_patients:
+                        patients.add(key)
+                    for rtype, text in written:
+                        by_type[rtype].append(text)
+                    count.converted += 1
+                    continue
+            line, n, column, reason = outcome
+            original = b"".join(lines[line - first:line - first + n]).decode(encoding, "backslashreplace")
+            reject = Reject(name, path.name, line, column, reason)
+            output.rejects.writerow([name, path.name, line, column or "", reason, original.rstrip("\r\n")])
+            count.rejected += 1
+            if len(summary.first_rejects) < keep:
+                summary.first_rejects.append(reject)
+        output.write(by_type)
