@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from .. import __version__
-from ..eligibility.engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, UNKNOWN
+from ..criteria import Criterion
+from ..eligibility.engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, UNKNOWN, CriterionResult
 from ..paths import TEMPLATES
 
 if TYPE_CHECKING:
@@ -53,11 +54,20 @@ def render_html(screening: Screening, html_candidates: int) -> str:
     return environment().get_template("report.html.j2").render(
         screening=screening, trials=trials, percent=percent, version=__version__,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        ELIGIBLE=ELIGIBLE, NEEDS_REVIEW=NEEDS_REVIEW, INELIGIBLE=INELIGIBLE, UNKNOWN=UNKNOWN,
+        ELIGIBLE=ELIGIBLE, NEEDS_REVIEW=NEEDS_REVIEW, INELIGIBLE=INELIGIBLE, UNKNOWN=UNKNOWN, effect=effect,
         html_candidates=html_candidates)
 
 
-def _computable(criterion) -> bool:
+def effect(result: CriterionResult) -> str:
+    """What a result does to the patient: keeps, loses (excludes), unknown or manual; colours the result."""
+    if result.manual:
+        return "manual"
+    if result.result == UNKNOWN:
+        return "unknown"
+    return "loses" if result.excludes else "keeps"
+
+
+def _computable(criterion: Criterion) -> bool:
     if criterion.children:
         return any(_computable(c) for c in criterion.children)
     return criterion.rule is not None
