@@ -72,11 +72,13 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 @dataclass
 class LocalServer:
-    """sekmet on 127.0.0.1; `port` None picks a free one, `data` None keeps the store in memory."""
+    """sekmet on 127.0.0.1; `port` None picks a free one, `data` None keeps the store in memory.
+    `overrides`: more sekmet settings (e.g. `server_auth` for auth tests); the safe ones always win."""
 
     port: int | None = None
     data: Path | None = None
     workdir: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _tempdir: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
@@ -89,7 +91,7 @@ class LocalServer:
         return self.workdir / "server.log" if self.workdir else None
 
     def settings(self) -> dict[str, Any]:
-        return {**SAFE_SETTINGS, "port": self.port, "base_url": self.base_url,
+        return {**self.overrides, **SAFE_SETTINGS, "port": self.port, "base_url": self.base_url,
                 "db_path": str(Path(self.data).resolve()) if self.data else ":memory:"}
 
     def start(self, timeout: float = 60.0, *, detach: bool = False) -> str:

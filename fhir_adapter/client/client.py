@@ -64,7 +64,7 @@ class FhirClient:
                 raise FhirHttpError("GET", path, 0, text="refusing to follow a link to another server "
                                                          f"(base is {self.base_url}); credentials stay here")
             return path
-        return f"{self.base_url}/{path.lstrip('/')}"
+        return f"{self.base_url}/{path.lstrip('/')}" if path.strip("/") else self.base_url
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
                 headers: Mapping[str, str] | None = None, idempotent: bool = False) -> requests.Response:
@@ -78,7 +78,7 @@ class FhirClient:
             mark_idempotent(prepared)
         if json is not None:  # FHIR JSON, not application/json
             prepared.headers["Content-Type"] = all_headers["Content-Type"]
-        settings = self.session.merge_environment_settings(prepared.url, {}, None, None, None)
+        settings = self.session.merge_environment_settings(prepared.url, {}, None, self.session.verify, None)
         try:
             response = self.session.send(prepared, **settings)
         except requests.ConnectionError as exc:

@@ -234,6 +234,7 @@ def push(client: Any, resources: Iterable[Any], *, chunk_size: int = DEFAULT_CHU
     return result
 
 
+
 def _merge(result: PushResult, part: _ChunkResult) -> None:
     result.sent += part.sent
     result.created += part.created
