@@ -14,7 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fhir_adapter.cli import main
 from fhir_adapter.cli.push import read_inputs
-from fhir_adapter.client import AccessDenied, FhirClient, SmartBackendAuth, bearer_from_env, public_jwk
+from fhir_adapter.client import (
+    AccessDenied,
+    FhirClient,
+    ResourceNotFound,
+    SmartBackendAuth,
+    bearer_from_env,
+    public_jwk,
+)
 from fhir_adapter.ehr import generate_cohort, map_extract
 from fhir_adapter.server import LocalServer
 
@@ -185,3 +192,33 @@ def test_bearer_token_from_the_environment_end_to_end(monkeypatch):
         monkeypatch.setenv("IT_FHIR_TOKEN", "wrong")
         with pytest.raises(AccessDenied), FhirClient(server.base_url, auth=bearer_from_env("IT_FHIR_TOKEN")) as c:
             c.read("Patient", "bearer-1")
+
+
+def test_a_server_that_cannot_take_the_fhir_version_is_a_clear_error(fhir_server, tmp_path, capsys):
+    source = tmp_path / "patient.ndjson"
+    source.write_text(json.dumps({"resourceType": "Patient", "id": "it-r5-refused"}) + "\n")
+    status = main(["push", str(source), "--server", fhir_server, "--fhir-version", "R5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "speaks FHIR 4.0.1, which cannot take R5 resources" in err
+    with FhirClient(fhir_server) as client, pytest.raises(ResourceNotFound):
+        client.read("Patient", "it-r5-refused")  # nothing was sent
+
+
+def test_cli_conditional_id_strategy_writes_under_server_ids_and_a_rerun_is_unchanged(fhir_server, tmp_path,
+                                                                                       capsys):
+    system = "https://w3id.org/fhir-adapter/test/cli-conditional"
+    patients = [{"resourceType": "Patient", "id": f"cli-cond-{n}", "identifier": [{"system": system, "value": f"C{n}"}],
+                 "gender": "male"} for n in range(3)]
+    source = tmp_path / "patients.ndjson"
+    source.write_text("\n".join(json.dumps(p) for p in patients) + "\n")
+    args = ["push", str(source), "--server", fhir_server, "--id-strategy", "conditional", "--no-progress"]
+    assert main(args) == 0
+    assert "sent 3, created 3, updated 0, unchanged 0, failed 0" in capsys.readouterr().out
+    with FhirClient(fhir_server) as client:
+        found = list(client.search("Patient", identifier=f"{system}|C1"))
+        assert len(found) == 1 and found[0]["id"] != "cli-cond-1"  # the server chose the id
+        with pytest.raises(ResourceNotFound):
+            client.read("Patient", "cli-cond-1")
+    assert main(args) == 0
+    assert "sent 0, created 0, updated 0, unchanged 3, failed 0" in capsys.readouterr().out

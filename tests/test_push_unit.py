@@ -304,3 +304,23 @@ def test_without_transaction_support_batches_are_used_and_said_so():
 def test_a_refused_id_strategy_is_a_value_error():
     with pytest.raises(ValueError, match="id_strategy"):
         fast_client().push([], id_strategy="post")
+
+
+def test_the_progress_bar_draws_counts_and_ends_its_line():
+    import io
+
+    from fhir_adapter.cli.push import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar("push", stream=stream, enabled=True, width=10)
+    bar(0, 40)
+    bar(40, 40)
+    bar.close()
+    text = stream.getvalue()
+    assert "\rpush [..........]   0% 0/40 resources" in text
+    assert "\rpush [##########] 100% 40/40 resources" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    off = ProgressBar("push", stream=quiet)  # not a terminal: nothing drawn
+    off(1, 2)
+    off.close()
+    assert quiet.getvalue() == ""
