@@ -152,11 +152,19 @@ def test_partial_birth_date_gives_bounds_and_no_birth_date_is_unknown():
 
 # ------------------------------------------------------------------------------------------ MS course, duration
 
-@pytest.mark.parametrize(("system", "code", "subtype"), [
-    (SNOMED, "426373005", "rrms"), (SNOMED, "425500002", "spms"), (SNOMED, "428700003", "ppms"),
-    (ICD10CM, "G35.A", "rrms"), (ICD10CM, "G35.C1", "spms"), (ICD10CM, "G35.B0", "ppms"),
-    (ICD10GM, "G35.10", "rrms"), (ICD10GM, "G35.30", "spms"), (ICD10GM, "G35.20", "ppms"),
-])
+COURSE_CODES = sorted((system, code, subtype) for subtype in ("rrms", "spms", "ppms")
+                      for system, code in terminology.concept(subtype).recognised
+                      if terminology.concept_of(system, code) == subtype)
+
+
+def test_the_course_value_sets_hold_snomed_and_every_fy2026_icd10cm_subcode():
+    codes = {(system, code) for system, code, _ in COURSE_CODES}
+    fy2026 = {"G35.A", "G35.B0", "G35.B1", "G35.B2", "G35.C0", "G35.C1", "G35.C2"}
+    assert {(ICD10CM, code) for code in fy2026} <= codes
+    assert {(SNOMED, "426373005"), (SNOMED, "425500002"), (SNOMED, "428700003")} <= codes
+
+
+@pytest.mark.parametrize(("system", "code", "subtype"), COURSE_CODES, ids=[c for _, c, _ in COURSE_CODES])
 def test_ms_course_from_snomed_icd10cm_fy2026_and_icd10gm(system, code, subtype):
     chart = Chart()
     chart.condition(system=system, code=code, onset="2018-01-01")
@@ -340,6 +348,41 @@ def test_therapy_from_statements_requests_administrations_rxnorm_and_atc(kind, c
     assert chart.fact("therapy", "immunosuppressants", "1 wk").value is False      # ended 10 days ago
 
 
+DRUG_CODES = sorted((system, code, terminology.concept_of(system, code))
+                    for system, code in terminology.recognised_codes("disease-modifying-therapies"))
+
+
+@pytest.mark.parametrize(("system", "code", "drug"), DRUG_CODES, ids=[f"{d}-{c}" for _, c, d in DRUG_CODES])
+def test_every_code_of_the_therapy_value_sets_is_recognised(system, code, drug):
+    """Each RxNorm (ingredient or product) and ATC (old or new) code of mappings/terminology.yaml."""
+    chart = Chart()
+    chart.med(system=system, code=code, start=40, end=10)
+    subject = "interferon-or-glatiramer" if drug in terminology.members("interferon-or-glatiramer") \
+        else "immunosuppressants"
+    assert chart.fact("therapy", subject, "30 d").value is True
+    assert chart.fact("therapy", subject, "1 wk").value is False
+
+
+@pytest.mark.parametrize("kind", ["MedicationStatement", "MedicationRequest", "MedicationAdministration"])
+def test_r5_medication_as_codeable_reference(kind):
+    """R5 replaces medicationCodeableConcept / medicationReference by `medication` (a CodeableReference)."""
+    chart = Chart()
+    resource = chart.med("natalizumab", start=40, end=10, kind=kind)
+    resource["medication"] = {"concept": resource.pop("medicationCodeableConcept")}
+    if kind == "MedicationStatement":
+        resource["status"] = "recorded"
+    if kind == "MedicationAdministration":                  # R5 spells occurrence with one r
+        resource["occurencePeriod"] = {"start": chart.ago(40), "end": chart.ago(10)}
+        del resource["effectiveDateTime"]
+    assert chart.fact("therapy", "immunosuppressants", "3 mo").value is True
+    assert chart.fact("therapy", "immunosuppressants", "1 wk").value is False
+    referenced = Chart()
+    referenced.resources.append({"resourceType": "Medication", "id": "m1", "code": Chart.code("prednisone")})
+    referenced._add("MedicationStatement", status="recorded", medication={"reference": {"reference": "Medication/m1"}},
+                    effectivePeriod={"start": referenced.ago(20), "end": referenced.ago(10)})
+    assert referenced.fact("therapy", "corticosteroids", "30 d").value is True
+
+
 def test_therapy_by_reference_by_name_ongoing_and_unknown_end():
     chart = Chart()
     chart.resources.append({"resourceType": "Medication", "id": "med1",
@@ -348,8 +391,8 @@ def test_therapy_by_reference_by_name_ongoing_and_unknown_end():
                effectivePeriod={"start": chart.ago(100), "end": chart.ago(20)})
     assert chart.fact("therapy", "interferon-or-glatiramer", "1 mo").value is True
     by_name = Chart()
-    product = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1012895",
-               "display": "fingolimod 0.5 MG Oral Capsule"}          # an RxNorm product code: found by name
+    product = {"system": "urn:oid:1.2.3.4.5", "code": "GIL05",
+               "display": "Fingolimod 0.5 MG Oral Capsule [Gilenya]"}   # a local code: found by name
     by_name._add("MedicationStatement", status="active", effectivePeriod={"start": by_name.ago(100)},
                  medicationCodeableConcept={"coding": [product]})
     assert by_name.fact("therapy", "immunosuppressants", "0 d").value is True      # ongoing today
@@ -385,8 +428,8 @@ def test_conditions_closed_world_when_a_problem_list_exists():
     assert Chart().fact("condition", "malignancy").value is None
 
 
-@pytest.mark.parametrize("loinc", ["98979-8", "62238-1", "33914-3", "50210-4"])
-def test_egfr_from_several_loinc_codes(loinc):
+@pytest.mark.parametrize("loinc", sorted(code for _, code in terminology.recognised_codes("egfr")))
+def test_egfr_from_every_loinc_code_of_the_value_set(loinc):
     chart = Chart()
     chart.lab("egfr", 20, value=59.9, unit="mL/min/{1.73_m2}", loinc=loinc)
     assert chart.fact("lab-value", "egfr").value == 59.9

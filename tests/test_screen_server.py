@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from test_facts import AS_OF
 from test_screen import CMM_EM
 from test_screen_files import cohort, expected
 
+from fhir_adapter import eligibility, ids
 from fhir_adapter.cli import main
 from fhir_adapter.client import FhirClient
 from fhir_adapter.eligibility import remote, screen, trials
@@ -47,3 +49,27 @@ def test_same_verdicts_from_the_server_as_from_files_and_idempotent_write_back(f
 
         assert main(args) == 0                                   # again: nothing changes on the server
         assert "sent 0, created 0, updated 0, unchanged 40" in capsys.readouterr().out
+
+
+def test_screen_server_is_the_whole_run_the_demo_calls(fresh_fhir_server, tmp_path):
+    resources = cohort()
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(resources).ok
+        done = eligibility.screen_server(client, [CMM_EM], tmp_path / "out", AS_OF, write_back=True)
+        verdicts = [v["verdict"] for v in expected(resources).values()]
+        assert done.counts == {"NCT02035514": {v: verdicts.count(v) for v in ("eligible", "needs-review",
+                                                                               "ineligible")}}
+        assert done.patients == 40 and done.report == tmp_path / "out" / "report.html" and done.report.is_file()
+        assert all(path.is_file() for path in done.files)
+        assert done.written.ok and done.written.summary().startswith("sent 40, created 40")
+        again = eligibility.screen_server(client, [CMM_EM], tmp_path / "again", AS_OF, write_back=True)
+        assert "unchanged 40" in again.written.summary()
+
+
+def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fresh_fhir_server):
+    with FhirClient(fresh_fhir_server) as client, pytest.raises(KeyError) as caught:
+        remote.trials_from_server(client, ["NCT02035514"])
+    message = caught.value.args[0]
+    assert f"EvidenceVariable/{remote.evidence_variable_id('NCT02035514')}" in message
+    assert remote.evidence_variable_id("NCT02035514") == ids.resource_id("EvidenceVariable",
+                                                                         "https://clinicaltrials.gov", "NCT02035514")

@@ -46,7 +46,7 @@ def _date(text: str) -> dt.date:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eligibility.run import screen_files, screen_index
+    from ..eligibility.run import screen_files, screen_server
     from ..eligibility.trials import load_trials
     from ..report.writers import HTML_CANDIDATES
 
@@ -58,26 +58,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--write-back writes ResearchSubjects to a server: give --server URL")
     as_of = args.as_of or dt.date.today()
     html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
-    client = None
-    if args.server:
-        client = options.client_from_args(args)
+    written = None
     try:
-        if args.from_server:
-            from ..eligibility import remote
-            trials = remote.trials_from_server(client, args.trial)
+        if args.server:
+            done = screen_server(options.client_from_args(args), args.trial, args.out, as_of,
+                                 from_server=args.from_server, write_back=args.write_back,
+                                 html_candidates=html_candidates)
+            trials, result, written = done.trials, done.run, done.written
         else:
             trials = load_trials(args.trial)
+            if not trials:
+                raise UsageError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
+            result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
-    if not trials:
-        raise UsageError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
-    if args.server:
-        from ..eligibility import remote
-        index = remote.load_patients(client)
-        result = screen_index(index, trials, args.out, as_of, html_candidates, keep_statuses=args.write_back,
-                              source=args.server)
-    else:
-        result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     screening = result.screening
     print(f"screened {screening.patients} patients ({result.read} resources read, {result.used} used) "
           f"against {len(trials)} trial(s) as of {as_of.isoformat()}")
@@ -88,13 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if result.problems:
         print(f"{len(result.problems)} input record(s) could not be used, listed in {args.out / 'problems.csv'}; "
               f"first: {result.problems[0]}", file=sys.stderr)
-    if args.write_back:
-        from ..eligibility import remote
-        outcome = remote.write_back(client, screening.statuses, trials, as_of.isoformat())
-        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {outcome.summary()}")
-        for failure in outcome.failures:
+    if written is not None:
+        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {written.summary()}")
+        for failure in written.failures:
             print(failure.describe(), file=sys.stderr)
-        if not outcome.ok:
+        if not written.ok:
             return 1
     for name in ("screening.json", "screening.csv", "report.html"):
         print(f"wrote {args.out / name}")

@@ -7,11 +7,13 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
 - relapses as Observation or Condition (SNOMED 192929006), with severity from `Condition.severity`,
   `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe);
 - MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM (the most specific coding wins);
-- therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm or
-  ATC (old and new codes; `medicationReference` to a Medication, contained or not; the drug name in the
-  text or display as a last resort);
-- EDSS as valueQuantity, valueDecimal, valueInteger or a numeric valueString; lesion counts as valueInteger
-  or valueQuantity; labs by any LOINC code `mappings/terminology.yaml` accepts for the concept.
+- therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm
+  (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
+  or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
+  text or display as a last resort;
+- EDSS as valueQuantity, valueInteger, a numeric valueString or valueDecimal (which neither R4 nor R5
+  Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
+  LOINC code `mappings/terminology.yaml` accepts for the concept.
 
 A resource that is relevant but unusable (an EDSS without a date or with a score of 11) is not silently
 dropped: it becomes a `Problem` naming where it came from.
@@ -507,8 +509,13 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         return False
     p.medication_records += 1
     concepts = drug_concepts(r.get("medicationCodeableConcept"))
+    reference = r.get("medicationReference")
+    codeable_reference = r.get("medication")                # R5: a CodeableReference (concept or reference)
+    if isinstance(codeable_reference, dict):
+        concepts = concepts or drug_concepts(codeable_reference.get("concept"))
+        reference = reference or codeable_reference.get("reference")
     if not concepts:
-        target = (r.get("medicationReference") or {}).get("reference")
+        target = reference.get("reference") if isinstance(reference, dict) else None
         if isinstance(target, str) and target.startswith("#"):
             for contained in r.get("contained") or ():
                 if isinstance(contained, dict) and contained.get("id") == target[1:]:
@@ -527,8 +534,9 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         start = day(bounds.get("start")) or day(validity.get("start")) or day(r.get("authoredOn"))
         end = day(bounds.get("end")) or day(validity.get("end"))
     elif rtype == "MedicationAdministration":
-        start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurrenceDateTime")
-        period = r.get("effectivePeriod") or {}
+        start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
+                           "occurrenceDateTime")
+        period = r.get("effectivePeriod") or r.get("occurencePeriod") or {}     # R5 spells it "occurence"
         end = day(period.get("end")) or start
     else:
         period = r.get("effectivePeriod") or {}

@@ -3,7 +3,9 @@
 - `load_patients(client)`: every Patient and their Condition, Observation and Medication* resources, read
   by type with paging (a few requests per type instead of one per patient), plus the Medication resources
   they reference;
-- `trials_from_server(client)`: the criteria from the EvidenceVariables on the server (`--from-server`);
+- `trials_from_server(client)`: the criteria from the EvidenceVariables on the server (`--from-server`), each
+  read by its deterministic id (`ids.resource_id("EvidenceVariable", "https://clinicaltrials.gov", nct)`), since
+  servers need not search EvidenceVariable (sekmet does not);
 - `research_subjects(...)` / `write_back(...)`: an R4 ResearchSubject per patient and trial, with status
   `candidate` (eligible), `potential-candidate` (needs review) or `ineligible`, PUT at a deterministic id
   so that a re-run changes nothing.
@@ -14,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .. import render
-from ..client import SCREENING_TYPES, FhirClient
+from .. import ids, render
+from ..client import SCREENING_TYPES, FhirClient, ResourceGone, ResourceNotFound
 from .data import PatientIndex
 from .engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial
-from .trials import load_trials, study_reference, trials_from_evidence
+from .trials import CTGOV, load_trials, study_reference, trials_from_evidence
 
 #: Identifier system of the ResearchSubjects that screening writes (value: `<NCT id>|<patient id>`).
 SCREENING_SYSTEM = "https://w3id.org/fhir-adapter/screening"
@@ -48,22 +50,42 @@ def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES) ->
     return index.finish()
 
 
+def evidence_variable_id(nct_id: str) -> str:
+    """The id a trial's EvidenceVariable is PUT at by the trial mapping (deterministic, see design.md)."""
+    return ids.resource_id("EvidenceVariable", CTGOV, nct_id)
+
+
 def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_version: str = "R4") -> list[Trial]:
-    """Trials whose criteria are read back from the EvidenceVariables on the server."""
-    titles = {}
+    """Trials whose criteria are read back from the EvidenceVariables on the server, one read by id per trial.
+
+    `only`: the NCT ids to read; by default the trials known in `mappings/` (whose criteria the server's
+    EvidenceVariables were mapped from). A trial with no EvidenceVariable on the server is a `KeyError`.
+    """
+    local = {t.id: t.title for t in load_trials()} if not only else {}
+    wanted = list(only) or sorted(local)
+    if not wanted:
+        raise KeyError("no trial to read from the server: name them with --trial NCT...")
+    titles = local or {t.id: t.title for t in _local_trials()}
+    trials, missing = [], []
+    for nct in wanted:
+        rid = evidence_variable_id(nct)
+        try:
+            resource = client.read("EvidenceVariable", rid)
+        except (ResourceNotFound, ResourceGone):
+            missing.append(f"{nct} (EvidenceVariable/{rid})")
+            continue
+        trials.extend(trials_from_evidence([resource], fhir_version, titles, nct_id=nct))
+    if missing:
+        raise KeyError(f"no EvidenceVariable on {client.base_url} for {', '.join(missing)}: push the trials "
+                       f"first (fhir-adapter trials map, then push)")
+    return [t for t in trials if t.criteria]
+
+
+def _local_trials() -> list[Trial]:
     try:
-        titles = {t.id: t.title for t in load_trials()}
+        return load_trials()
     except Exception:  # noqa: BLE001 - titles are a nicety; the criteria come from the server
-        titles = {}
-    trials = trials_from_evidence(client.search("EvidenceVariable", {"_count": PAGE}), fhir_version, titles)
-    trials = [t for t in trials if t.criteria]
-    if only:
-        known = {t.id: t for t in trials}
-        missing = [i for i in only if i not in known]
-        if missing:
-            raise KeyError(f"no EvidenceVariable on the server for {', '.join(missing)}")
-        trials = [known[i] for i in only]
-    return trials
+        return []
 
 
 def research_subjects(statuses: Iterable[tuple[str, str, str]], trials: Iterable[Trial], as_of: str,

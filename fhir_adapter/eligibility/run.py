@@ -2,18 +2,20 @@
 
 `screen_files` gives each worker process its share of the patients (see `load`): it parses, indexes,
 screens and writes its part of the reports; the parent merges the parts. `screen_index` does the same in
-this process for data already in memory (from a server, say).
+this process for data already in memory. `screen_server` is the whole run against a FHIR server (patients
+and, optionally, criteria read from it; ResearchSubjects written back): the call `fhir-adapter demo` makes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..client import FhirClient, PushResult
 from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
@@ -91,3 +93,70 @@ def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.
     write_problems(out, problems)
     return RunResult(screening, read, used, problems,
                      {"screen": screened - started, "report": time.perf_counter() - screened})
+
+
+@dataclass
+class ServerScreening:
+    """What `screen_server` did: the run, the trials, verdict counts per trial, the reports, the write-back."""
+
+    run: RunResult
+    trials: list[Trial]
+    out: Path
+    written: PushResult | None = None
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per NCT id: how many patients are `eligible`, `needs-review` and `ineligible`."""
+        return {t.id: dict(self.run.screening.funnels[t.id].verdicts) for t in self.trials}
+
+    @property
+    def patients(self) -> int:
+        return self.run.screening.patients
+
+    @property
+    def report(self) -> Path:
+        """The HTML report (self-contained; open it in a browser)."""
+        return self.out / "report.html"
+
+    @property
+    def files(self) -> list[Path]:
+        """screening.json, screening.csv, report.html (and problems.csv when some input was unusable)."""
+        names = ["screening.json", "screening.csv", "report.html"] + (["problems.csv"] if self.run.problems else [])
+        return [self.out / name for name in names]
+
+
+def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = None, out: Path | str = "screening",
+                  as_of: dt.date | None = None, *, from_server: bool = False, write_back: bool = False,
+                  html_candidates: int = HTML_CANDIDATES) -> ServerScreening:
+    """Screen every patient on a FHIR server for the trials and write the reports to `out`.
+
+    - `trials`: NCT ids, `Trial`s, or None for every trial with criteria in `mappings/`;
+    - `from_server`: read the criteria back from the trials' EvidenceVariables on the server (by id) instead;
+    - `as_of`: the screening date (default today); `write_back`: PUT an R4 ResearchSubject per patient and
+      trial (candidate / potential-candidate / ineligible), idempotently.
+
+    Returns a `ServerScreening`: `.counts` (per NCT id: eligible / needs-review / ineligible), `.patients`,
+    `.report` (the path of report.html), `.files`, `.written` (the write-back's `PushResult`, or None).
+    Raises `KeyError` for a trial without criteria (locally or on the server), and the client's errors.
+
+    >>> result = screen_server(client, ["NCT02035514"], "out/screening", dt.date(2025, 6, 1))  # doctest: +SKIP
+    >>> result.counts["NCT02035514"], result.report                                           # doctest: +SKIP
+    ({'eligible': 12, 'needs-review': 300, 'ineligible': 188}, PosixPath('out/screening/report.html'))
+    """
+    from . import remote
+    from .trials import load_trials
+
+    as_of = as_of or dt.date.today()
+    out = Path(out)
+    given = [t for t in trials or () if isinstance(t, Trial)]
+    names = [t for t in trials or () if not isinstance(t, Trial)]
+    if from_server:
+        chosen = remote.trials_from_server(client, names or [t.id for t in given])
+    else:
+        chosen = given + (load_trials(names) if names or not given else [])
+    if not chosen:
+        raise KeyError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
+    index = remote.load_patients(client)
+    run = screen_index(index, chosen, out, as_of, html_candidates, keep_statuses=write_back, source=client.base_url)
+    written = remote.write_back(client, run.screening.statuses, chosen, as_of.isoformat()) if write_back else None
+    return ServerScreening(run, chosen, out, written)

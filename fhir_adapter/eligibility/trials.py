@@ -72,13 +72,17 @@ def load_trials(only: Sequence[str] = ()) -> list[Trial]:
 
 
 def trials_from_evidence(resources: Iterable[dict[str, Any]], fhir_version: str = "R4",
-                         titles: dict[str, str] | None = None) -> list[Trial]:
-    """Trials from EvidenceVariable resources (as read back from a server), one per NCT id."""
+                         titles: dict[str, str] | None = None, nct_id: str | None = None) -> list[Trial]:
+    """Trials from EvidenceVariable resources (as read back from a server), one per NCT id.
+
+    `nct_id` names the trial when the caller knows it (read by the trial's id); otherwise it is taken from
+    the resource's identifiers, name, title or url.
+    """
     module = importlib.import_module("fhir_adapter.protocol.evidence")
     trials = []
     for resource in resources:
         criteria = tuple(module.criteria_from_evidence_variable(resource, fhir_version))
-        nct = _nct_of(resource)
+        nct = nct_id or _nct_of(resource)
         trials.append(Trial(nct, (titles or {}).get(nct, nct), criteria, study_reference(nct)))
     return sorted(trials, key=lambda t: t.id)
 
