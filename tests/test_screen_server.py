@@ -8,12 +8,14 @@ import pytest
 import yaml
 from test_facts import AS_OF
 from test_screen import CMM_EM
-from test_screen_files import cohort, expected
+from test_screen_files import cohort, expected, write_by_type
+from test_screen_trials import HAND, boundary_cohort
 
 from fhir_adapter import eligibility, ids
 from fhir_adapter.cli import main
 from fhir_adapter.client import FhirClient
-from fhir_adapter.eligibility import remote, screen, trials
+from fhir_adapter.eligibility import index_resources, remote, screen, trials
+from fhir_adapter.eligibility.run import screen_files
 from fhir_adapter.validation.structure import structure_issues
 
 
@@ -73,3 +75,23 @@ def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fres
     assert f"EvidenceVariable/{remote.evidence_variable_id('NCT02035514')}" in message
     assert remote.evidence_variable_id("NCT02035514") == ids.resource_id("EvidenceVariable",
                                                                          "https://clinicaltrials.gov", "NCT02035514")
+
+
+def test_boundary_patients_of_every_trial_get_the_same_verdicts_from_files_and_from_the_server(fresh_fhir_server,
+                                                                                              tmp_path):
+    resources = boundary_cohort()
+    every = [CMM_EM, *HAND.values()]
+    in_memory = {(v.patient, v.trial): v.to_dict()
+                 for v in screen(index_resources(resources).patients.values(), every, AS_OF)}
+    assert {v["verdict"] for v in in_memory.values()} == {"eligible", "ineligible", "needs-review"}
+    (tmp_path / "in").mkdir()
+    write_by_type(resources, tmp_path / "in")
+    screen_files([tmp_path / "in"], every, tmp_path / "files", AS_OF, workers=2)
+    from_files = json.loads((tmp_path / "files" / "screening.json").read_text())
+    assert {(v["patient"], v["trial"]): v for v in from_files} == in_memory
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(resources).ok
+        index = remote.load_patients(client)
+    assert not index.problems
+    from_server = {(v.patient, v.trial): v.to_dict() for v in screen(index.patients.values(), every, AS_OF)}
+    assert from_server == in_memory

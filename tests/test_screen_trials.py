@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import re
 from collections.abc import Callable
 
@@ -469,3 +470,21 @@ def test_mesems_without_mri_says_the_gel_count_is_missing(nct):
         verdict = verdict_of(mesems_candidate(mri=False), trial)
         assert verdict.verdict == NEEDS_REVIEW
         assert any("no MRI with a Gd-enhancing" in m for m in verdict.missing), verdict.missing
+
+
+def boundary_cohort() -> list[dict]:
+    """Every boundary patient above, each under its own id (`<trial>-<n>`), as one list of resources."""
+    resources = []
+    for nct, cases in CASES.items():
+        for n, (_, make, _, _) in enumerate(cases):
+            resources += renamed(make(), f"{nct.lower()}-{n}")
+    return resources
+
+
+def renamed(chart: Chart, pid: str) -> list[dict]:
+    """The chart's resources with the patient id (and the ids made from it) replaced."""
+    text = json.dumps(chart.resources).replace(f'"{chart.pid}-', f'"{pid}-').replace(
+        f'"Patient/{chart.pid}"', f'"Patient/{pid}"')
+    resources = json.loads(text)
+    resources[0]["id"] = pid
+    return resources
