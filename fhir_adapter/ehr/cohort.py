@@ -113,7 +113,7 @@ class _History:
             self.sex = "unknown"
         mean_age = {"rrms": 38, "spms": 51, "ppms": 50, "multiple-sclerosis": 42}[self.course]
         self.age = min(65.9, max(16.0, r.gauss(mean_age, 10)))
-        self.birth = today - dt.timedelta(days=int(self.age * YEAR)) - r.randrange(0, 300) * DAY
+        self.birth = today - dt.timedelta(days=int(self.age * YEAR))
         longest = max(0.3, self.age - 12)
         duration = {"rrms": r.uniform(0.3, min(longest, 22)), "spms": r.uniform(min(6, longest), min(longest, 35)),
                     "ppms": r.uniform(0.5, min(longest, 18)),
