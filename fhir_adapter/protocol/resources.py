@@ -1,0 +1,356 @@
+"""The protocol model as FHIR resources: ResearchStudy, PlanDefinition and the enrolment Group.
+
+This module turns registry values into ready template values (codings from `mappings/ctgov.yaml`, references
+from deterministic ids); the templates in `templates/r4/` and `templates/r5/` give the shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ids, terminology
+from ..criteria import Window
+from ..render import quantity, render
+from .ctgov import tables
+from .model import Age, Arm, Protocol
+
+UCUM_DURATIONS = {"d": "days", "wk": "weeks", "mo": "months", "a": "years", "h": "hours", "min": "minutes"}
+ORGANIZATION_SID = "https://w3id.org/fhir-adapter/sid/organization"
+
+
+def coding(row: list[str]) -> dict[str, str]:
+    """A Coding from a `[system alias, code, display]` row of mappings/ctgov.yaml."""
+    system, code, display = row
+    return {"system": terminology.system(system), "code": str(code), "display": str(display)}
+
+
+def codeable(row: list[str] | None, text: str | None = None) -> dict[str, Any] | None:
+    if row is None:
+        return {"text": text} if text else None
+    return {"coding": [coding(row)], "text": text or row[2]}
+
+
+def reference(resource_type: str, protocol: Protocol) -> str:
+    """The deterministic `Type/id` of one of the protocol's resources (keyed on its registry id)."""
+    return ids.reference(resource_type, protocol.id_system, protocol.nct_id)
+
+
+def resource_id(resource_type: str, protocol: Protocol) -> str:
+    return ids.resource_id(resource_type, protocol.id_system, protocol.nct_id)
+
+
+def duration(window: Window) -> dict[str, Any]:
+    """A UCUM Duration for a schedule offset (`24 wk`)."""
+    return quantity(window.value, window.unit, UCUM_DURATIONS[window.unit])
+
+
+def _status(protocol: Protocol) -> tuple[dict[str, Any], list[str]]:
+    """The status table row for the protocol, with the warnings choosing it caused."""
+    statuses = tables()["statuses"]
+    warnings = []
+    code = protocol.status
+    if code == "UNKNOWN" and protocol.last_known_status in statuses:
+        code = protocol.last_known_status
+    if code not in statuses:
+        warnings.append(f"{protocol.nct_id}: status {protocol.status!r} has no FHIR code; written as R4 'active', "
+                        f"R5 'unknown'")
+        return statuses["UNKNOWN"], warnings
+    if code == "UNKNOWN":
+        warnings.append(f"{protocol.nct_id}: status UNKNOWN (no last known status) has no R4 code; written as R4 "
+                        f"'active', R5 'unknown' with no progress state")
+    return statuses[code], warnings
+
+
+def _phase(protocol: Protocol) -> dict[str, Any] | None:
+    if not protocol.phases:
+        return None
+    key = "/".join(protocol.phases)
+    row = tables()["phases"].get(key)
+    return codeable(row, None if row else key)
+
+
+def _purpose(protocol: Protocol) -> dict[str, Any] | None:
+    row = tables()["purposes"].get(protocol.purpose or "")
+    return codeable(row, None if row else protocol.purpose)
+
+
+def _design(protocol: Protocol) -> list[dict[str, Any]]:
+    """SEVCO study-design concepts: allocation, model, one per blinded party."""
+    t = tables()
+    concepts = []
+    if row := t["allocation"].get(protocol.allocation or ""):
+        concepts.append(codeable(row))
+    if row := t["models"].get(protocol.model or ""):
+        concepts.append(codeable(row))
+    blinded = protocol.who_masked or tuple(t["masking"].get(protocol.masking or "", ()))
+    for row in dict.fromkeys(tuple(t["blinding"][w]) for w in blinded if w in t["blinding"]):
+        concepts.append(codeable(list(row)))
+    return concepts
+
+
+def _design_text(protocol: Protocol) -> str | None:
+    parts = [protocol.study_type, protocol.allocation, protocol.model,
+             f"{protocol.masking} masking" if protocol.masking else None]
+    words = [p.replace("_", " ").lower() for p in parts if p]
+    return ", ".join(words).capitalize() if words else None
+
+
+def _conditions(protocol: Protocol) -> list[dict[str, Any]]:
+    coded = [terminology.codeable_concept(name) for name in protocol.condition_concepts]
+    mapped = {c.lower() for c, name in tables()["conditions"].items() if name in protocol.condition_concepts}
+    return coded + [{"text": c} for c in protocol.conditions if c.lower() not in mapped]
+
+
+def _identifiers(protocol: Protocol) -> list[dict[str, Any]]:
+    found = [{"use": "official", "system": protocol.id_system, "value": protocol.nct_id}]
+    for ident in protocol.identifiers:
+        kind = {"org": "Organization study id", "eudract": "EudraCT number"}.get(ident.kind, ident.kind)
+        found.append({"use": "secondary", "type": {"text": kind}, "system": ident.system, "value": ident.value,
+                      "assigner": {"display": ident.assigner} if ident.assigner else None})
+    return found
+
+
+def _arms(protocol: Protocol) -> list[dict[str, Any]]:
+    arm_types = tables()["arm_types"]
+    return [{"link_id": f"arm-{i}", "name": arm.label,
+             "type": {"text": arm_types.get(arm.type or "", arm.type)} if arm.type else None,
+             "description": arm.description} for i, arm in enumerate(protocol.arms, 1)]
+
+
+def _contained(protocol: Protocol, fhir_version: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Contained Organization, Practitioner and Location resources for parties and sites, and references to them.
+    R4 can refer to the lead sponsor and one principal investigator only (collaborators go to a note)."""
+    contained: list[dict[str, Any]] = []
+    refs: dict[str, Any] = {"parties": [], "sites": []}
+    parties = protocol.parties
+    if fhir_version == "R4":
+        roles = ("lead-sponsor", "primary-investigator")
+        first = (next((p for p in parties if p.role == role), None) for role in roles)
+        parties = tuple(p for p in first if p)
+    for i, party in enumerate(parties, 1):
+        local = f"party-{i}"
+        if party.role in ("lead-sponsor", "collaborator"):
+            contained.append({"resourceType": "Organization", "id": local, "name": party.name})
+        else:
+            contained.append({"resourceType": "Practitioner", "id": local, "name": [{"text": party.name}]})
+        refs["parties"].append({"party": party, "reference": f"#{local}"})
+    for i, site in enumerate(protocol.sites, 1):
+        local = f"site-{i}"
+        contained.append({"resourceType": "Location", "id": local, "name": site.facility,
+                          "address": {"city": site.city, "state": site.state, "country": site.country}})
+        refs["sites"].append({"reference": f"#{local}", "display": site.facility})
+    return contained, refs
+
+
+def _artifacts(protocol: Protocol, evidence_url: str | None, fhir_version: str) -> list[dict[str, Any]]:
+    """Citations (R4 `url`; R5 has none: `document.url`), member registrations, the eligibility criteria."""
+    artifacts = []
+    for citation in protocol.citations:
+        url = citation.url or (f"https://doi.org/{citation.doi}" if citation.doi else None) or (
+            f"https://pubmed.ncbi.nlm.nih.gov/{citation.pmid}/" if citation.pmid else None)
+        kind = "composed-of" if citation.type == "composed-of" else "citation"
+        artifacts.append({"type": kind, "label": f"PMID {citation.pmid}" if citation.pmid else None,
+                          "citation": citation.text if kind == "citation" else None,
+                          "display": citation.text if kind == "composed-of" else None,
+                          **({"url": url} if fhir_version == "R4" else {"document": {"url": url} if url else None})})
+    if evidence_url:
+        artifacts.append({"type": "depends-on", "label": "eligibility", "display": "Eligibility criteria",
+                          "resource": evidence_url})
+    return artifacts
+
+
+def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: bool, evidence: dict[str, Any] | None,
+                  parent: Protocol | None) -> tuple[dict[str, Any], list[str]]:
+    """Template values for the ResearchStudy, and warnings about values with no FHIR code."""
+    status, warnings = _status(protocol)
+    contained, refs = _contained(protocol, fhir_version)
+    countries = list(dict.fromkeys(site.country for site in protocol.sites if site.country))
+    collaborators = [p.name for p in protocol.parties if p.role == "collaborator"]
+    sponsor = next((r for r in refs["parties"] if r["party"].role == "lead-sponsor"), None)
+    investigator = next((r for r in refs["parties"] if r["party"].role == "primary-investigator"), None)
+    context = {
+        "id": resource_id("ResearchStudy", protocol),
+        "identifiers": _identifiers(protocol),
+        "title": protocol.title,
+        "label": protocol.acronym,
+        "status": status,
+        "progress": {"coding": [{"system": "http://hl7.org/fhir/research-study-status", "code": status["progress"][0],
+                                 "display": status["progress"][1]}]} if status.get("progress") else None,
+        "why_stopped": {"text": protocol.why_stopped} if protocol.why_stopped else None,
+        "purpose": _purpose(protocol),
+        "phase": _phase(protocol),
+        "design": _design(protocol),
+        "design_text": _design_text(protocol),
+        "conditions": _conditions(protocol),
+        "keywords": [{"text": k} for k in protocol.keywords],
+        "description": protocol.summary,
+        "countries": [{"text": c} for c in countries],
+        "period": {"start": protocol.start, "end": protocol.end},
+        "contained": contained,
+        "sponsor": {"reference": sponsor["reference"], "display": sponsor["party"].name} if sponsor else None,
+        "investigator": {"reference": investigator["reference"], "display": investigator["party"].name}
+        if investigator else None,
+        "parties": [{"name": r["party"].name, "role": r["party"].role, "reference": r["reference"]}
+                    for r in refs["parties"]],
+        "collaborators_note": f"Collaborators: {'; '.join(collaborators)}" if collaborators else None,
+        "sites": refs["sites"],
+        "arms": _arms(protocol),
+        "enrollment": protocol.enrollment,
+        "enrollment_actual": protocol.enrollment_type == "ACTUAL",
+        "protocol_ref": reference("PlanDefinition", protocol) if plan else None,
+        "part_of": reference("ResearchStudy", parent) if parent else None,
+        "part_of_display": parent.label if parent else None,
+        "group_ref": reference("Group", protocol) if group else None,
+        "evidence_ref": f"EvidenceVariable/{evidence['id']}" if evidence else None,
+        "related": _artifacts(protocol, evidence.get("url") if evidence else None, fhir_version),
+    }
+    return context, warnings
+
+
+def group_context(protocol: Protocol, evidence: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The enrolment Group (R4): target size, age and sex limits, and the link to the eligibility criteria."""
+    low, high = protocol.minimum_age, protocol.maximum_age
+    sex = (protocol.sex or "ALL").upper()
+    if not (evidence or low or high or protocol.enrollment is not None or sex in ("FEMALE", "MALE")):
+        return None
+    characteristics: list[dict[str, Any]] = []
+    if low or high:
+        characteristics.append({"text": "Age", "range": {"low": _age(low), "high": _age(high)}})
+    if sex in ("FEMALE", "MALE"):
+        characteristics.append({"text": "Sex", "concept": {"coding": [{
+            "system": "http://hl7.org/fhir/administrative-gender", "code": sex.lower(), "display": sex.capitalize()}]}})
+    if evidence:
+        characteristics.append({"text": "Meets the trial's eligibility criteria", "reference": {
+            "reference": f"EvidenceVariable/{evidence['id']}",
+            "display": evidence.get("title") or evidence.get("name")}})
+    return {
+        "id": resource_id("Group", protocol),
+        "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
+        "name": f"Enrolment of {protocol.label}",
+        "quantity": protocol.enrollment,
+        "characteristics": [{"range": None, "concept": None, "reference": None, **c} for c in characteristics],
+    }
+
+
+def _age(age: Age | None) -> dict[str, Any] | None:
+    if age is None:
+        return None
+    value = int(age.value) if age.value == age.value.to_integral_value() else float(age.value)
+    return quantity(value, age.unit, UCUM_DURATIONS[age.unit])
+
+
+def _arm_condition(arm: Arm, link_id: str, fhir_version: str) -> dict[str, Any]:
+    label = arm.label.replace("\\", "\\\\").replace("'", "\\'")
+    expression = (f"%subject.assignedArm = '{label}'" if fhir_version == "R4"
+                  else f"%subject.assignedComparisonGroup = '{link_id}'")
+    return {"kind": "applicability", "expression": {"language": "text/fhirpath",
+                                                    "description": f"Participant is in arm '{arm.label}'",
+                                                    "expression": expression}}
+
+
+def _procedure(name: str) -> dict[str, Any]:
+    return codeable(tables()["procedures"][name])
+
+
+def _step_text(step: str, protocol: Protocol) -> tuple[str, str]:
+    iv = protocol.intervention
+    route = terminology.concept(iv.route).display.lower() if iv.route else None
+    if step == "msc":
+        what = iv.product or "Mesenchymal stem cells"
+        parts = [what, iv.dose, route]
+        return f"{what}", ", ".join(p for p in parts if p)
+    what = iv.placebo or "Placebo"
+    return f"Placebo ({what.lower()})", ", ".join(p for p in (what, route) if p)
+
+
+def _action(id: str, title: str, description: str | None = None, code: dict[str, Any] | None = None,
+            condition: dict[str, Any] | None = None, offset: Window | None = None, before: bool = False,
+            actions: list[dict[str, Any]] | None = None, sort: float = 0) -> dict[str, Any]:
+    """One plan action's template values: offset from baseline (or before it), arm condition, sub-actions."""
+    relationship = "before-start" if before else "after-start" if offset else None
+    return {"id": id, "title": title, "description": description, "code": code, "condition": condition,
+            "relationship": relationship, "offset": duration(offset) if offset else None, "actions": actions or [],
+            "sort": sort}
+
+
+def plan_actions(protocol: Protocol, fhir_version: str) -> list[dict[str, Any]]:
+    """The protocol as actions: aspirations, one action per period with a sub-action per arm (its condition
+    explicit), follow-up visits with their assessments. Offsets are from the start of period 1 (baseline)."""
+    schedule = protocol.schedule
+    arms = list(enumerate(protocol.arms, 1))
+    actions: list[dict[str, Any]] = []
+    periods = schedule.periods or ((Window(0, "wk"),) if arms else ())
+    for number, offset in enumerate(periods, 1):
+        steps = []
+        for i, arm in arms:
+            condition = _arm_condition(arm, f"arm-{i}", fhir_version)
+            if arm.sequence:
+                step = arm.sequence[number - 1]
+                title, description = _step_text(step, protocol)
+                code = _procedure("msc-administration" if step == "msc" else "placebo-administration")
+            else:
+                title = f"Interventions of arm '{arm.label}'"
+                description = "; ".join(arm.interventions) or arm.description
+                code = None
+            steps.append(_action(f"period-{number}-arm-{i}", f"{arm.label}: {title}", description, code, condition))
+        crossover = number > 1 and any(arm.sequence for _, arm in arms)
+        when = "baseline" if number == 1 else f"{offset.value} {UCUM_DURATIONS[offset.unit]}"
+        actions.append(_action(
+            f"period-{number}", f"Period {number} ({when})" + (": crossover, treatments reversed" if crossover else ""),
+            "Randomised, blinded administration" if protocol.allocation == "RANDOMIZED" else None,
+            offset=None if number == 1 else offset, actions=steps, sort=_weeks(offset)))
+    for i, aspiration in enumerate(schedule.aspirations, 1):
+        actions.append(_action(f"aspiration-{i}", "Bone-marrow aspiration", aspiration.text,
+                               _procedure("bone-marrow-aspiration"), offset=aspiration.at,
+                               before=aspiration.at is None, sort=_weeks(aspiration.at) if aspiration.at else -1))
+    for offset in schedule.follow_up:
+        label = f"{offset.value} {UCUM_DURATIONS[offset.unit]}"
+        key = f"follow-up-{offset.value}{offset.unit}"
+        assessments = [_action(f"{key}-{name}", _procedure(name)["text"], code=_procedure(name))
+                       for name in schedule.assessments]
+        actions.append(_action(key, f"Follow-up visit at {label}", f"Assessments {label} after baseline",
+                               offset=offset, actions=assessments, sort=_weeks(offset) + 0.5))
+    actions.sort(key=lambda a: a["sort"])
+    return actions
+
+
+def _weeks(window: Window) -> float:
+    per_week = {"d": 1 / 7, "wk": 1, "mo": 52 / 12, "a": 52, "h": 1 / 168, "min": 1 / 10080}
+    return window.value * per_week[window.unit]
+
+
+def plan_context(protocol: Protocol, fhir_version: str) -> dict[str, Any] | None:
+    actions = plan_actions(protocol, fhir_version)
+    if not actions:
+        return None
+    iv = protocol.intervention
+    route = terminology.concept(iv.route).display.lower() if iv.route else None
+    summary = "; ".join(p for p in (
+        f"{len(protocol.schedule.periods)}-period crossover" if len(protocol.schedule.periods) > 1 else None,
+        iv.product, iv.dose, route) if p)
+    return {
+        "id": resource_id("PlanDefinition", protocol),
+        "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
+        "name": "".join(ch for ch in f"Protocol{protocol.label.title()}" if ch.isalnum()),
+        "title": f"Protocol of {protocol.label}: schedule of administrations and assessments",
+        "description": summary or None,
+        "route": terminology.codeable_concept(iv.route) if iv.route else None,
+        "baseline": "period-1",
+        "actions": actions,
+    }
+
+
+def render_resources(protocol: Protocol, fhir_version: str, evidence: dict[str, Any] | None,
+                     parent: Protocol | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """ResearchStudy, PlanDefinition (when the protocol has steps) and the R4 enrolment Group."""
+    resources = []
+    plan = plan_context(protocol, fhir_version)
+    group = group_context(protocol, evidence) if fhir_version == "R4" else None
+    study, warnings = study_context(protocol, fhir_version, plan=plan is not None, group=group is not None,
+                                    evidence=evidence, parent=parent)
+    resources.append(render("ResearchStudy.json.j2", fhir_version, study=study))
+    if plan:
+        resources.append(render("PlanDefinition.json.j2", fhir_version, plan=plan))
+    if group:
+        resources.append(render("Group.json.j2", fhir_version, group=group))
+    return resources, warnings
