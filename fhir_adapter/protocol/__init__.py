@@ -31,6 +31,9 @@ def protocols_from(path: str | Path) -> list[Protocol]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    if path.suffix == ".xml":
+        raise InputError(f"{path}: the classic ClinicalTrials.gov XML export is not read; use the API v2 JSON "
+                         f"(https://clinicaltrials.gov/api/v2/studies/<NCT id>)")
     if path.suffix in (".yaml", ".yml"):
         data = read_curated(path)
         nct = str(data.get("nct_id") or "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,22 +73,41 @@ def trial_bundle(protocol: Protocol, fhir_version: str = "R4",
     return transactions.transaction(unique.values(), bundle_id), warnings
 
 
-def write_bundles(protocols: Iterable[Protocol], out_dir: Path, fhir_version: str = "R4") -> list[Path]:
+@dataclass(frozen=True)
+class MappedTrial:
+    """One written bundle: its path, the resource types in it, and the warnings of its protocol."""
+
+    protocol: Protocol
+    path: Path
+    resources: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def map_protocols(protocols: Iterable[Protocol], out_dir: Path, fhir_version: str = "R4") -> list[MappedTrial]:
     """Write `<id>.bundle.json` per protocol into `out_dir`; the umbrella of a `part_of` child is found among
-    the protocols given or the bundled ones. Warnings go to the log."""
+    the protocols given or the bundled ones."""
     from . import load_protocol
     protocols = list(protocols)
     by_id = {p.nct_id: p for p in protocols}
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    mapped = []
     for protocol in protocols:
         parent = None
         if protocol.part_of:
             parent = by_id.get(protocol.part_of) or load_protocol(protocol.part_of)
         bundle, warnings = trial_bundle(protocol, fhir_version, parent)
-        for warning in (*protocol.warnings, *warnings):
-            log.warning("%s", warning)
         path = out_dir / f"{protocol.nct_id}.bundle.json"
         write_json(path, bundle)
-        written.append(path)
-    return written
+        types = tuple(e["resource"]["resourceType"] for e in bundle["entry"])
+        mapped.append(MappedTrial(protocol, path, types, (*protocol.warnings, *warnings)))
+    return mapped
+
+
+def write_bundles(protocols: Iterable[Protocol], out_dir: Path, fhir_version: str = "R4") -> list[Path]:
+    """`map_protocols`, with the warnings sent to the log; the paths written."""
+    paths = []
+    for trial in map_protocols(protocols, out_dir, fhir_version):
+        for warning in trial.warnings:
+            log.warning("%s", warning)
+        paths.append(trial.path)
+    return paths
