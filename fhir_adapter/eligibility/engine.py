@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -211,10 +211,11 @@ class Node:
 class TrialPlan:
     """A trial's criteria flattened in reading order (parents before sub-items), evaluated sub-items first."""
 
-    def __init__(self, trial: Trial, slot_of: dict[Rule | Combination, int]) -> None:
+    def __init__(self, trial: Trial, slot: Callable[[Rule | Combination], int]) -> None:
         self.trial = trial
         self.trial_json = _encode(trial.id)
         nodes: list[Node] = []
+        slot_of = slot
 
         def add(c: Criterion, top: bool) -> int:
             index = len(nodes)
@@ -222,7 +223,7 @@ class TrialPlan:
             children = tuple(add(child, False) for child in c.children)
             slot = None
             if c.rule is not None:
-                slot = slot_of.setdefault(c.rule, len(slot_of))
+                slot = slot_of(c.rule)
             manual = (not c.children and c.rule is None) or (bool(children) and all(nodes[i].manual for i in children))
             head = (f'{{"linkId": {_encode(c.link_id)}, "kind": {_encode(c.kind)}, "text": {_encode(c.text)}, '
                     f'"result": ')
@@ -252,12 +253,47 @@ class TrialPlan:
 
 
 class Plan:
-    """Trials compiled together: each distinct rule gets one slot, judged once per patient for all trials."""
+    """Trials compiled together: every distinct rule or combination, nested ones included, gets one slot,
+    judged once per patient for all trials; every distinct (fact, subject, window) gets one place."""
 
     def __init__(self, trials: Iterable[Trial]) -> None:
-        slot_of: dict[Rule | Combination, int] = {}
-        self.trials = [TrialPlan(t, slot_of) for t in trials]
-        self.rules: tuple[Rule | Combination, ...] = tuple(sorted(slot_of, key=slot_of.__getitem__))
+        self._slot_of: dict[Rule | Combination, int] = {}
+        self._fact_of: dict[tuple[str, str | None, Any], int] = {}
+        rules: list[Rule | Combination] = []
+        parts: list[tuple[int, ...]] = []
+        fact_at: list[int] = []
+        boolean: list[bool] = []
+        self.fact_keys: list[tuple[str, str | None, Any]] = []
+
+        def slot(definition: Rule | Combination) -> int:
+            found = self._slot_of.get(definition)
+            if found is not None:
+                return found
+            if isinstance(definition, Combination):
+                inner = tuple(slot(part) for part in definition.parts)
+                fact_index, is_boolean = -1, False
+            else:
+                inner = ()
+                key = (definition.fact, definition.subject, definition.window)
+                fact_index = self._fact_of.get(key, -1)
+                if fact_index < 0:
+                    fact_index = self._fact_of[key] = len(self.fact_keys)
+                    self.fact_keys.append(key)
+                is_boolean = FACTS[definition.fact]["value"] == "boolean"
+            found = self._slot_of[definition] = len(rules)
+            rules.append(definition)
+            parts.append(inner)
+            fact_at.append(fact_index)
+            boolean.append(is_boolean)
+            return found
+
+        self.trials = [TrialPlan(t, slot) for t in trials]
+        self.rules: tuple[Rule | Combination, ...] = tuple(rules)
+        self.parts: tuple[tuple[int, ...], ...] = tuple(parts)
+        self.fact_at: tuple[int, ...] = tuple(fact_at)
+        self.boolean: tuple[bool, ...] = tuple(boolean)
+        self.joiners: tuple[str, ...] = tuple(" and " if isinstance(r, Combination) and r.operator == "all-of"
+                                              else " or " for r in rules)
 
 
 # ------------------------------------------------------------------------------------------ per patient
@@ -271,40 +307,45 @@ class PatientScreening:
         self.patient = patient
         self.clock = clock
         self.plan = plan
-        self._facts: dict[tuple, Fact] = {}
+        self._facts: list[Fact | None] = [None] * len(plan.fact_keys)
         self._findings: list[Finding | None] = [None] * len(plan.rules)
         self._json: list[str | None] = [None] * len(plan.rules)
 
-    def fact(self, name: str, subject: str | None, window: Any) -> Fact:
-        key = (name, subject, window)
-        found = self._facts.get(key)
+    def fact(self, index: int) -> Fact:
+        """The fact at `plan.fact_keys[index]` for this patient (computed once)."""
+        found = self._facts[index]
         if found is None:
-            found = self._facts[key] = fact(name, self.patient, subject, window, self.clock)
+            name, subject, window = self.plan.fact_keys[index]
+            found = self._facts[index] = fact(name, self.patient, subject, window, self.clock)
         return found
 
-    def judge(self, definition: Rule | Combination) -> Finding:
-        """A rule or a combination of rules judged for this patient."""
-        if isinstance(definition, Rule):
-            value = self.fact(definition.fact, definition.subject, definition.window)
-            result = judge(definition, value)
+    def finding(self, slot: int) -> Finding:
+        """The rule or combination in `plan.rules[slot]` judged for this patient (once)."""
+        found = self._findings[slot]
+        if found is not None:
+            return found
+        plan = self.plan
+        definition = plan.rules[slot]
+        index = plan.fact_at[slot]
+        if index >= 0:
+            value = self.fact(index)
+            result = judge(definition, value)  # type: ignore[arg-type]
             if value.value is None:
                 reason = f"unknown: {value.detail}"
-            elif FACTS[definition.fact]["value"] == "boolean":
+            elif plan.boolean[slot]:
                 reason = value.detail
             else:
-                reason = f"{value.detail}; wanted {describe(definition)}"
-            return Finding(result, reason, value.evidence)
-        parts = [self.judge(p) for p in definition.parts]
-        result = combine(definition.operator, [p.result for p in parts])
-        joiner = " and " if definition.operator == "all-of" else " or "
-        reasons = list(dict.fromkeys(p.reason for p in parts))
-        text = reasons[0] if len(reasons) == 1 else joiner.join(f"({r})" for r in reasons)
-        return Finding(result, text, tuple(dict.fromkeys(e for p in parts for e in p.evidence)))
-
-    def finding(self, slot: int) -> Finding:
-        found = self._findings[slot]
-        if found is None:
-            found = self._findings[slot] = self.judge(self.plan.rules[slot])
+                reason = f"{value.detail}; wanted {describe(definition)}"  # type: ignore[arg-type]
+            found = Finding(result, reason, value.evidence)
+        else:
+            parts = [self.finding(p) for p in plan.parts[slot]]
+            result = combine(definition.operator, [p.result for p in parts])  # type: ignore[union-attr]
+            reasons = list(dict.fromkeys(p.reason for p in parts))
+            text = reasons[0] if len(reasons) == 1 else plan.joiners[slot].join(f"({r})" for r in reasons)
+            evidence = tuple(dict.fromkeys(e for p in parts for e in p.evidence)) if len(parts) > 1 \
+                else parts[0].evidence
+            found = Finding(result, text, evidence)
+        self._findings[slot] = found
         return found
 
     def finding_json(self, slot: int) -> str:
@@ -366,8 +407,10 @@ class Verdict:
             f = self._screening.finding(node.slot)  # type: ignore[union-attr]
             return f.reason, f.evidence
         if node.manual:
-            note = f" ({node.criterion.note})" if node.criterion.note and not node.children else ""
-            return MANUAL + note, ()
+            note = node.criterion.note
+            if note and not node.children:
+                return f"{MANUAL} ({note.removeprefix('manual review: ')})", ()
+            return MANUAL, ()
         mine = self.results[i]
         deciding = [c for c in node.children if self.results[c] == mine] or list(node.children)
         return (self._plan.parent_reason(node, self.results),
