@@ -206,6 +206,14 @@ class Node:
     top: bool
     loses: str                          # the result that makes the patient ineligible
     head: str                           # this line's JSON up to its result
+    fixed: str | None = None            # the whole line's JSON when it never changes (manual review)
+
+    @property
+    def manual_reason(self) -> str:
+        note = self.criterion.note
+        if note and not self.children:
+            return f"{MANUAL} ({note.removeprefix('manual review: ')})"
+        return MANUAL
 
 
 class TrialPlan:
@@ -227,8 +235,12 @@ class TrialPlan:
             manual = (not c.children and c.rule is None) or (bool(children) and all(nodes[i].manual for i in children))
             head = (f'{{"linkId": {_encode(c.link_id)}, "kind": {_encode(c.kind)}, "text": {_encode(c.text)}, '
                     f'"result": ')
-            nodes[index] = Node(index, c, slot, children, c.combine, manual, top,
-                                NOT_MET if c.kind == "inclusion" else MET, head)
+            node = Node(index, c, slot, children, c.combine, manual, top, NOT_MET if c.kind == "inclusion" else MET,
+                        head)
+            if manual:
+                node = Node(*(getattr(node, f) for f in Node.__slots__ if f != "fixed"),
+                            fixed=f'{head}"{UNKNOWN}", "reason": {_encode(node.manual_reason)}, "evidence": []}}')
+            nodes[index] = node
             return index
 
         self.top = tuple(add(c, True) for c in trial.criteria)
@@ -407,10 +419,7 @@ class Verdict:
             f = self._screening.finding(node.slot)  # type: ignore[union-attr]
             return f.reason, f.evidence
         if node.manual:
-            note = node.criterion.note
-            if note and not node.children:
-                return f"{MANUAL} ({note.removeprefix('manual review: ')})", ()
-            return MANUAL, ()
+            return node.manual_reason, ()
         mine = self.results[i]
         deciding = [c for c in node.children if self.results[c] == mine] or list(node.children)
         return (self._plan.parent_reason(node, self.results),
@@ -498,7 +507,10 @@ class Verdict:
         evidence: dict[int, tuple[str, ...]] = {}
         for i in plan.order:
             node = nodes[i]
-            if node.slot is not None:
+            if node.fixed is not None:
+                parts[i] = node.fixed
+                evidence[i] = ()
+            elif node.slot is not None:
                 parts[i] = node.head + screening.finding_json(node.slot)
                 if node.top is False:
                     evidence[i] = screening.finding(node.slot).evidence
