@@ -30,14 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_map(args: argparse.Namespace) -> int:
-    from ..protocol import load_protocol, load_protocols, protocols_from
+    from ..protocol import protocols_for
     from ..protocol.bundle import MappingError, map_protocols
 
-    protocols = []
-    for item in args.inputs:
-        protocols.extend(protocols_from(item) if Path(item).is_file() else [load_protocol(item)])
     try:
-        mapped = map_protocols(protocols or load_protocols(), args.out, args.fhir_version)
+        mapped = map_protocols(protocols_for(args.inputs), args.out, args.fhir_version)
     except MappingError as exc:
         print(f"fhir-adapter trials map: error: {exc}", file=sys.stderr)
         return 1

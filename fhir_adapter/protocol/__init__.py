@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..paths import EXAMPLES
@@ -18,7 +19,7 @@ from .model import Protocol
 
 EXAMPLES_CTGOV = EXAMPLES / "ctgov"
 
-__all__ = ["Protocol", "load_protocol", "load_protocols", "map_trials", "protocols_from"]
+__all__ = ["Protocol", "load_protocol", "load_protocols", "map_trials", "protocols_for", "protocols_from"]
 
 
 def _with_curated(protocol: Protocol) -> Protocol:
@@ -69,8 +70,14 @@ def load_protocols() -> list[Protocol]:
     return [protocols[key] for key in sorted(protocols)]
 
 
-def map_trials(inputs, out_dir, fhir_version: str = "R4") -> list[Path]:
+def protocols_for(inputs: Iterable[str | Path]) -> list[Protocol]:
+    """The protocols of the inputs (files or bundled ids), or every bundled protocol when there are none."""
+    found = [p for item in inputs
+             for p in (protocols_from(item) if Path(item).is_file() else [load_protocol(item)])]
+    return found or load_protocols()
+
+
+def map_trials(inputs: Iterable[str | Path], out_dir: str | Path, fhir_version: str = "R4") -> list[Path]:
     """Write `<id>.bundle.json` per protocol of the inputs (all bundled protocols when none); the paths."""
     from .bundle import write_bundles
-    protocols = [p for item in inputs for p in protocols_from(item)] if inputs else load_protocols()
-    return write_bundles(protocols, Path(out_dir), fhir_version)
+    return write_bundles(protocols_for(inputs), Path(out_dir), fhir_version)
