@@ -19,14 +19,20 @@ from ..render import check_version
 
 @dataclass(frozen=True)
 class Issue:
-    """One finding: severity (`error`, `warning`, `information`), a FHIRPath-style location, a message."""
+    """One finding: severity (`error`, `warning`, `information`), a FHIRPath-style location, a message.
+
+    `rule` names the check (an invariant key such as `obs-6`, or `structure`, `binding`, ...); `source` is
+    where the resource came from (`file:line`, `file#entry[3]`), filled in by whoever read it.
+    """
 
     severity: str
     location: str
     message: str
+    rule: str = ""
+    source: str = ""
 
     def __str__(self) -> str:
-        return f"{self.severity}: {self.location}: {self.message}"
+        return f"{self.severity}: {self.location}: {self.message}" + (f" [{self.rule}]" if self.rule else "")
 
 
 @cache
@@ -56,15 +62,16 @@ def structure_issues(resource: dict[str, Any], fhir_version: str = "R4") -> list
     """Structure and type errors of one resource (empty when it validates)."""
     resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
     if not isinstance(resource_type, str):
-        return [Issue("error", "(root)", "not a FHIR resource: no resourceType")]
+        return [Issue("error", "(root)", "not a FHIR resource: no resourceType", rule="structure")]
     try:
         model = model_class(resource_type, fhir_version)
     except KeyError as exc:
-        return [Issue("error", resource_type, str(exc.args[0]))]
+        return [Issue("error", resource_type, str(exc.args[0]), rule="structure")]
     try:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
-        return [Issue("error", _path(resource_type, tuple(err["loc"])), err["msg"]) for err in exc.errors()]
+        return [Issue("error", _path(resource_type, tuple(err["loc"])), err["msg"], rule="structure")
+                for err in exc.errors()]
     except ValueError as exc:  # fhir.resources raises plain ValueErrors for some element checks
-        return [Issue("error", resource_type, str(exc))]
+        return [Issue("error", resource_type, str(exc), rule="structure")]
     return []

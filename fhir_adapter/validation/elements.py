@@ -1,0 +1,130 @@
+"""Element checks of one resource, walking its JSON along the specification's element tree.
+
+On each element: the specification's invariants (`invariants.Evaluator`), its required binding (codes from
+the value set where the core package enumerates it), UCUM syntax for a Quantity with system
+http://unitsofmeasure.org, ele-1 (no empty objects, arrays or nulls) for every JSON value, and each
+Coding's code against the code systems the project can check offline (`rules.coding_issues`).
+
+>>> check = ElementCheck("R4")
+>>> for issue in check.issues({"resourceType": "Patient", "gender": "f", "name": [{}]}):
+...     print(issue.severity, issue.location, issue.rule)
+error Patient.name[0] ele-1
+information Patient dom-6
+error Patient.gender binding
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..render import check_version
+from .invariants import Evaluator
+from .rules import coding_issues
+from .spec import Tree, ValueSet, element_tree
+from .structure import Issue
+
+UCUM = "http://unitsofmeasure.org"
+#: Best-practice invariants (dom-6: a resource should have narrative) are reported at this severity.
+BEST_PRACTICE_SEVERITY = "information"
+
+
+def _scan(value: Any, location: str, out: list[Issue], codings: list[tuple[str, dict[str, Any]]]) -> None:
+    """ele-1 on every JSON value: objects have a value or children (other than `id`), arrays are not empty,
+    no member is null (a null inside an array is allowed: JSON FHIR aligns `given` with `_given` so).
+    Collects every object with a `system` and a `code` (Codings) on the way.
+    """
+    if isinstance(value, dict):
+        if not value or value.keys() == {"id"}:
+            out.append(Issue("error", location, "an element must have a value or children", rule="ele-1"))
+        elif "code" in value and "system" in value:
+            codings.append((location, value))
+        for name, child in value.items():
+            if child is None:
+                out.append(Issue("error", f"{location}.{name}", "null is not a value in FHIR JSON", rule="ele-1"))
+            elif isinstance(child, (dict, list)) and name != "resource":
+                _scan(child, f"{location}.{name}", out, codings)
+    elif isinstance(value, list):
+        if not value:
+            out.append(Issue("error", location, "an array must not be empty", rule="ele-1"))
+        for i, item in enumerate(value):
+            if isinstance(item, (dict, list)):
+                _scan(item, f"{location}[{i}]", out, codings)
+
+
+class ElementCheck:
+    """Invariants, required bindings, UCUM syntax and ele-1 for resources of one FHIR version."""
+
+    def __init__(self, fhir_version: str = "R4") -> None:
+        self.fhir_version = check_version(fhir_version)
+        self.evaluator = Evaluator(self.fhir_version)
+
+    def issues(self, resource: dict[str, Any]) -> list[Issue]:
+        """Findings on a resource's elements (a Bundle's entry resources are not entered: check them alone)."""
+        out: list[Issue] = []
+        codings: list[tuple[str, dict[str, Any]]] = []
+        rtype = resource.get("resourceType")
+        _scan(resource, str(rtype), out, codings)
+        tree = element_tree(rtype, self.fhir_version) if isinstance(rtype, str) else None
+        if tree is not None:
+            self._walk(tree, resource, str(rtype), resource, out)
+        out.extend(coding_issues(codings))
+        return out
+
+    def _walk(self, tree: Tree, data: Any, location: str, resource: dict[str, Any], out: list[Issue]) -> None:
+        if not isinstance(data, dict):
+            return
+        for invariant in tree.invariants:
+            ok = self.evaluator.holds(invariant, data, tree.path, resource, tree.children)
+            if ok is False:
+                severity = BEST_PRACTICE_SEVERITY if invariant.best_practice else invariant.severity
+                out.append(Issue(severity, location, invariant.human, rule=invariant.key))
+        if tree.quantity:
+            code = data.get("code")
+            if data.get("system") == UCUM and isinstance(code, str):
+                from .ucum import is_ucum
+
+                if not is_ucum(code):
+                    out.append(Issue("error", f"{location}.code", f"{code!r} is not UCUM syntax", rule="ucum"))
+        children = tree.children
+        for name, value in data.items():
+            element = children.get(name)
+            if element is None:
+                continue
+            values = value if isinstance(value, list) else (value,)
+            many = isinstance(value, list)
+            if element.binding is not None and element.binding.codes is not None:
+                for i, item in enumerate(values):
+                    self._binding(element.binding, element.type, item,
+                                  f"{location}.{name}[{i}]" if many else f"{location}.{name}", out)
+            if element.type == "Resource":
+                if tree.path != "Bundle.entry":  # contained resources; Bundle entries are checked on their own
+                    for i, item in enumerate(values):
+                        if isinstance(item, dict) and isinstance(item.get("resourceType"), str):
+                            sub = element_tree(item["resourceType"], self.fhir_version)
+                            if sub is not None:
+                                where = f"{location}.{name}[{i}]" if many else f"{location}.{name}"
+                                self._walk(sub, item, where, item, out)
+                continue
+            sub = element.tree()
+            if sub is None:
+                continue
+            for i, item in enumerate(values):
+                self._walk(sub, item, f"{location}.{name}[{i}]" if many else f"{location}.{name}", resource, out)
+
+    @staticmethod
+    def _binding(valueset: ValueSet, type_: str, value: Any, location: str, out: list[Issue]) -> None:
+        codes = valueset.codes or {}
+        if isinstance(value, str):  # a code
+            if value not in valueset.all_codes:
+                out.append(Issue("error", location, f"code {value!r} is not in the required value set "
+                                 f"{valueset.url}", rule="binding"))
+            return
+        if not isinstance(value, dict):
+            return
+        codings = [value] if type_ == "Coding" else value.get("coding") or []
+        if not codings:
+            return
+        if not any(isinstance(c, dict) and c.get("code") in codes.get(c.get("system"), ()) for c in codings):
+            shown = ", ".join(f"{c.get('system')}|{c.get('code')}" for c in codings if isinstance(c, dict))
+            out.append(Issue("error", location, f"no coding from the required value set {valueset.url} "
+                             f"(has {shown})", rule="binding"))

@@ -1,0 +1,150 @@
+"""The specification's invariants, evaluated with fhirpathpy on each element they constrain.
+
+Each expression is compiled once. Evaluating FHIRPath is slow (tens of microseconds), and the resources a
+pipeline writes repeat the same elements, so results are memoized by what the expression can see: the
+element's JSON restricted to the names the expression mentions, with names it only tests for presence
+(`value.empty()`) reduced to "present". An expression that looks at everything (`descendants()`, `$this`,
+`%rootResource`, or `%resource` away from the root) is keyed by the whole element, or not memoized.
+
+An empty result counts as satisfied. Invariants using functions fhirpathpy lacks are not evaluated; they are
+counted in `Evaluator.skipped` so a report can say so.
+
+>>> from .spec import invariants
+>>> ev = Evaluator("R4")
+>>> ev.holds(invariants("R4")["obs-6"], {"resourceType": "Observation", "valueBoolean": True,
+...          "dataAbsentReason": {"text": "x"}}, "Observation", None)
+False
+"""
+
+from __future__ import annotations
+
+import marshal
+import re
+from collections import Counter
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.engine.nodes import ResourceNode
+from fhirpathpy.models import models
+
+from ..render import check_version
+from .spec import Invariant
+
+MEMO_SIZE = 8192
+_WORD = re.compile(r"`([^`]+)`|(?<![\w%$'])([A-Za-z_][A-Za-z0-9_]*)(?![\w(])")
+_LOOKS_AT_ALL = re.compile(r"\$this|children\(|descendants\(|repeat\(|%context")
+_LOOKS_OUTSIDE = re.compile(r"%resource|%rootResource")
+
+
+def _no_contained(data: dict[str, Any]) -> bool:
+    return "contained" not in data
+
+
+def _no_local_reference(data: dict[str, Any]) -> bool:
+    reference = data.get("reference")
+    return not (isinstance(reference, str) and reference.startswith("#"))
+
+
+#: Conditions under which an invariant holds whatever else the element holds, read off its expression:
+#: dom-2..5 constrain `contained` only; ref-1 is `reference.startsWith('#').not() or ...`. Where the
+#: condition is false, FHIRPath decides.
+HOLDS_WHEN = {"dom-2": _no_contained, "dom-3": _no_contained, "dom-4": _no_contained, "dom-5": _no_contained,
+              "ref-1": _no_local_reference}
+
+
+def _has_value(inputs: list[Any]) -> list[bool]:
+    """FHIRPath `hasValue()`: a single primitive with a value (fhirpathpy lacks it)."""
+    return [len(inputs) == 1 and inputs[0] is not None and not isinstance(inputs[0], (dict, list))]
+
+
+def _quiet(label: str, value: Any) -> None:
+    """`trace()` in an invariant (dom-3) would print to stdout otherwise."""
+
+
+#: Functions this module gives fhirpathpy; `tools/extract_fhir_spec.py` treats them as available.
+SUPPLIED = {"hasValue": {"fn": _has_value, "arity": {0: []}}}
+
+
+class Compiled:
+    """One invariant, compiled, with what its memo key is made of."""
+
+    __slots__ = ("invariant", "run", "names", "presence", "whole", "outside", "memo", "holds_when")
+
+    def __init__(self, invariant: Invariant, model: dict[str, Any]) -> None:
+        self.invariant = invariant
+        expression = invariant.expression
+        self.run = fhirpathpy.compile(expression, model, {"userInvocationTable": SUPPLIED, "traceFn": _quiet})
+        self.whole = bool(_LOOKS_AT_ALL.search(expression))
+        self.outside = bool(_LOOKS_OUTSIDE.search(expression))
+        self.holds_when = HOLDS_WHEN.get(invariant.key)
+        names: set[str] = set()
+        full: set[str] = set()
+        # At the root %resource is the element itself: `%resource.code` reads the element's `code`.
+        text = re.sub(r"%(resource|rootResource)\.", "", expression)
+        for match in _WORD.finditer(text):
+            name = match.group(1) or match.group(2)
+            names.add(name)
+            if not re.match(r"\.(empty|exists)\(\)", text[match.end():]):
+                full.add(name)
+        self.names = frozenset(names)
+        self.presence = frozenset(names - full)
+        self.memo: dict[bytes, bool] = {}
+
+    def key(self, data: Any, elements: dict[str, Any]) -> bytes:
+        if self.whole or not isinstance(data, dict):
+            return marshal.dumps(data, 2)
+        seen = []
+        for name, value in data.items():
+            element = elements.get(name)
+            base = element.name if element is not None else name.lstrip("_")
+            if base in self.names or name in self.names:
+                seen.append((name, True if base in self.presence else value))
+        return marshal.dumps(seen, 2)
+
+
+class Evaluator:
+    """Evaluates invariants of one FHIR version; keeps counts of those it could not evaluate."""
+
+    def __init__(self, fhir_version: str = "R4") -> None:
+        self.fhir_version = check_version(fhir_version)
+        self.model = models["r4" if self.fhir_version == "R4" else "r5"]
+        self._compiled: dict[str, Compiled] = {}
+        self.skipped: Counter[str] = Counter()       # invariant key -> elements not checked
+        self.failed: dict[str, str] = {}             # invariant key -> error fhirpathpy raised
+
+    def compiled(self, invariant: Invariant) -> Compiled:
+        found = self._compiled.get(invariant.key)
+        if found is None:
+            found = self._compiled[invariant.key] = Compiled(invariant, self.model)
+        return found
+
+    def holds(self, invariant: Invariant, data: Any, path: str, resource: dict[str, Any] | None,
+              elements: dict[str, Any] | None = None) -> bool | None:
+        """Whether the element satisfies the invariant; None when it cannot be evaluated."""
+        if invariant.skip:
+            self.skipped[invariant.key] += 1
+            return None
+        compiled = self.compiled(invariant)
+        if compiled.holds_when is not None and isinstance(data, dict) and compiled.holds_when(data):
+            return True
+        at_root = resource is None or data is resource
+        memoize = at_root or not compiled.outside
+        key = compiled.key(data, elements or {}) if memoize else b""
+        if memoize:
+            known = compiled.memo.get(key)
+            if known is not None:
+                return known
+        variables = {"resource": resource if resource is not None else data,
+                     "rootResource": resource if resource is not None else data}
+        try:
+            result = compiled.run(ResourceNode.create_node(data, path), variables)
+        except Exception as exc:  # noqa: BLE001 - an engine failure is reported as not evaluated
+            self.skipped[invariant.key] += 1
+            self.failed.setdefault(invariant.key, f"fhirpathpy raised {type(exc).__name__}: {exc}")
+            return None
+        ok = not (result and all(r is False for r in result))
+        if memoize:
+            if len(compiled.memo) >= MEMO_SIZE:
+                compiled.memo.clear()
+            compiled.memo[key] = ok
+        return ok

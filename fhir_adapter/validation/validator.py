@@ -1,0 +1,225 @@
+"""Validate resources from files, directories, NDJSON, Bundles or stdin, on several processes.
+
+Each resource is checked alone (structure with fhir.resources, the specification's invariants, required
+bindings, codes, the project's rules), so one bad resource does not hide the others; a Bundle is also checked
+as a whole (`bundles.bundle_issues`). Every finding carries where it came from (`file:line` for NDJSON,
+`file#entry[3]` for a Bundle entry). A line or file that is not JSON is a finding too, with line and column.
+
+>>> v = Validator("R4")
+>>> [str(i) for i in v.document("x.json", {"resourceType": "Patient", "gender": "other", "text": {
+...     "status": "generated", "div": "<div xmlns='http://www.w3.org/1999/xhtml'>p</div>"}})[0].issues]
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+from ..ehr.checking import StructureCheck
+from ..render import check_version
+from ..sources import InputError, files, read_json
+from .bundles import bundle_issues
+from .elements import ElementCheck
+from .rules import rule_issues
+from .spec import invariants
+from .structure import Issue
+
+SEVERITIES = ("error", "warning", "information")
+CHUNK = 2000          # NDJSON lines per task
+STDIN = "<stdin>"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One resource (or unreadable record) and its findings."""
+
+    source: str                   # file:line, file#entry[i], file
+    label: str                    # Observation/<id>, or what could be read
+    issues: tuple[Issue, ...] = ()
+
+
+@dataclass
+class Summary:
+    """Counts over a run, and the invariants that could not be evaluated."""
+
+    resources: int = 0
+    severities: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)     # invariant key -> elements not checked
+    reasons: dict[str, str] = field(default_factory=dict)      # invariant key -> why
+
+    def add(self, result: Result) -> None:
+        self.resources += 1
+        self.severities.update(i.severity for i in result.issues)
+
+    def failed(self, fail_on: str = "error") -> bool:
+        levels = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
+        return any(self.severities[s] for s in levels)
+
+
+def _label(resource: Any) -> str:
+    if not isinstance(resource, dict):
+        return "(not a resource)"
+    rtype = resource.get("resourceType", "(no resourceType)")
+    return f"{rtype}/{resource['id']}" if isinstance(resource.get("id"), str) else str(rtype)
+
+
+def _within(issues: Iterable[Issue], prefix: str, source: str) -> tuple[Issue, ...]:
+    return tuple(replace(i, location=prefix + i.location, source=source) for i in issues)
+
+
+class Validator:
+    """Validates resources of one FHIR version (R4: fhir.resources.R4B models; R5: fhir.resources)."""
+
+    def __init__(self, fhir_version: str = "R4", *, allow_external: bool = False) -> None:
+        self.fhir_version = check_version(fhir_version)
+        self.allow_external = allow_external
+        self.structure = StructureCheck(self.fhir_version)
+        self.elements = ElementCheck(self.fhir_version)
+
+    def resource_issues(self, resource: dict[str, Any]) -> list[Issue]:
+        """Every finding on one resource (for a Bundle: its own elements, not its entries')."""
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            return [Issue("error", "(root)", "not a FHIR resource: no resourceType", rule="structure")]
+        if resource["resourceType"] == "Bundle" and isinstance(resource.get("entry"), list):
+            shallow = {**resource, "entry": [{k: v for k, v in e.items() if k != "resource"}
+                                             if isinstance(e, dict) else e for e in resource["entry"]]}
+            found = self.structure.issues(shallow)
+            found += bundle_issues(resource, allow_external=self.allow_external)
+        else:
+            found = self.structure.issues(resource)
+        found += self.elements.issues(resource)
+        found += rule_issues(resource)
+        return found
+
+    def document(self, source: str, document: Any) -> list[Result]:
+        """The results of one top-level JSON document: a resource, or a Bundle and each of its entries."""
+        results = [Result(source, _label(document), _within(self.resource_issues(document), "", source))]
+        if isinstance(document, dict) and document.get("resourceType") == "Bundle":
+            for i, item in enumerate(document.get("entry") or []):
+                resource = item.get("resource") if isinstance(item, dict) else None
+                if isinstance(resource, dict):
+                    where = f"{source}#entry[{i}]"
+                    issues = self.resource_issues(resource)
+                    results.append(Result(where, _label(resource),
+                                          _within(issues, f"Bundle.entry[{i}].resource.", where)))
+        return results
+
+    def lines(self, source: str, first: int, lines: list[str]) -> list[Result]:
+        """The results of NDJSON lines, the first numbered `first`; blank lines are skipped."""
+        results: list[Result] = []
+        for number, line in enumerate(lines, first):
+            if not line.strip():
+                continue
+            where = f"{source}:{number}"
+            try:
+                document = json.loads(line)
+            except json.JSONDecodeError as exc:
+                results.append(Result(where, "(malformed JSON)", (Issue(
+                    "error", "(line)", f"malformed JSON at line {number}, column {exc.colno}: {exc.msg}",
+                    rule="json", source=f"{where}:{exc.colno}"),)))
+                continue
+            results.extend(self.document(where, document))
+        return results
+
+    def skipped(self) -> tuple[Counter[str], dict[str, str]]:
+        evaluator = self.elements.evaluator
+        reasons = {k: invariants(self.fhir_version)[k].skip or evaluator.failed.get(k, "")
+                   for k in evaluator.skipped}
+        return Counter(evaluator.skipped), reasons
+
+
+# --- running over inputs ------------------------------------------------------------------------------------
+
+_worker: Validator | None = None
+
+
+def _init(fhir_version: str, allow_external: bool) -> None:
+    global _worker
+    _worker = Validator(fhir_version, allow_external=allow_external)
+
+
+def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counter[str], dict[str, str]]:
+    assert _worker is not None
+    kind, source, first, payload = task
+    if kind == "lines":
+        results = _worker.lines(source, first, payload)
+    elif kind == "file":
+        try:
+            results = _worker.document(source, read_json(source))
+        except InputError as exc:
+            results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
+                                                                 source=source),))]
+    else:  # a parsed document
+        results = _worker.document(source, payload)
+    skipped, reasons = _worker.skipped()
+    _worker.elements.evaluator.skipped.clear()
+    return results, skipped, reasons
+
+
+def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, int, Any]]:
+    for path in files(paths):
+        if str(path) == "-":
+            text = stdin.read()
+            try:  # one JSON document, or else NDJSON
+                yield "document", STDIN, 0, json.loads(text)
+            except json.JSONDecodeError:
+                lines = text.splitlines()
+                for start in range(0, len(lines), CHUNK):
+                    yield "lines", STDIN, start + 1, lines[start:start + CHUNK]
+        elif path.suffix == ".ndjson":
+            with path.open(encoding="utf-8") as stream:
+                number = 1
+                while chunk := list(islice(stream, CHUNK)):
+                    yield "lines", str(path), number, chunk
+                    number += len(chunk)
+        else:
+            yield "file", str(path), 0, None
+
+
+def validate(paths: Iterable[str | Path], fhir_version: str = "R4", *, allow_external: bool = False,
+             workers: int | None = None, stdin: Any = None) -> tuple[Iterator[Result], Summary]:
+    """Results in input order (a lazy iterator) and the summary it fills as it is consumed."""
+    import sys
+
+    summary = Summary()
+    tasks = _tasks(list(paths), stdin or sys.stdin)
+    workers = workers or os.cpu_count() or 1
+
+    def collect(outcomes: Iterable[tuple[list[Result], Counter[str], dict[str, str]]]) -> Iterator[Result]:
+        for results, skipped, reasons in outcomes:
+            summary.skipped.update(skipped)
+            summary.reasons.update(reasons)
+            for result in results:
+                summary.add(result)
+                yield result
+
+    def run() -> Iterator[Result]:
+        first = list(islice(tasks, 2))
+        if workers == 1 or len(first) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            _init(fhir_version, allow_external)
+            yield from collect(_run(t) for t in chain(first, tasks))
+            return
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers, initializer=_init, initargs=(fhir_version, allow_external)) as pool:
+            yield from collect(_ordered(pool, chain(first, tasks), 2 * workers + 2))
+
+    return run(), summary
+
+
+def _ordered(pool: Any, tasks: Iterable[Any], window: int) -> Iterator[Any]:
+    """Outcomes in task order, with at most `window` tasks in flight (a large file is not read ahead)."""
+    pending: deque[Any] = deque()
+    for task in tasks:
+        pending.append(pool.apply_async(_run, (task,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
