@@ -214,6 +214,18 @@ def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_o
 
 # ------------------------------------------------------------------------------------------ EDSS
 
+def test_edss_lesion_and_relapse_codes_of_the_value_sets():
+    for concept, add in (("edss", lambda c, code: c.observation(code, 10, valueQuantity={"value": 4.0})),
+                         ("gd-enhancing-lesion-count", lambda c, code: c.observation(code, 10, valueInteger=2)),
+                         ("relapse", lambda c, code: c.observation(code, 10))):
+        for system, code in terminology.concept(concept).recognised:
+            chart = Chart()
+            add(chart, Chart.code(system=system, code=code))
+            data = chart.data()
+            found = {"edss": data.edss, "gd-enhancing-lesion-count": data.gd_lesions, "relapse": data.relapses}
+            assert len(found[concept]) == 1, (concept, code)
+
+
 @pytest.mark.parametrize("element", ["valueQuantity", "valueDecimal", "valueInteger", "valueString"])
 def test_edss_value_elements(element):
     chart = Chart()
@@ -349,7 +361,8 @@ def test_therapy_from_statements_requests_administrations_rxnorm_and_atc(kind, c
 
 
 DRUG_CODES = sorted((system, code, terminology.concept_of(system, code))
-                    for system, code in terminology.recognised_codes("disease-modifying-therapies"))
+                    for group in ("disease-modifying-therapies", "corticosteroids", "fampridine")
+                    for system, code in terminology.recognised_codes(group))
 
 
 @pytest.mark.parametrize(("system", "code", "drug"), DRUG_CODES, ids=[f"{d}-{c}" for _, c, d in DRUG_CODES])
@@ -357,8 +370,8 @@ def test_every_code_of_the_therapy_value_sets_is_recognised(system, code, drug):
     """Each RxNorm (ingredient or product) and ATC (old or new) code of mappings/terminology.yaml."""
     chart = Chart()
     chart.med(system=system, code=code, start=40, end=10)
-    subject = "interferon-or-glatiramer" if drug in terminology.members("interferon-or-glatiramer") \
-        else "immunosuppressants"
+    groups = ("interferon-or-glatiramer", "immunosuppressants", "corticosteroids")
+    subject = next((g for g in groups if drug in terminology.members(g)), drug)
     assert chart.fact("therapy", subject, "30 d").value is True
     assert chart.fact("therapy", subject, "1 wk").value is False
 
