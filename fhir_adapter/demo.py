@@ -3,8 +3,9 @@
 `run_demo(out_dir, patients=500, seed=1)` starts sekmet on 127.0.0.1 (in memory), maps the four trials and the
 MESEMS umbrella study to transaction Bundles, generates a synthetic MS cohort extract and maps it to NDJSON,
 pushes everything with the client (trials first, so that patients' data can later refer to the studies),
-counts what the server holds, screens the patients read back from the server (the round trip) and writes the
-report. It stops the server unless `keep_server` (then `fhir-adapter server stop` ends it).
+counts what the server holds, screens the patients read back from the server against the criteria read back
+from the trials' EvidenceVariables on the server (the round trip) and writes the report. It stops the server
+unless `keep_server` (then `fhir-adapter server stop` ends it).
 
 The output directory is the demo's own: it is created, or re-used if an earlier demo wrote it (it holds the
 marker file `MARKER`); a directory holding anything else is refused, so nothing of the user's is overwritten.
@@ -97,13 +98,11 @@ def prepare_out_dir(out_dir: Path) -> None:
 
 
 def map_trial_bundles(out_dir: Path, fhir_version: str = "R4") -> list[Path]:
-    """The four trials and the MESEMS umbrella as transaction Bundles in `out_dir` (the trials mapping).
-    Raises ImportError in a build without the trials mapping."""
+    """The four trials and the MESEMS umbrella as transaction Bundles in `out_dir` (the trials mapping)."""
     from .protocol import map_trials
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    map_trials([], out_dir, fhir_version)
-    return sorted(out_dir.glob("*.json"))
+    return sorted(Path(p) for p in map_trials([], out_dir, fhir_version))
 
 
 def server_counts(client: FhirClient, types: tuple[str, ...] = COUNTED) -> dict[str, int]:
@@ -143,11 +142,8 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
         result.seconds[stage] = round(now - clock, 2)
         clock = now
 
-    try:
-        result.trial_bundles = map_trial_bundles(out_dir / "trials", fhir_version)
-        say(f"mapped the trials: {len(result.trial_bundles)} bundles in {out_dir / 'trials'}")
-    except ImportError as exc:
-        result.notes.append(f"trials not mapped: this build has no trials mapping ({exc})")
+    result.trial_bundles = map_trial_bundles(out_dir / "trials", fhir_version)
+    say(f"mapped the trials: {len(result.trial_bundles)} bundles in {out_dir / 'trials'}")
     lap("map trials")
 
     extract = generate_cohort(patients, seed, out_dir / "extract", reference_date=as_of)
@@ -206,23 +202,20 @@ def _keep_failures(pushed: PushResult, out_dir: Path, label: str) -> None:
 
 
 def _screen(client: FhirClient, result: DemoResult, out: Path, as_of: dt.date, say: Say) -> None:
-    """Screen the patients read back from the server against every trial with computable criteria."""
-    from .eligibility import remote
-    from .eligibility.run import screen_index
-    from .eligibility.trials import load_trials
+    """Screen the patients read back from the server against every trial with computable criteria, the
+    criteria too read back from the trials' EvidenceVariables on the server: the whole round trip."""
+    from .eligibility.run import screen_server
 
-    trials = load_trials()
-    if not trials:
-        result.notes.append("no trial with computable criteria: screening skipped")
+    try:
+        screening = screen_server(client, None, out, as_of, from_server=True)
+    except KeyError as exc:
+        result.notes.append(f"screening skipped: {exc.args[0]}")
         return
-    index = remote.load_patients(client)
-    run = screen_index(index, trials, out, as_of, source=client.base_url)
     result.screening_dir = out
-    for trial in trials:
-        result.verdicts[trial.id] = dict(run.screening.funnels[trial.id].verdicts)
-        result.trial_titles[trial.id] = trial.title
-    if run.problems:
-        result.notes.append(f"{len(run.problems)} record(s) read from the server could not be used: see "
-                            f"{out / 'problems.csv'}")
-    say(f"screened {run.screening.patients} patients read back from the server against {len(trials)} trials "
-        f"as of {as_of.isoformat()}")
+    result.verdicts = screening.counts
+    result.trial_titles = {t.id: t.title for t in screening.trials}
+    if screening.run.problems:
+        result.notes.append(f"{len(screening.run.problems)} record(s) read from the server could not be used: "
+                            f"see {out / 'problems.csv'}")
+    say(f"screened {screening.patients} patients against {len(screening.trials)} trials as of {as_of.isoformat()}, "
+        "patients and criteria (EvidenceVariables) read back from the server")

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from fhir_adapter import server
 from fhir_adapter.cli import main
+from fhir_adapter.client import FhirClient
 from fhir_adapter.demo import MARKER, DemoError, prepare_out_dir, run_demo
+from fhir_adapter.eligibility.trials import load_trials
 
 PATIENTS = 30
 AS_OF = dt.date(2025, 6, 1)
@@ -31,6 +34,61 @@ def bundle_counts(paths: list[Path]) -> Counter:
     for path in paths:
         ids.update((e["resource"]["resourceType"], e["resource"]["id"]) for e in json.loads(path.read_text())["entry"])
     return Counter(rtype for rtype, _ in ids)
+
+
+def test_demo_maps_pushes_reads_back_screens_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FHIR_ADAPTER_STATE", str(tmp_path / "state"))
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--patients", str(PATIENTS), "--seed", "7", "--as-of", AS_OF.isoformat(),
+            "--keep-server", "--no-progress"]
+    try:
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        base_url = server.detached()["base_url"]  # kept running: still answers
+        assert base_url.startswith("http://127.0.0.1:")
+        result = json.loads((out / "demo.json").read_text())
+
+        # what was written: the trial bundles and the cohort as NDJSON
+        bundles = sorted((out / "trials").glob("*.json"))
+        assert {f"{nct}.bundle.json" for nct in FOUR_TRIALS} <= {p.name for p in bundles}
+        local = ndjson_counts(out / "patients")
+        assert local["Patient"] == PATIENTS and all(local[t] > 0 for t in PATIENT_TYPES)
+
+        # what the server holds: everything pushed, nothing failed, and the counts the demo reports
+        assert result["pushes"]["trials"]["failed"] == 0 and result["pushes"]["patients"]["failed"] == 0
+        with FhirClient(base_url) as client:
+            held = {t: client.get_json(t, params={"_summary": "count"})["total"]
+                    for t in (*PATIENT_TYPES, "ResearchStudy", "EvidenceVariable", "PlanDefinition")}
+        assert {t: held[t] for t in PATIENT_TYPES} == {t: local[t] for t in PATIENT_TYPES}
+        in_bundles = bundle_counts(bundles)
+        assert held["ResearchStudy"] == in_bundles["ResearchStudy"] >= 5  # four trials and the MESEMS umbrella
+        assert held["EvidenceVariable"] == in_bundles["EvidenceVariable"] >= 4
+        assert held["PlanDefinition"] == in_bundles["PlanDefinition"] >= 1
+        assert {k: v for k, v in result["server_counts"].items() if k in held} == held
+
+        # screening: every patient read back from the server gets a verdict for every trial
+        screened = json.loads((out / "screening" / "screening.json").read_text())
+        trials = {t.id for t in load_trials()}
+        assert trials >= FOUR_TRIALS
+        pairs = Counter((v["patient"], v["trial"]) for v in screened)
+        assert {trial for _, trial in pairs} == trials
+        assert len({patient for patient, _ in pairs}) == PATIENTS and set(pairs.values()) == {1}
+        assert {v["verdict"] for v in screened} <= {"eligible", "ineligible", "needs-review"}
+        for trial in trials:
+            verdicts = Counter(v["verdict"] for v in screened if v["trial"] == trial)
+            assert sum(result["verdicts"][trial].values()) == PATIENTS
+            assert {k: n for k, n in result["verdicts"][trial].items() if n} == dict(verdicts)
+            assert trial in printed
+        report = (out / "screening" / "report.html").read_text()
+        assert all(trial in report for trial in trials)
+
+        # the summary says where everything is
+        assert f"{out / 'trials'}/" in printed and f"{out / 'patients'}/" in printed
+        assert f"{out / 'screening' / 'report.html'}" in printed
+        assert f"server still running at {base_url}" in printed
+    finally:
+        assert main(["server", "stop"]) == 0
+    assert server.detached() is None
 
 
 def test_the_output_directory_must_be_new_empty_or_the_demos(tmp_path):

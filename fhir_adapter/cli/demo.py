@@ -89,11 +89,12 @@ def summary(result) -> str:  # noqa: ANN001 - a DemoResult
                  f"{result.rejected_rows} rows rejected)")
     for label, pushed in result.pushes.items():
         lines.append(f"  pushed {label:<9} sent {pushed['sent']}, created {pushed['created']}, updated "
-                     f"{pushed['updated']}, unchanged {pushed['unchanged']}, failed {pushed['failed']}")
+                     f"{pushed['updated']}, unchanged {pushed['unchanged']}, failed {pushed['failed']}"
+                     + (f" ({pushed['duplicates']} identical copies merged)" if pushed["duplicates"] else ""))
     held = ", ".join(f"{n} {t}" for t, n in result.server_counts.items() if n)
     lines.append(f"  server holds     {held or 'nothing'}")
     if result.verdicts:
-        lines.append(f"  screening as of {result.as_of} (patients read back from the server):")
+        lines.append(f"  screening as of {result.as_of} (patients and criteria read back from the server):")
         for trial, counts in result.verdicts.items():
             title = result.trial_titles.get(trial, trial)
             lines.append(f"    {trial} {title}: {counts.get('eligible', 0)} eligible, "
