@@ -92,6 +92,12 @@ class ElementCheck:
                 continue
             values = value if isinstance(value, list) else (value,)
             many = isinstance(value, list)
+            for invariant in element.invariants:
+                for i, item in enumerate(values):
+                    if self.evaluator.holds(invariant, item, element.path, resource) is False:
+                        severity = BEST_PRACTICE_SEVERITY if invariant.best_practice else invariant.severity
+                        out.append(Issue(severity, f"{location}.{name}[{i}]" if many else f"{location}.{name}",
+                                         invariant.human, rule=invariant.key))
             if element.binding is not None and element.binding.codes is not None:
                 for i, item in enumerate(values):
                     self._binding(element.binding, element.type, item,

@@ -140,7 +140,8 @@ class Evaluator:
             result = compiled.run(ResourceNode.create_node(data, path), variables)
         except Exception as exc:  # noqa: BLE001 - an engine failure is reported as not evaluated
             self.skipped[invariant.key] += 1
-            self.failed.setdefault(invariant.key, f"fhirpathpy raised {type(exc).__name__}: {exc}")
+            message = re.sub(r"\[<.*", "[...]", str(exc))[:100]
+            self.failed.setdefault(invariant.key, f"fhirpathpy raised {type(exc).__name__}: {message}")
             return None
         ok = not (result and all(r is False for r in result))
         if memoize:

@@ -59,6 +59,8 @@ class Element:
     type: str                     # data type code (`Quantity`, `code`, `BackboneElement`, `Resource`)
     many: bool
     binding: ValueSet | None
+    path: str = ""                # FHIRPath type path (`Narrative.div`)
+    invariants: tuple[Invariant, ...] = ()  # the element's own (a backbone element's are its tree's)
     _tree: Tree | None = None     # for a backbone element: its own children
     _version: str = "R4"
 
@@ -136,8 +138,10 @@ def element_tree(type_name: str, fhir_version: str = "R4") -> Tree | None:
             name = child[len(prefix):]
             binding = child_info.get("binding")
             for json_name, type_ in _json_names(name, child_info.get("types", [])):
+                own = () if child_info.get("backbone") else tuple(known[k] for k in child_info.get("invariants", ()))
                 element = Element(name.removesuffix("[x]"), type_, child_info.get("max", "1") != "1",
-                                  valueset(binding, version) if binding else None, _version=version)
+                                  valueset(binding, version) if binding else None, f"{data['base']}.{child}", own,
+                                  _version=version)
                 if child_info.get("backbone"):
                     element._tree = tree_of(child)
                 elif "same_as" in child_info:
