@@ -65,6 +65,7 @@ UCUM = "http://unitsofmeasure.org"
 LOCAL_SOURCE = MAPPINGS / "codesystems" / "ms.yaml"
 COMPARATORS = {(False, "low"): ">=", (True, "low"): ">", (False, "high"): "<=", (True, "high"): "<"}
 R4B_COMBINATION = {"all-of": "intersection", "any-of": "union"}
+LINK_ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")     # R5 linkId is an id; R4B contained ids reuse it
 
 
 # ------------------------------------------------------------------------------------------ the local CodeSystem
@@ -240,10 +241,6 @@ def _r5_characteristic(criterion: Criterion, top: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ writing: R4B
 
-def _contained_id(link_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9\-.]", "-", link_id)[:64]
-
-
 def _r4_characteristic(criterion: Criterion, top: bool, groups: list[dict[str, Any]]) -> dict[str, Any]:
     extension = [{"url": LINK_ID, "valueString": criterion.link_id}]
     if criterion.note:
@@ -252,9 +249,7 @@ def _r4_characteristic(criterion: Criterion, top: bool, groups: list[dict[str, A
                            "expression": None, "manual": None, "time_from_start": None,
                            "exclude": criterion.kind == "exclusion" if top else None}
     if criterion.children:
-        group_id = _contained_id(criterion.link_id)
-        if any(g["id"] == group_id for g in groups):
-            raise CriterionError(f"criterion {criterion.link_id}: its contained id {group_id!r} is taken")
+        group_id = criterion.link_id                # a FHIR id (checked by evidence_variable)
         group = {"id": group_id, "description": criterion.text, "combination": R4B_COMBINATION[criterion.combine or ""],
                  "characteristics": []}
         groups.append(group)
@@ -287,6 +282,8 @@ def evidence_variable(protocol: Any, fhir_version: str = "R4") -> dict[str, Any]
     for criterion in (c for top in criteria for c in top.walk()):
         if criterion.link_id in seen:
             raise CriterionError(f"{nct}: linkId {criterion.link_id} is used twice")
+        if not LINK_ID_PATTERN.fullmatch(criterion.link_id):
+            raise CriterionError(f"{nct}: linkId {criterion.link_id!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)")
         seen.add(criterion.link_id)
     label = getattr(protocol, "acronym", None) or nct
     context: dict[str, Any] = {
