@@ -37,7 +37,7 @@ BLOCK_ROWS = 1000
 SMALL_EXTRACT = 2_000_000          # bytes: below this, one process is faster than starting workers
 REJECTS = "rejects.csv"
 SUMMARY = "summary.json"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
 
 
 @dataclass
@@ -167,16 +167,17 @@ class _Worker:
             except RowError as exc:
                 out.append((line, count, exc.column, exc.reason))
                 continue
-            written = []
-            for resource in mapper.resources(table, fact):
-                issues = check.issues(resource) if check else None
-                if issues:
-                    shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
-                    out.append((line, count, None, f"the {resource['resourceType']} it makes is not valid FHIR "
-                                                   f"{self.job.fhir_version}: {shown}"))
-                    break
-                written.append((resource["resourceType"], _dumps(resource)))
-            else:
+            written = mapper.texts(table, fact)
+            issues = None
+            if check:
+                for rtype, text in written:
+                    issues = check.issues(_loads(text))
+                    if issues:
+                        shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
+                        out.append((line, count, None, f"the {rtype} it makes is not valid FHIR "
+                                                       f"{self.job.fhir_version}: {shown}"))
+                        break
+            if not issues:
                 key = fact.mrn if table == "patients" else fact.row_id
                 out.append((line, count, key, fact.mrn, tuple(written)))
         return out

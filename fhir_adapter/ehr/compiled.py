@@ -1,0 +1,301 @@
+"""Compiled resource templates: a template traced once per variant, then filled row by row.
+
+Rows of an extract differ mostly in their identifiers, dates and measurements; their concepts, units and
+flags take few values. `CompiledTemplate` renders the Jinja2 template once per *variant* (the closed
+values of a row: concepts, units, flags, and which values are empty or zero) with the *open* values
+(the names in `open_names`) replaced by markers. Filters called with a marker are not run but recorded;
+the rendered JSON is parsed and pruned as `fhir_adapter.render.render` does, serialised compactly, and cut at
+the markers into literal text and slots. Filling a row evaluates the slots (the recorded filters on the
+row's real values) and joins the pieces: the same text as rendering the row and serialising the pruned
+resource, without the template, the JSON parser and the pruning on every row.
+
+Whatever the trace cannot reproduce falls back to the plain render for that variant or row: a marker
+used other than as a whole value (compared, concatenated, iterated), or a slot whose value is empty
+(it would have been pruned).
+
+>>> import jinja2
+>>> env = jinja2.Environment(loader=jinja2.DictLoader(
+...     {"t": '{"id": {{ x.code | upper | json }}, "note": {{ x.note | json }}}'}))
+>>> env.filters.update(json=render.to_json, upper=str.upper)
+>>> compiled = CompiledTemplate(env, "t", frozenset({"code"}))
+>>> @dataclasses.dataclass
+... class Row:
+...     code: str
+...     note: str | None
+>>> compiled.text({"x": Row("ab", None)}), compiled.text({"x": Row("cd", None)})
+('{"id":"AB"}', '{"id":"CD"}')
+>>> len(compiled.variants)
+1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jinja2
+
+from .. import render
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_string = json.encoder.encode_basestring   # what the encoder uses for str (ensure_ascii off)
+_MARK = "@@fhir-adapter-slot-"
+_SLOT = re.compile(r'"@@fhir-adapter-slot-(\d+)@@"')
+_SCALARS = (str, int, float)
+MAX_VARIANTS = 4096
+
+
+class _Untraceable(Exception):
+    """The template does something with an open value that a trace cannot replay."""
+
+
+class _Marker(str):
+    """An open value during a trace: usable only whole (passed to a filter, written as JSON, tested for truth)."""
+
+    __slots__ = ("index",)
+
+    def __new__(cls, index: int) -> _Marker:
+        marker = super().__new__(cls, f"{_MARK}{index}@@")
+        marker.index = index
+        return marker
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise _Untraceable
+
+    __str__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse  # type: ignore[assignment]
+    __add__ = __radd__ = __mul__ = __mod__ = __getitem__ = __iter__ = __contains__ = _refuse  # type: ignore
+    __format__ = _refuse  # type: ignore[assignment]
+    __hash__ = str.__hash__
+
+
+class _Proxy:
+    """A row's fact during a trace: open attributes are markers, the others the real values."""
+
+    def __init__(self, fact: Any, markers: dict[str, _Marker]) -> None:
+        self._fact, self._markers = fact, markers
+
+    def __getattr__(self, name: str) -> Any:
+        marker = self._markers.get(name)
+        return marker if marker is not None else getattr(self._fact, name)
+
+
+#: How a slot gets its value from a row's context: ("value", name, attribute or None) or
+#: ("call", filter, argument specs, keyword names); an argument spec is ("slot", index) or ("const", value).
+Slot = tuple[Any, ...]
+
+
+class _Trace:
+    """The slots of one trace: open values and the filter calls made on them."""
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+
+    def open(self, name: str, attribute: str | None) -> _Marker:
+        self.slots.append(("value", name, attribute))
+        return _Marker(len(self.slots) - 1)
+
+    def call(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Marker:
+        specs = tuple(("slot", a.index) if isinstance(a, _Marker) else ("const", a) for a in (*args, *kwargs.values()))
+        self.slots.append(("call", function, specs, tuple(kwargs)))
+        return _Marker(len(self.slots) - 1)
+
+
+class _Variant:
+    """A traced variant: literal pieces and, between them, functions of the row's context giving the slots."""
+
+    __slots__ = ("pieces", "getters")
+
+    def __init__(self, pieces: list[str], slots: list[Slot], emitted: list[int]) -> None:
+        self.pieces = pieces
+        self.getters = [_getter(slots, index) for index in emitted]
+
+    def fill(self, context: dict[str, Any]) -> str | None:
+        """The resource's JSON text, or None when a slot's value would have been pruned."""
+        pieces = self.pieces
+        out = [pieces[0]]
+        n = 1
+        for getter in self.getters:
+            value = getter(context)
+            kind = type(value)
+            if kind is str:
+                if not value:
+                    return None
+                out.append(_encode_string(value))
+            elif kind is int or kind is bool or (kind is float and math.isfinite(value)):
+                out.append(_dumps(value))
+            else:   # containers, dates: as the plain render sees them after its JSON round trip
+                value = render.prune(json.loads(render.to_json(value)))
+                if value is None or value == "" or value == [] or value == {}:
+                    return None
+                out.append(_dumps(value))
+            out.append(pieces[n])
+            n += 1
+        return "".join(out)
+
+
+def _getter(slots: list[Slot], index: int) -> Callable[[dict[str, Any]], Any]:
+    """A function of the row's context giving one slot's value (running the filters recorded on it)."""
+    slot = slots[index]
+    if slot[0] == "value":
+        _, name, attribute = slot
+        if attribute is None:
+            return operator.itemgetter(name)
+        get_attribute = operator.attrgetter(attribute)
+        return lambda context: get_attribute(context[name])
+    _, function, specs, names = slot
+    parts = [_getter(slots, s[1]) if s[0] == "slot" else None for s in specs]
+    constants = [s[1] for s in specs]
+    positional = len(specs) - len(names)
+    last: list[Any] = [None, None]   # the last text arguments and their result: rows of a patient repeat them
+
+    def call(context: dict[str, Any]) -> Any:
+        args = tuple(part(context) if part is not None else constant
+                     for part, constant in zip(parts, constants, strict=True))
+        if args == last[0]:
+            return last[1]
+        result = function(*args[:positional], **dict(zip(names, args[positional:], strict=True)))
+        if all(type(a) is str for a in args):    # 1 == 1.0 == True: only text arguments are remembered
+            last[0], last[1] = args, result
+        return result
+
+    return call
+
+
+def _variant_part(value: Any, open_names: frozenset[str], name: str) -> Any:
+    """A value's part of the variant key: closed values themselves (typed), open ones just `open`."""
+    if name in open_names and value and type(value) in _SCALARS:
+        return _OPEN
+    return (type(value), value)
+
+
+_OPEN = object()
+
+
+class CompiledTemplate:
+    """One template, traced per variant of its context (see the module's docstring).
+
+    `environment`, `name`: the template; `open_names`: the context names and fact attributes that vary row
+    by row (identifiers, dates, measurements). Traces run in a private overlay of the environment, whose
+    filters record instead of running when given a marker.
+    """
+
+    def __init__(self, environment: jinja2.Environment, name: str, open_names: frozenset[str]) -> None:
+        self._env = environment.overlay(cache_size=50)
+        self._env.filters = dict(environment.filters)
+        self.template = self._env.get_template(name)
+        self.to_json = environment.filters["json"]
+        self.open_names = open_names
+        self.variants: dict[tuple[Any, ...], _Variant | None] = {}
+        self._fields: dict[type, Any] = {}
+
+    def text(self, context: dict[str, Any]) -> str | None:
+        """The pruned resource as compact JSON text, or None: render this row the plain way."""
+        key = self._key(context)
+        try:
+            variant = self.variants.get(key, _MISSING)
+        except TypeError:   # a context value that is not hashable: no variant key
+            return None
+        if variant is _MISSING:
+            if len(self.variants) >= MAX_VARIANTS:
+                self.variants.clear()
+            variant = self.variants[key] = self._trace(context)
+        return variant.fill(context) if variant is not None else None
+
+    def _shape(self, value: Any) -> tuple[tuple[str, ...], tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+        """(dataclass fields, properties, a getter of their values) of a fact class."""
+        cls = type(value)
+        shape = self._fields.get(cls)
+        if shape is None:
+            fields = tuple(f.name for f in dataclasses.fields(value))
+            properties = tuple(n for n in dir(cls) if isinstance(getattr(cls, n, None), property))
+            names = fields + properties
+            getter = operator.attrgetter(*names) if len(names) > 1 else lambda v: (getattr(v, names[0]),)
+            shape = self._fields[cls] = (fields, properties, getter)
+        return shape
+
+    def _key(self, context: dict[str, Any]) -> tuple[Any, ...]:
+        key: list[Any] = []
+        open_names = self.open_names
+        for name, value in context.items():
+            key.append(name)
+            if hasattr(type(value), "__dataclass_fields__"):
+                fields, _, getter = self._shape(value)
+                key.append(type(value))
+                values = getter(value)
+                for f, v in zip(fields, values, strict=False):   # then the properties' values, as they are
+                    key.append(_OPEN if f in open_names and v and type(v) in _SCALARS else (type(v), v))
+                key.extend(values[len(fields):])
+            else:
+                key.append(_variant_part(value, open_names, name))
+        return tuple(key)
+
+    def _trace(self, context: dict[str, Any]) -> _Variant | None:
+        trace = _Trace()
+        traced: dict[str, Any] = {}
+        for name, value in context.items():
+            if dataclasses.is_dataclass(value):
+                fields = self._shape(value)[0]
+                markers = {f: trace.open(name, f) for f in fields
+                           if _variant_part(getattr(value, f), self.open_names, f) is _OPEN}
+                traced[name] = _Proxy(value, markers) if markers else value
+            elif _variant_part(value, self.open_names, name) is _OPEN:
+                traced[name] = trace.open(name, None)
+            else:
+                traced[name] = value
+        filters = _Recorders(self._env.filters, trace)
+        filters["json"] = self._json
+        saved, self._env.filters = self._env.filters, filters   # templates look filters up when they render
+        try:
+            text = "".join(self.template.root_render_func(self.template.new_context(traced, shared=True)))
+        except _Untraceable:
+            return None
+        finally:
+            self._env.filters = saved
+        skeleton = _dumps(render.prune(json.loads(text)))
+        parts = _SLOT.split(skeleton)
+        pieces, emitted = parts[0::2], [int(i) for i in parts[1::2]]
+        if any(_MARK in piece for piece in pieces):
+            return None    # a marker inside a longer string: not a whole value
+        return _Variant(pieces, trace.slots, emitted)
+
+    def _json(self, value: Any) -> str:
+        if isinstance(value, _Marker):
+            return f'"{_MARK}{value.index}@@"'
+        return self.to_json(value)
+
+
+
+class _Recorders(dict):  # type: ignore[type-arg]
+    """The filters of a trace, wrapped when the template first asks for them: a filter given a marker is
+    recorded in the trace instead of run."""
+
+    def __init__(self, filters: dict[str, Callable[..., Any]], trace: _Trace) -> None:
+        super().__init__()
+        self.filters, self.trace = filters, trace
+
+    def __missing__(self, name: str) -> Callable[..., Any]:
+        function, trace = self.filters[name], self.trace
+
+        @functools.wraps(function)    # keeps Jinja's pass_context / pass_environment marks
+        def record(*args: Any, **kwargs: Any) -> Any:
+            if any(isinstance(a, _Marker) for a in (*args, *kwargs.values())):
+                return trace.call(function, args, kwargs)
+            return function(*args, **kwargs)
+
+        self[name] = record
+        return record
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.filters or dict.__contains__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]  # Jinja's compiler asks
+        return self[name] if name in self else default  # noqa: SIM401
+
+
+_MISSING: Any = object()
