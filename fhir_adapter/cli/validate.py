@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+    if summary.resources == 0:
+        raise UsageError(f"no resources in {', '.join(args.inputs)} (files: *.json, *.ndjson, or - for stdin)")
     return 1 if summary.failed(args.fail_on) else 0
 
 

@@ -1,0 +1,141 @@
+"""`fhir-adapter validate` on the command line: formats, exit status, inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from fhir_adapter.bundle import transaction
+from fhir_adapter.cli import main
+from fhir_adapter.paths import EXAMPLES
+
+COHORT = EXAMPLES / "ehr" / "cohort-fhir"
+NARRATIVE = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}
+
+
+def patient(pid: str, **extra):
+    return {"resourceType": "Patient", "id": pid, "text": NARRATIVE, **extra}
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """An NDJSON file with a valid Patient, a Patient with a bad gender, and a valid one again."""
+    path = tmp_path / "patients.ndjson"
+    path.write_text("\n".join(json.dumps(p) for p in [patient("a"), patient("b", gender="f"), patient("c")]) + "\n")
+    return path
+
+
+def test_text_valid_exit_0(capsys):
+    assert main(["validate", str(COHORT)]) == 0
+    out = capsys.readouterr().out
+    assert "error" not in out.split("\n")[-2].split(":")[0]
+    assert ": 0 error(s), 0 warning(s)" in out and "valid" in out
+
+
+def test_text_errors_exit_1_with_source_and_location(mixed, capsys):
+    assert main(["validate", str(mixed)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"{mixed}:2: error: Patient.gender: code 'f' is not in the required value set "
+                        "http://hl7.org/fhir/ValueSet/administrative-gender [binding]")
+    assert lines[1].startswith("3 resource(s) (R4): 1 error(s), 0 warning(s)") and lines[1].endswith("FAILED")
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such file or directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "--format", "yaml", str(COHORT)])
+    assert exit_.value.code == 2
+    assert main(["validate", "--workers", "0", str(COHORT)]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", str(tmp_path / "empty")]) == 2
+    assert "no resources" in capsys.readouterr().err
+
+
+def test_fail_on_warning(tmp_path, capsys):
+    bundle = transaction([patient("p1")])
+    bundle["entry"][0]["fullUrl"] = "urn:uuid:other"   # a warning: fullUrl and id differ
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    assert main(["validate", str(path)]) == 0
+    assert "warning: Bundle.entry[0].fullUrl" in capsys.readouterr().out
+    assert main(["validate", "--fail-on", "warning", str(path)]) == 1
+
+
+def test_json_format(mixed, capsys):
+    assert main(["validate", "--format", "json", str(mixed)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is False and report["resources"] == 3
+    assert report["counts"] == {"error": 1, "warning": 0, "information": 0}
+    (issue,) = report["issues"]
+    assert issue == {"resource": "Patient/b", "source": f"{mixed}:2", "severity": "error",
+                     "location": "Patient.gender", "rule": "binding",
+                     "message": "code 'f' is not in the required value set "
+                                "http://hl7.org/fhir/ValueSet/administrative-gender"}
+    # txt-1/txt-2 (xhtml checks) cannot be evaluated by fhirpathpy: counted, with the reason
+    assert report["skipped_invariants"]["txt-1"]["elements"] == 3
+    assert "htmlChecks()" in report["skipped_invariants"]["txt-1"]["reason"]
+
+
+def test_text_notes_skipped_invariants(mixed, capsys):
+    main(["validate", str(mixed)])
+    out = capsys.readouterr().out
+    assert "2 invariant(s) not evaluated" in out and "txt-1: 3 element(s) not checked" in out
+
+
+def test_junit_one_testcase_per_resource(mixed, tmp_path):
+    report = tmp_path / "report.xml"
+    assert main(["validate", "--format", "junit", "-o", str(report), str(mixed)]) == 1
+    suite = ET.parse(report).getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert suite.get("tests") == "3" and suite.get("failures") == "1" and len(cases) == 3
+    failing = [c for c in cases if c.find("failure") is not None]
+    assert [c.get("name") for c in failing] == [f"Patient/b ({mixed}:2)"]
+    assert "Patient.gender" in failing[0].find("failure").text
+    assert "txt-1" in suite.find("properties/property").get("value")
+
+
+def test_junit_escapes_text(tmp_path):
+    path = tmp_path / "x.ndjson"
+    path.write_text(json.dumps(patient("<b>&", gender="<script>")) + "\n")
+    report = tmp_path / "report.xml"
+    assert main(["validate", "--format", "junit", "-o", str(report), str(path)]) == 1
+    case = ET.parse(report).getroot().find("testsuite/testcase")   # parses: every text escaped
+    assert case.get("name").startswith("Patient/<b>&") and "<script>" in case.find("failure").text
+
+
+def test_stdin_ndjson_and_bundle(monkeypatch, capsys):
+    lines = "\n".join(json.dumps(p) for p in [patient("a"), patient("b", gender="f")])
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    assert main(["validate", "-"]) == 1
+    assert "<stdin>:2: error: Patient.gender" in capsys.readouterr().out
+    bundle = transaction([patient("a"), {"resourceType": "Observation", "id": "o", "status": "final",
+                                         "code": {"text": "x"}, "subject": {"reference": "Patient/zz"},
+                                         "effectiveDateTime": "2024-01-01", "text": NARRATIVE}])
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
+    assert main(["validate", "-"]) == 1
+    out = capsys.readouterr().out
+    assert ("<stdin>: error: Bundle.entry[1].resource.Observation.subject.reference: Patient/zz does not resolve "
+            "inside the bundle [bundle-reference]") in out
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
+    assert main(["validate", "--allow-external", "-"]) == 0
+
+
+def test_malformed_json_is_an_error_with_line_and_column(tmp_path, capsys):
+    path = tmp_path / "bad.ndjson"
+    path.write_text(json.dumps(patient("a")) + "\n" + '{"resourceType": "Patient" "id": "b"}\n')
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:2:28: error: (line): malformed JSON at line 2, column 28: Expecting ',' delimiter [json]" in out
+
+
+def test_r5_flag(tmp_path, capsys):
+    r5_only = {"resourceType": "MedicationStatement", "id": "m", "status": "recorded", "text": NARRATIVE,
+               "subject": {"reference": "Patient/p"}, "medication": {"concept": {"text": "natalizumab"}}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(r5_only))
+    assert main(["validate", "--fhir-version", "R5", str(path)]) == 0
+    assert main(["validate", str(path)]) == 1
