@@ -222,3 +222,25 @@ def test_cli_conditional_id_strategy_writes_under_server_ids_and_a_rerun_is_unch
             client.read("Patient", "cli-cond-1")
     assert main(args) == 0
     assert "sent 0, created 0, updated 0, unchanged 3, failed 0" in capsys.readouterr().out
+
+
+def test_the_mapped_trials_go_in_through_the_cli_come_back_identical_and_a_rerun_changes_nothing(
+        fhir_server, tmp_path, capsys):
+    from fhir_adapter.protocol import map_trials
+
+    bundles = map_trials([], tmp_path / "trials", "R4")
+    resources = {(e["resource"]["resourceType"], e["resource"]["id"]): e["resource"]
+                 for path in bundles for e in json.loads(Path(path).read_text())["entry"]}
+    assert Counter(t for t, _ in resources)["ResearchStudy"] >= 5  # the four trials and the MESEMS umbrella
+    args = ["push", str(tmp_path / "trials"), "--server", fhir_server, "--no-progress",
+            "--failed", str(tmp_path / "failed.ndjson")]
+    assert main(args) == 0
+    assert "failed 0" in capsys.readouterr().out
+    with FhirClient(fhir_server) as client:
+        stored = {key: client.read(*key) for key in resources}
+    assert {key: without_meta(r) for key, r in stored.items()} == resources
+    assert main(args) == 0
+    assert f"sent 0, created 0, updated 0, unchanged {len(resources)}, failed 0" in capsys.readouterr().out
+    with FhirClient(fhir_server) as client:
+        assert {key: client.read(*key)["meta"]["versionId"] for key in resources} == \
+            {key: r["meta"]["versionId"] for key, r in stored.items()}
