@@ -12,7 +12,7 @@ import pytest
 
 from fhir_adapter import server
 from fhir_adapter.cli import main
-from fhir_adapter.client import FhirClient
+from fhir_adapter.client import FhirClient, RetryPolicy, ServerUnreachable
 from fhir_adapter.demo import MARKER, DemoError, prepare_out_dir, run_demo
 from fhir_adapter.eligibility.trials import load_trials
 
@@ -120,3 +120,16 @@ def test_cli_refuses_bad_arguments_before_doing_anything(tmp_path, capsys):
     assert "--patients must be at least 1" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "d"), "--port", "70000"]) == 2
     assert not (tmp_path / "d").exists()
+
+
+def test_the_server_is_stopped_afterwards_and_a_rerun_replaces_the_outputs(tmp_path):
+    out = tmp_path / "demo"
+    first = run_demo(out, patients=3, seed=1, as_of=AS_OF)
+    with pytest.raises(ServerUnreachable):  # stopped: nothing listens there any more
+        FhirClient(first.base_url, retry=RetryPolicy(retries=0)).capabilities()
+    assert first.server_counts["Patient"] == 3 and not first.server_kept
+
+    second = run_demo(out, patients=2, seed=2, as_of=AS_OF)  # an earlier demo's directory is re-used
+    assert second.server_counts["Patient"] == 2
+    assert ndjson_counts(out / "patients")["Patient"] == 2
+    assert json.loads((out / "demo.json").read_text())["seed"] == 2
