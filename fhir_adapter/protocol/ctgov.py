@@ -76,6 +76,13 @@ class _Reader:
             value = _CONTROL.sub("", value)
         return value.strip() or None
 
+    def required(self, item: dict[str, Any], key: str, path: str, what: str) -> str | None:
+        """A text the element cannot go without; when missing, warned and None (the caller skips the element)."""
+        text = self.text(item.get(key), f"{path}.{key}")
+        if not text:
+            self.warn(f"{path}.{key}", f"missing; {what} skipped")
+        return text
+
     def items(self, value: Any, path: str) -> list[Any]:
         if value is None:
             return []
@@ -202,9 +209,7 @@ def _identifiers(r: _Reader, ident: dict[str, Any]) -> tuple[Identifier, ...]:
     if value := r.text(org_info.get("id"), "protocolSection.identificationModule.orgStudyIdInfo.id"):
         found.append(Identifier(value, "org", None, assigner))
     for path, item in r.objects(ident.get("secondaryIdInfos"), "protocolSection.identificationModule.secondaryIdInfos"):
-        value = r.text(item.get("id"), f"{path}.id")
-        if not value:
-            r.warn(f"{path}.id", "missing; identifier skipped")
+        if not (value := r.required(item, "id", path, "identifier")):
             continue
         kind = str(item.get("type") or "other").lower()
         if kind == "eudract_number":
@@ -249,9 +254,7 @@ def _condition_concepts(r: _Reader, conditions: tuple[str, ...]) -> tuple[str, .
 def _arms(r: _Reader, module: dict[str, Any]) -> tuple[Arm, ...]:
     arms = []
     for path, item in r.objects(module.get("armGroups"), "protocolSection.armsInterventionsModule.armGroups"):
-        label = r.text(item.get("label"), f"{path}.label")
-        if not label:
-            r.warn(f"{path}.label", "missing; arm skipped")
+        if not (label := r.required(item, "label", path, "arm")):
             continue
         arms.append(Arm(label=label, type=r.code(item.get("type"), "arm_types", f"{path}.type"),
                         description=r.text(item.get("description"), f"{path}.description"),
@@ -302,9 +305,7 @@ def _sites(r: _Reader, module: dict[str, Any]) -> tuple[Site, ...]:
 def _citations(r: _Reader, module: dict[str, Any]) -> tuple[Citation, ...]:
     found = []
     for path, item in r.objects(module.get("references"), "protocolSection.referencesModule.references"):
-        text = r.text(item.get("citation"), f"{path}.citation")
-        if not text:
-            r.warn(f"{path}.citation", "missing; reference skipped")
+        if not (text := r.required(item, "citation", path, "reference")):
             continue
         doi = re.search(r"doi:\s*(10\.\S+?)\.?(?:\s|$)", text)
         found.append(Citation(text, r.text(item.get("pmid"), f"{path}.pmid"), doi.group(1) if doi else None,
