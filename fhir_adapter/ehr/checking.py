@@ -19,8 +19,15 @@ model (R4B for R4, R5 for R5); a resource that fails is validated again from its
 
 from __future__ import annotations
 
+import functools
+import json
 import marshal
+import types
+import typing
+import weakref
 from typing import Any
+
+import pydantic
 
 from ..render import check_version
 from ..validation.structure import Issue, model_class, structure_issues
@@ -124,3 +131,238 @@ class StructureCheck:
             value = getattr(instance, memo.attribute)
             memo.known[key] = value[index] if index >= 0 else value
         return []
+
+
+# --- resources of a shape already validated -----------------------------------------------------------
+
+class _Equals:
+    """The validator of a `resourceType` inside a resource: the very value the shape was validated with."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def validate_python(self, value: Any) -> Any:
+        if type(value) is not type(self.value) or value != self.value:
+            raise ValueError(value)
+        return value
+
+
+@functools.cache
+def _equals(kind: type, value: Any) -> _Equals:
+    """One `_Equals` per value, kept: remembered verdicts are keyed by the validator's id."""
+    return _Equals(value)
+
+
+def _shape(value: Any, key: list[Any], leaves: list[Any]) -> None:
+    """Append the JSON value's structure (keys, list lengths, leaf types) to `key` and its leaves to `leaves`."""
+    kind = type(value)
+    if kind is dict:
+        key.append(dict)
+        for name, item in value.items():
+            key.append(name)
+            _shape(item, key, leaves)
+        key.append(None)
+    elif kind is list:
+        key.append(list)
+        for item in value:
+            _shape(item, key, leaves)
+        key.append(None)
+    else:
+        key.append(kind)
+        leaves.append(value)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(the element type, whether the field is a list) of a fhir.resources field annotation."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+@functools.cache
+def _aliases(model: type[Any]) -> dict[str, Any]:
+    return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
+
+
+@functools.cache
+def _elements(model: type[Any]) -> dict[str, tuple[Any, bool, Any]]:
+    """Each element of a model by its JSON name: (element type, is a list, model class of a complex type)."""
+    out = {}
+    for name, annotation in _aliases(model).items():
+        element, is_list = _unwrap(annotation)
+        klass = getattr(element, "get_model_klass", None)
+        out[name] = (element, is_list, klass() if klass is not None else None)
+    return out
+
+
+@functools.cache
+def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(annotation)
+
+
+def _leaf_validators(model: type[Any], value: dict[str, Any], out: list[Any]) -> bool:
+    """The validators of a valid resource's leaves, in `_shape` order; False if a part cannot be followed."""
+    fields = _aliases(model)
+    for name, item in value.items():
+        if name == "resourceType":
+            out.append(_equals(type(item), item))
+            continue
+        annotation = fields.get(name)
+        if annotation is None:
+            return False
+        element, is_list = _unwrap(annotation)
+        items = item if is_list and type(item) is list else [item]
+        if is_list != (type(item) is list):
+            return False
+        klass = getattr(element, "get_model_klass", None)
+        for one in items:
+            if klass is not None:
+                if type(one) is not dict or not _leaf_validators(klass(), one, out):
+                    return False
+            elif type(one) in (dict, list) or one is None:
+                return False
+            else:
+                out.append(_adapter(element))
+    return True
+
+
+class ShapeCheck(StructureCheck):
+    """`StructureCheck` that validates each *shape* of resource once (its elements, their nesting, list
+    lengths and the JSON types of its values) with the full fhir.resources model, and later resources of
+    the same shape by validating each primitive value with its element's fhir.resources type (the same
+    pydantic type the model applies to that element).
+
+    fhir.resources models check structure (known elements, cardinality, required and choice elements,
+    no nulls), which the shape fixes, and the type of each primitive value, which is checked per value
+    (and remembered per type and value). A resource whose value fails is validated again in full, so the
+    issues reported are the plain ones.
+
+    >>> check = ShapeCheck("R4")
+    >>> patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1980-01-01"}
+    >>> check.issues(patient), check.issues({**patient, "id": "p2"}), len(check.shapes)
+    ([], [], 1)
+    >>> check.issues({**patient, "birthDate": "1980-13-01"})[0].location
+    'Patient.birthDate'
+    """
+
+    def __init__(self, fhir_version: str = "R4", size: int = 4096, values: int = 100_000) -> None:
+        super().__init__(fhir_version, size)
+        self.shapes: dict[tuple[Any, ...], list[Any] | None] = {}
+        self._valid: dict[tuple[int, type, Any], bool] = {}
+        self._values = values
+
+    def issues(self, resource: dict[str, Any]) -> list[Issue]:
+        if type(resource) is not dict:
+            return super().issues(resource)
+        key: list[Any] = []
+        leaves: list[Any] = []
+        _shape(resource, key, leaves)
+        shape = tuple(key)
+        validators = self.shapes.get(shape, _UNSEEN)
+        if validators is _UNSEEN:
+            found = super().issues(resource)
+            if not found:
+                if len(self.shapes) >= self.size:
+                    self.shapes.clear()
+                out: list[Any] = []
+                model = model_class(resource["resourceType"], self.fhir_version)
+                self.shapes[shape] = out if _leaf_validators(model, resource, out) and len(out) == len(leaves) \
+                    else None
+            return found
+        if validators is None:
+            return super().issues(resource)
+        valid = self._valid
+        for validator, value in zip(validators, leaves, strict=True):
+            memo = (id(validator), type(value), value)
+            ok = valid.get(memo)
+            if ok is None:
+                try:
+                    validator.validate_python(value)
+                    ok = True
+                except ValueError:   # pydantic.ValidationError is a ValueError
+                    ok = False
+                if len(valid) >= self._values:
+                    valid.clear()
+                valid[memo] = ok
+            if not ok:
+                return structure_issues(resource, self.fhir_version)
+        return []
+
+
+_UNSEEN: Any = object()
+
+
+# --- resources filled into a compiled template --------------------------------------------------------
+
+def _slot_validators(model: type[Any], value: dict[str, Any], found: dict[int, Any]) -> bool:
+    """Find where each slot marker (`_SLOT_MARK` n) sits in a resource and the type of that element."""
+    elements = _elements(model)
+    for name, item in value.items():
+        if name == "resourceType":
+            continue
+        if name not in elements:
+            return False
+        element, is_list, klass = elements[name]
+        for one in (item if is_list and type(item) is list else [item]):
+            if type(one) is str and one.startswith(_SLOT_MARK):
+                found[int(one[len(_SLOT_MARK):])] = _adapter(element)
+            elif type(one) is dict and (klass is None or not _slot_validators(klass, one, found)):
+                return False
+    return True
+
+
+_SLOT_MARK = "@@fhir-adapter-check-"
+
+
+class FilledCheck:
+    """Validates resources made by compiled templates (`compiled.CompiledTemplate.fill`): the first valid
+    resource of each variant in full (`ShapeCheck`), and later ones of the variant by validating only
+    the slots' values, each with the fhir.resources type of the element it fills; a resource whose
+    value fails is validated again in full, so the issues reported are the plain ones.
+
+    A variant's literal text is the same in all its resources and slots are never empty, so the
+    structure the full validation accepted stays, and what can differ is each slot's value, checked by
+    the same pydantic type the model applies to that element.
+    """
+
+    def __init__(self, fhir_version: str = "R4", values: int = 100_000) -> None:
+        self.full = ShapeCheck(fhir_version)
+        self.fhir_version = self.full.fhir_version
+        self._variants: weakref.WeakKeyDictionary[Any, list[Any] | None] = weakref.WeakKeyDictionary()
+        self._valid: dict[tuple[int, str], bool] = {}
+        self._values = values
+
+    def issues(self, variant: Any, slots: list[str], text: str) -> list[Issue]:
+        """Issues of the resource `variant.join(slots)` (its text `text`)."""
+        validators = self._variants.get(variant, _UNSEEN)
+        if validators is None or validators is _UNSEEN:
+            found = self.full.issues(json.loads(text))
+            if validators is _UNSEEN and not found:
+                self._variants[variant] = self._validators(variant, json.loads(text)["resourceType"], len(slots))
+            return found
+        valid = self._valid
+        for validator, slot in zip(validators, slots, strict=True):
+            memo = (id(validator), slot)
+            ok = valid.get(memo)
+            if ok is None:
+                try:
+                    validator.validate_python(json.loads(slot))
+                    ok = True
+                except ValueError:   # pydantic.ValidationError is a ValueError
+                    ok = False
+                if len(valid) >= self._values:
+                    valid.clear()
+                valid[memo] = ok
+            if not ok:
+                return structure_issues(json.loads(text), self.fhir_version)
+        return []
+
+    def _validators(self, variant: Any, resource_type: str, count: int) -> list[Any] | None:
+        marked = json.loads(variant.join([f'"{_SLOT_MARK}{n}"' for n in range(count)]))
+        found: dict[int, Any] = {}
+        model = model_class(resource_type, self.fhir_version)
+        if not _slot_validators(model, marked, found) or len(found) != count:
+            return None
+        return [found[n] for n in range(count)]

@@ -109,17 +109,15 @@ class _Trace:
 class _Variant:
     """A traced variant: literal pieces and, between them, functions of the row's context giving the slots."""
 
-    __slots__ = ("pieces", "getters")
+    __slots__ = ("pieces", "getters", "__weakref__")
 
     def __init__(self, pieces: list[str], slots: list[Slot], emitted: list[int]) -> None:
         self.pieces = pieces
         self.getters = [_getter(slots, index) for index in emitted]
 
-    def fill(self, context: dict[str, Any]) -> str | None:
-        """The resource's JSON text, or None when a slot's value would have been pruned."""
-        pieces = self.pieces
-        out = [pieces[0]]
-        n = 1
+    def slots_text(self, context: dict[str, Any]) -> list[str] | None:
+        """The JSON text of each emitted slot for a row, or None when a slot's value would have been pruned."""
+        out = []
         for getter in self.getters:
             value = getter(context)
             kind = type(value)
@@ -134,8 +132,15 @@ class _Variant:
                 if value is None or value == "" or value == [] or value == {}:
                     return None
                 out.append(_dumps(value))
+        return out
+
+    def join(self, slots: list[str]) -> str:
+        """The resource's JSON text: the literal pieces with the slots' texts between them."""
+        pieces = self.pieces
+        out = [pieces[0]]
+        for n, slot in enumerate(slots, 1):
+            out.append(slot)
             out.append(pieces[n])
-            n += 1
         return "".join(out)
 
 
@@ -196,6 +201,11 @@ class CompiledTemplate:
 
     def text(self, context: dict[str, Any]) -> str | None:
         """The pruned resource as compact JSON text, or None: render this row the plain way."""
+        filled = self.fill(context)
+        return filled[0].join(filled[1]) if filled is not None else None
+
+    def fill(self, context: dict[str, Any]) -> tuple[_Variant, list[str]] | None:
+        """The row's variant and the JSON text of its slots (`variant.join(slots)` is the resource), or None."""
         key = self._key(context)
         try:
             variant = self.variants.get(key, _MISSING)
@@ -205,7 +215,10 @@ class CompiledTemplate:
             if len(self.variants) >= MAX_VARIANTS:
                 self.variants.clear()
             variant = self.variants[key] = self._trace(context)
-        return variant.fill(context) if variant is not None else None
+        if variant is None:
+            return None
+        slots = variant.slots_text(context)
+        return (variant, slots) if slots is not None else None
 
     def _shape(self, value: Any) -> tuple[tuple[str, ...], tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
         """(dataclass fields, properties, a getter of their values) of a fact class."""

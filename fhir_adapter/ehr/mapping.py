@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import render
+from ..validation.structure import Issue
+from .checking import FilledCheck
 from .columns import ColumnMap
 from .compiled import CompiledTemplate
 from .model import Fact, MriExam, PatientRecord, StatusFact
@@ -78,15 +80,21 @@ class FhirMapper:
         """The resources one row's fact becomes (rendered by Jinja2, parsed and pruned)."""
         return [self._render(template, context) for template, context in self._map[table](fact)]
 
-    def texts(self, table: str, fact: Fact) -> list[tuple[str, str]]:
-        """(resource type, compact JSON) of the resources one row's fact becomes: the same as serialising
-        `resources`, made by the compiled templates (the hot path of `patients map`)."""
+    def texts(self, table: str, fact: Fact, check: FilledCheck | None = None) -> list[tuple[str, str, list[Issue]]]:
+        """(resource type, compact JSON, validation issues) of the resources one row's fact becomes: the same
+        text as serialising `resources`, made by the compiled templates (the hot path of `patients map`).
+        Issues come from `check` (none when it is None)."""
         out = []
         for template, context in self._map[table](fact):
-            text = self._compiled[template].text(context)
-            if text is None:
-                text = _dumps(self._render(template, context))
-            out.append((TEMPLATE_TYPES[template], text))
+            filled = self._compiled[template].fill(context)
+            if filled is not None:
+                text = filled[0].join(filled[1])
+                issues = check.issues(filled[0], filled[1], text) if check else []
+            else:
+                resource = self._render(template, context)
+                text = _dumps(resource)
+                issues = check.full.issues(resource) if check else []
+            out.append((TEMPLATE_TYPES[template], text, issues))
         return out
 
     def record(self, record: PatientRecord) -> list[Resource]:

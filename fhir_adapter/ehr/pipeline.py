@@ -27,7 +27,7 @@ from typing import Any
 from .. import bundle, sources
 from ..render import check_version
 from ..sources import InputError
-from .checking import StructureCheck
+from .checking import FilledCheck
 from .columns import ColumnMap, load_column_map
 from .convert import RowConverter, RowError
 from .mapping import RESOURCE_TYPES, FhirMapper
@@ -37,7 +37,6 @@ BLOCK_ROWS = 1000
 SMALL_EXTRACT = 2_000_000          # bytes: below this, one process is faster than starting workers
 REJECTS = "rejects.csv"
 SUMMARY = "summary.json"
-_loads = json.loads
 
 
 @dataclass
@@ -127,7 +126,7 @@ class _Worker:
         self.encoding = _encoding(job.cmap)
         self.converters = {t: RowConverter(t, job.cmap, h, job.extracted_on) for t, h in job.headers.items()}
         self.mapper = FhirMapper.for_map(job.fhir_version, job.cmap)
-        self.check = StructureCheck(job.fhir_version) if job.validate else None
+        self.check = FilledCheck(job.fhir_version) if job.validate else None
         self.headers = job.headers
 
     def block(self, table: str, first_line: int, lines: list[bytes]) -> list[tuple[Any, ...]]:
@@ -167,17 +166,15 @@ class _Worker:
             except RowError as exc:
                 out.append((line, count, exc.column, exc.reason))
                 continue
-            written = mapper.texts(table, fact)
-            issues = None
-            if check:
-                for rtype, text in written:
-                    issues = check.issues(_loads(text))
-                    if issues:
-                        shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
-                        out.append((line, count, None, f"the {rtype} it makes is not valid FHIR "
-                                                       f"{self.job.fhir_version}: {shown}"))
-                        break
-            if not issues:
+            written = []
+            for rtype, text, issues in mapper.texts(table, fact, check):
+                if issues:
+                    shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
+                    out.append((line, count, None, f"the {rtype} it makes is not valid FHIR "
+                                                   f"{self.job.fhir_version}: {shown}"))
+                    break
+                written.append((rtype, text))
+            else:
                 key = fact.mrn if table == "patients" else fact.row_id
                 out.append((line, count, key, fact.mrn, tuple(written)))
         return out
