@@ -23,7 +23,7 @@ EVIL = '<script>alert("x")</script> & <b>'
 def hostile_trial() -> Trial:
     criteria = [Criterion.from_dict(c.to_dict()) for c in CMM_EM.criteria]
     criteria.append(Criterion.from_dict({"linkId": "exc-99", "kind": "exclusion", "text": f"Text with {EVIL}",
-                                         "rule": {"fact": "edss", "above": 9}}))
+                                         "rule": {"fact": "edss", "above": 9}, "note": f"Note with {EVIL}"}))
     return Trial("NCT02035514", f"CMM-EM {EVIL}", tuple(criteria))
 
 
@@ -70,6 +70,8 @@ def test_html_escapes_all_text_and_needs_nothing_from_outside(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "<script" not in html and "<b>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;" in html
+    # the curator's note on how a rule reads its line is shown with the line in the funnel
+    assert "Reading: Note with &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;" in html
     page = Page()
     page.feed(html)
     assert all(link.startswith("#") for link in page.links), page.links          # no external assets or links
