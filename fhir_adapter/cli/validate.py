@@ -83,7 +83,8 @@ def _text(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: T
     out.write(f"{summary.resources} resource(s) ({args.fhir_version}): {counts['error']} error(s), "
               f"{counts['warning']} warning(s), {counts['information']} information: {verdict}\n")
     if summary.skipped:
-        out.write(f"{len(summary.skipped)} invariant(s) not evaluated (FHIRPath functions fhirpathpy lacks):\n")
+        out.write(f"{len(summary.skipped)} invariant(s) not evaluated "
+                  "(fhirpathpy lacks a function they use, or failed on them):\n")
         out.write("".join(line + "\n" for line in _skipped_lines(summary)))
 
 

@@ -20,19 +20,22 @@ from typing import Any
 from ..render import check_version
 from .invariants import Evaluator
 from .rules import coding_issues
-from .spec import Tree, ValueSet, element_tree
+from .spec import Element, Tree, ValueSet, element_tree
 from .structure import Issue
 
 UCUM = "http://unitsofmeasure.org"
+EXTENSIONS = frozenset({"extension", "modifierExtension"})
 #: Best-practice invariants (dom-6: a resource should have narrative) are reported at this severity.
 BEST_PRACTICE_SEVERITY = "information"
 
 
-def _scan(value: Any, location: str, out: list[Issue], codings: list[tuple[str, dict[str, Any]]]) -> None:
+def _scan(value: Any, location: str, out: list[Issue], codings: list[tuple[str, dict[str, Any]]]) -> bool:
     """ele-1 on every JSON value: objects have a value or children (other than `id`), arrays are not empty,
     no member is null (a null inside an array is allowed: JSON FHIR aligns `given` with `_given` so).
-    Collects every object with a `system` and a `code` (Codings) on the way.
+    Collects every object with a `system` and a `code` (Codings) on the way; returns whether any element
+    has extensions.
     """
+    extensions = False
     if isinstance(value, dict):
         if not value or value.keys() == {"id"}:
             out.append(Issue("error", location, "an element must have a value or children", rule="ele-1"))
@@ -42,13 +45,16 @@ def _scan(value: Any, location: str, out: list[Issue], codings: list[tuple[str, 
             if child is None:
                 out.append(Issue("error", f"{location}.{name}", "null is not a value in FHIR JSON", rule="ele-1"))
             elif isinstance(child, (dict, list)) and name != "resource":
-                _scan(child, f"{location}.{name}", out, codings)
+                if name in EXTENSIONS:
+                    extensions = True
+                extensions = _scan(child, f"{location}.{name}", out, codings) or extensions
     elif isinstance(value, list):
         if not value:
             out.append(Issue("error", location, "an array must not be empty", rule="ele-1"))
         for i, item in enumerate(value):
             if isinstance(item, (dict, list)):
-                _scan(item, f"{location}[{i}]", out, codings)
+                extensions = _scan(item, f"{location}[{i}]", out, codings) or extensions
+    return extensions
 
 
 class ElementCheck:
@@ -57,24 +63,67 @@ class ElementCheck:
     def __init__(self, fhir_version: str = "R4") -> None:
         self.fhir_version = check_version(fhir_version)
         self.evaluator = Evaluator(self.fhir_version)
+        self._children: dict[tuple[int, bool], dict[str, Element]] = {}
+        self._relevance: dict[tuple[int, bool], bool] = {}
+        self._root: dict[str, Any] = {}
 
     def issues(self, resource: dict[str, Any]) -> list[Issue]:
         """Findings on a resource's elements (a Bundle's entry resources are not entered: check them alone)."""
         out: list[Issue] = []
         codings: list[tuple[str, dict[str, Any]]] = []
         rtype = resource.get("resourceType")
-        _scan(resource, str(rtype), out, codings)
+        extensions = _scan(resource, str(rtype), out, codings)
         tree = element_tree(rtype, self.fhir_version) if isinstance(rtype, str) else None
         if tree is not None:
-            self._walk(tree, resource, str(rtype), resource, out)
+            self._root = resource
+            self._walk(tree, resource, str(rtype), resource, out, extensions)
         out.extend(coding_issues(codings))
         return out
 
-    def _walk(self, tree: Tree, data: Any, location: str, resource: dict[str, Any], out: list[Issue]) -> None:
+    def _checked(self, tree: Tree, extensions: bool) -> dict[str, Element]:
+        """A tree's children that have something to check in them (the walk does not enter the others).
+
+        Every element may hold extensions, and ext-1 makes an Extension worth checking; a resource without
+        any extension (`extensions` false, the usual case) is walked without entering the elements that
+        could only matter through one.
+        """
+        key = (id(tree), extensions)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = {name: e for name, e in tree.children.items()
+                                           if self._element_relevant(e, extensions, set())}
+        return found
+
+    def _element_relevant(self, element: Element, extensions: bool, visiting: set[int]) -> bool:
+        if element.type == "Extension":
+            return extensions
+        if element.binding is not None or element.invariants or element.type == "Resource":
+            return True
+        sub = element.tree()
+        return sub is not None and self._relevant(sub, extensions, visiting)
+
+    def _relevant(self, tree: Tree, extensions: bool, visiting: set[int]) -> bool:
+        """Whether a tree, or one it contains, has invariants, bindings or UCUM codes (a cycle counts as yes)."""
+        key = (id(tree), extensions)
+        known = self._relevance.get(key)
+        if known is not None:
+            return known
+        if id(tree) in visiting:
+            return True
+        visiting.add(id(tree))
+        relevant = bool(tree.invariants) or tree.quantity or any(
+            self._element_relevant(e, extensions, visiting) for e in tree.children.values())
+        visiting.discard(id(tree))
+        if not visiting:  # decided from the top: final
+            self._relevance[key] = relevant
+        return relevant
+
+    def _walk(self, tree: Tree, data: Any, location: str, resource: dict[str, Any], out: list[Issue],
+              extensions: bool) -> None:
         if not isinstance(data, dict):
             return
         for invariant in tree.invariants:
-            ok = self.evaluator.holds(invariant, data, tree.path, resource, tree.children)
+            ok = self.evaluator.holds(invariant, data, tree.path, resource, tree.children, self._root)
             if ok is False:
                 severity = BEST_PRACTICE_SEVERITY if invariant.best_practice else invariant.severity
                 out.append(Issue(severity, location, invariant.human, rule=invariant.key))
@@ -85,7 +134,7 @@ class ElementCheck:
 
                 if not is_ucum(code):
                     out.append(Issue("error", f"{location}.code", f"{code!r} is not UCUM syntax", rule="ucum"))
-        children = tree.children
+        children = self._checked(tree, extensions)
         for name, value in data.items():
             element = children.get(name)
             if element is None:
@@ -94,7 +143,7 @@ class ElementCheck:
             many = isinstance(value, list)
             for invariant in element.invariants:
                 for i, item in enumerate(values):
-                    if self.evaluator.holds(invariant, item, element.path, resource) is False:
+                    if self.evaluator.holds(invariant, item, element.path, resource, None, self._root) is False:
                         severity = BEST_PRACTICE_SEVERITY if invariant.best_practice else invariant.severity
                         out.append(Issue(severity, f"{location}.{name}[{i}]" if many else f"{location}.{name}",
                                          invariant.human, rule=invariant.key))
@@ -109,13 +158,14 @@ class ElementCheck:
                             sub = element_tree(item["resourceType"], self.fhir_version)
                             if sub is not None:
                                 where = f"{location}.{name}[{i}]" if many else f"{location}.{name}"
-                                self._walk(sub, item, where, item, out)
+                                self._walk(sub, item, where, item, out, extensions)
                 continue
             sub = element.tree()
             if sub is None:
                 continue
             for i, item in enumerate(values):
-                self._walk(sub, item, f"{location}.{name}[{i}]" if many else f"{location}.{name}", resource, out)
+                self._walk(sub, item, f"{location}.{name}[{i}]" if many else f"{location}.{name}", resource, out,
+                           extensions)
 
     @staticmethod
     def _binding(valueset: ValueSet, type_: str, value: Any, location: str, out: list[Issue]) -> None:

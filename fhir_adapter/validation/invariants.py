@@ -119,23 +119,27 @@ class Evaluator:
         return found
 
     def holds(self, invariant: Invariant, data: Any, path: str, resource: dict[str, Any] | None,
-              elements: dict[str, Any] | None = None) -> bool | None:
-        """Whether the element satisfies the invariant; None when it cannot be evaluated."""
+              elements: dict[str, Any] | None = None, root: dict[str, Any] | None = None) -> bool | None:
+        """Whether the element satisfies the invariant; None when it cannot be evaluated.
+
+        `resource` is the resource holding the element (%resource), `root` the top resource (%rootResource,
+        the container of a contained resource; default `resource`).
+        """
         if invariant.skip:
             self.skipped[invariant.key] += 1
             return None
         compiled = self.compiled(invariant)
         if compiled.holds_when is not None and isinstance(data, dict) and compiled.holds_when(data):
             return True
-        at_root = resource is None or data is resource
-        memoize = at_root or not compiled.outside
+        resource = resource if resource is not None else data
+        root = root if root is not None else resource
+        memoize = not compiled.outside or (data is resource and resource is root)
         key = compiled.key(data, elements or {}) if memoize else b""
         if memoize:
             known = compiled.memo.get(key)
             if known is not None:
                 return known
-        variables = {"resource": resource if resource is not None else data,
-                     "rootResource": resource if resource is not None else data}
+        variables = {"resource": resource, "rootResource": root}
         try:
             result = compiled.run(ResourceNode.create_node(data, path), variables)
         except Exception as exc:  # noqa: BLE001 - an engine failure is reported as not evaluated

@@ -1,7 +1,8 @@
 """The project's own rules, and codes from the code systems the project uses.
 
 - Codes: a Coding whose system is one the project defines (the `ms` CodeSystem, from
-  `mappings/codesystems/` when it is there, else the `ms` codes of `mappings/terminology.yaml`) or a
+  `mappings/codesystems/`: a CodeSystem JSON, or the YAML data `protocol.evidence` renders, when it is
+  there, else the `ms` codes of `mappings/terminology.yaml`) or a
   terminology.hl7.org / hl7.org code system the core packages hold complete must name a code it defines.
 - Observation: has a subject and an effective time.
 - EDSS (SNOMED 273554001, or ms `edss`): a value from 0 to 10 in steps of 0.5.
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 from functools import cache
 from typing import Any
+
+import yaml
 
 from .. import terminology
 from ..paths import MAPPINGS
@@ -48,6 +51,10 @@ def known_codes() -> dict[str, frozenset[str]]:
         resource = json.loads(path.read_text(encoding="utf-8"))
         if resource.get("resourceType") == "CodeSystem" and resource.get("url"):
             known[resource["url"]] = _defined(resource.get("concept", []))
+    for path in sorted(CODESYSTEMS.glob("*.yaml")) if CODESYSTEMS.is_dir() else []:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}   # CodeSystem data (protocol.evidence)
+        if (data.get("codesystem") or {}).get("url"):
+            known[data["codesystem"]["url"]] = _defined(data.get("concepts", []))
     if project not in known:
         known[project] = {code for concept in terminology.load().concepts.values()
                           for system, code in concept.recognised if system == project}
