@@ -195,3 +195,15 @@ def test_both_phases_of_phase1_phase2_are_kept_in_one_code():
     for version in ("R4", "R5"):
         phase = protocol_resources(protocol, version)[0][0]["phase"]
         assert phase["coding"][0]["code"] == "phase-1-phase-2"
+
+
+def test_narratives_escape_the_registry_text():
+    record = study(identificationModule={"briefTitle": "MSC <script>alert(1)</script> & MS"},
+                   armsInterventionsModule={"armGroups": [{"label": "A <b>", "description": "x < y"}]})
+    protocol = parse_study(record, "html.json")
+    for resource in protocol_resources(protocol, "R4")[0]:
+        div = resource["text"]["div"]
+        assert "<script>" not in div and "<b>" not in div, resource["resourceType"]
+    div = protocol_resources(protocol, "R4")[0][0]["text"]["div"]
+    assert "MSC &lt;script&gt;alert(1)&lt;/script&gt; &amp; MS" in div and "A &lt;b&gt;: x &lt; y" in div
+    valid_everywhere(protocol)

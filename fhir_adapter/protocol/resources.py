@@ -6,6 +6,8 @@ from deterministic ids); the templates in `templates/r4/` and `templates/r5/` gi
 
 from __future__ import annotations
 
+import re
+from html import escape
 from typing import Any
 
 from .. import ids, terminology
@@ -16,6 +18,23 @@ from .model import Age, Arm, Protocol
 
 UCUM_DURATIONS = {"d": "days", "wk": "weeks", "mo": "months", "a": "years", "h": "hours", "min": "minutes"}
 ORGANIZATION_SID = "https://w3id.org/fhir-adapter/sid/organization"
+
+
+def narrative(*paragraphs: str | None, items: list[str] | None = None) -> dict[str, str]:
+    """A generated Narrative: the paragraphs and an ordered list, every text HTML-escaped."""
+    body = "".join(f"<p>{escape(p)}</p>" for p in paragraphs if p)
+    if items:
+        body += "<ol>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ol>"
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'}
+
+
+def machine_name(text: str) -> str:
+    """A name for machine processing: the words of `text` joined, each capitalised (`SMART-MS` -> `SMARTMS`).
+
+    >>> machine_name("MESEMS Genova"), machine_name("CMM-EM")
+    ('MESEMSGenova', 'CMMEM')
+    """
+    return "".join(word[:1].upper() + word[1:] for word in re.split(r"[^A-Za-z0-9]+", text))
 
 
 def coding(row: list[str]) -> dict[str, str]:
@@ -168,8 +187,16 @@ def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: b
     collaborators = [p.name for p in protocol.parties if p.role == "collaborator"]
     sponsor = next((r for r in refs["parties"] if r["party"].role == "lead-sponsor"), None)
     investigator = next((r for r in refs["parties"] if r["party"].role == "primary-investigator"), None)
+    phase = _phase(protocol)
     context = {
+        "narrative": narrative(
+            f"{protocol.label} ({protocol.nct_id}): {protocol.title}",
+            ", ".join(p for p in (f"status {protocol.status}" if protocol.status else None,
+                                  phase["text"] if phase else None, _design_text(protocol)) if p),
+            f"Part of {parent.label}." if parent else None,
+            items=[f"{arm.label}: {arm.description}" if arm.description else arm.label for arm in protocol.arms]),
         "id": resource_id("ResearchStudy", protocol),
+        "name": machine_name(protocol.label),
         "identifiers": _identifiers(protocol),
         "title": protocol.title,
         "label": protocol.acronym,
@@ -178,7 +205,7 @@ def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: b
                                  "display": status["progress"][1]}]} if status.get("progress") else None,
         "why_stopped": {"text": protocol.why_stopped} if protocol.why_stopped else None,
         "purpose": _purpose(protocol),
-        "phase": _phase(protocol),
+        "phase": phase,
         "design": _design(protocol),
         "design_text": _design_text(protocol),
         "conditions": _conditions(protocol),
@@ -224,6 +251,9 @@ def group_context(protocol: Protocol, evidence: dict[str, Any] | None) -> dict[s
             "reference": f"EvidenceVariable/{evidence['id']}",
             "display": evidence.get("title") or evidence.get("name")}})
     return {
+        "narrative": narrative(f"Enrolment of {protocol.label} ({protocol.nct_id})",
+                               f"Target size {protocol.enrollment}" if protocol.enrollment is not None else None,
+                               items=[c["text"] for c in characteristics]),
         "id": resource_id("Group", protocol),
         "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
         "name": f"Enrolment of {protocol.label}",
@@ -329,9 +359,12 @@ def plan_context(protocol: Protocol, fhir_version: str) -> dict[str, Any] | None
         f"{len(protocol.schedule.periods)}-period crossover" if len(protocol.schedule.periods) > 1 else None,
         iv.product, iv.dose, route) if p)
     return {
+        "narrative": narrative(f"Protocol of {protocol.label} ({protocol.nct_id})", summary or None,
+                               items=[a["title"] + (f": {a['description']}" if a["description"] else "")
+                                      for a in actions]),
         "id": resource_id("PlanDefinition", protocol),
         "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
-        "name": "".join(ch for ch in f"Protocol{protocol.label.title()}" if ch.isalnum()),
+        "name": "Protocol" + machine_name(protocol.label),
         "title": f"Protocol of {protocol.label}: schedule of administrations and assessments",
         "description": summary or None,
         "route": terminology.codeable_concept(iv.route) if iv.route else None,
