@@ -101,3 +101,17 @@ def test_bad_input_names_file_line_and_column_and_unusable_records_are_reported(
     assert [str(p) for p in result.problems] == [f"{tmp_path / 'Observation.ndjson'}:1: edss Observation without "
                                                  "an effective date"]
     assert (tmp_path / "out" / "problems.csv").read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_reports_are_valid_with_no_patient_and_with_empty_parts(tmp_path, workers):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "Patient.ndjson").write_text("")
+    screen_files([tmp_path / "empty"], [CMM_EM], tmp_path / "none", AS_OF, workers=workers)
+    assert json.loads((tmp_path / "none" / "screening.json").read_text()) == []
+    assert (tmp_path / "none" / "screening.csv").read_text().count("\n") == 1          # the header only
+    (tmp_path / "one").mkdir()
+    write_by_type(candidate("p1").resources, tmp_path / "one")                         # two parts of three empty
+    screen_files([tmp_path / "one"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
+    assert [v["patient"] for v in json.loads((tmp_path / "out" / "screening.json").read_text())] == ["Patient/p1"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "screening.csv", "screening.json"]

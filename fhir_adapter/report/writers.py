@@ -2,7 +2,8 @@
 
 Screening may run in several processes, each with its share of the patients. Each writes its own part
 (`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
-report, and (for write-back) each verdict's status. `finish` joins the parts into the final files. Verdicts
+report, and (for write-back) each verdict's status. Part 0 writes straight into the final files; `finish`
+appends the other parts to them (so a run in one process copies nothing). Verdicts
 come patient by patient (trials in order) in a fixed order of the patient ids (`eligibility.load.order_key`),
 which does not depend on how many processes ran.
 
@@ -60,6 +61,12 @@ class PartSummary:
     patients: int
     json_path: Path
     csv_path: Path
+    lines: int = 0                                    # verdicts written
+
+    @property
+    def final(self) -> bool:
+        """Whether this part was written straight into screening.json / screening.csv (part 0)."""
+        return self.json_path.name == "screening.json"
 
 
 @dataclass
@@ -80,12 +87,16 @@ class Part:
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        self.json_path = self.out / f".screening-{self.number}.part"
-        self.csv_path = self.out / f".screening-{self.number}.csv.part"
+        final = self.number == 0
+        self.json_path = self.out / ("screening.json" if final else f".screening-{self.number}.part")
+        self.csv_path = self.out / ("screening.csv" if final else f".screening-{self.number}.csv.part")
         self._json = self.json_path.open("w", encoding="utf-8")
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
         self._csv_file = self.csv_path.open("w", encoding="utf-8")
+        if final:
+            self._json.write("[\n")
+            self._csv_file.write(",".join(CSV_COLUMNS) + "\n")
         self.funnels = {t.id: Funnel(t.id) for t in self.trials}
 
     def add(self, verdict: Verdict) -> None:
@@ -119,7 +130,8 @@ class Part:
         self._csv_file.close()
         candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
                       for t in self.trials}
-        return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path)
+        return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path,
+                           self._lines)
 
 
 def _append(target: BinaryIO, path: Path) -> None:
@@ -182,21 +194,21 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
                 trimmed.append(v)
         candidates[trial_id] = trimmed
     statuses.sort()
-    with (out / "screening.json").open("wb") as stream:
-        stream.write(b"[\n")
-        written = False
-        for part in parts:
-            if part.json_path.stat().st_size:
+    if not parts or not parts[0].final or parts[0].json_path.parent != out:
+        raise ValueError(f"the parts to join must start with part 0, written into {out}")
+    with (out / "screening.json").open("ab") as stream:
+        written = parts[0].lines > 0
+        for part in parts[1:]:
+            if part.lines:
                 if written:
                     stream.write(b",\n")
                 _append(stream, part.json_path)
                 written = True
         stream.write(b"\n]\n" if written else b"]\n")
-    with (out / "screening.csv").open("wb") as stream:
-        stream.write((",".join(CSV_COLUMNS) + "\n").encode())
-        for part in parts:
+    with (out / "screening.csv").open("ab") as stream:
+        for part in parts[1:]:
             _append(stream, part.csv_path)
-    for part in parts:
+    for part in parts[1:]:
         part.json_path.unlink(missing_ok=True)
         part.csv_path.unlink(missing_ok=True)
     screening = Screening(trials, funnels, candidates, statuses, sum(p.patients for p in parts), as_of,
