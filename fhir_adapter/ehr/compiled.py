@@ -77,15 +77,14 @@ class _Marker(str):
 class _Proxy:
     """A row's fact during a trace: open attributes are markers, the others the real values."""
 
-    def __init__(self, fact: Any, markers: dict[str, _Marker]) -> None:
+    def __init__(self, fact: Any, markers: dict[str, Any]) -> None:
         self._fact, self._markers = fact, markers
 
     def __getattr__(self, name: str) -> Any:
-        marker = self._markers.get(name)
-        return marker if marker is not None else getattr(self._fact, name)
+        return self._markers[name] if name in self._markers else getattr(self._fact, name)
 
 
-#: How a slot gets its value from a row's context: ("value", name, attribute or None) or
+#: How a slot gets its value from a row's context: ("value", name, attribute or None, index path) or
 #: ("call", filter, argument specs, keyword names); an argument spec is ("slot", index) or ("const", value).
 Slot = tuple[Any, ...]
 
@@ -96,9 +95,16 @@ class _Trace:
     def __init__(self) -> None:
         self.slots: list[Slot] = []
 
-    def open(self, name: str, attribute: str | None) -> _Marker:
-        self.slots.append(("value", name, attribute))
+    def open(self, name: str, attribute: str | None, path: tuple[int, ...] = ()) -> _Marker:
+        self.slots.append(("value", name, attribute, path))
         return _Marker(len(self.slots) - 1)
+
+    def open_value(self, value: Any, name: str, attribute: str | None, path: tuple[int, ...] = ()) -> Any:
+        """The value as the trace sees it: a marker if open, a tuple with its open members as markers."""
+        if type(value) is tuple:
+            return tuple(self.open_value(v, name, attribute, (*path, i)) if type(v) is not str else v
+                         for i, v in enumerate(value))
+        return self.open(name, attribute, path) if value and type(value) in _SCALARS else value
 
     def call(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Marker:
         specs = tuple(("slot", a.index) if isinstance(a, _Marker) else ("const", a) for a in (*args, *kwargs.values()))
@@ -148,7 +154,14 @@ def _getter(slots: list[Slot], index: int) -> Callable[[dict[str, Any]], Any]:
     """A function of the row's context giving one slot's value (running the filters recorded on it)."""
     slot = slots[index]
     if slot[0] == "value":
-        _, name, attribute = slot
+        _, name, attribute, path = slot
+        if path:
+            def member(context: dict[str, Any]) -> Any:
+                value = context[name] if attribute is None else getattr(context[name], attribute)
+                for i in path:
+                    value = value[i]
+                return value
+            return member
         if attribute is None:
             return operator.itemgetter(name)
         get_attribute = operator.attrgetter(attribute)
@@ -173,9 +186,13 @@ def _getter(slots: list[Slot], index: int) -> Callable[[dict[str, Any]], Any]:
 
 
 def _variant_part(value: Any, open_names: frozenset[str], name: str) -> Any:
-    """A value's part of the variant key: closed values themselves (typed), open ones just `open`."""
-    if name in open_names and value and type(value) in _SCALARS:
-        return _OPEN
+    """A value's part of the variant key: closed values themselves (typed), open ones just `open`; in a
+    tuple of an open name, its numbers are open (its texts, e.g. concepts, closed)."""
+    if name in open_names:
+        if value and type(value) in _SCALARS:
+            return _OPEN
+        if type(value) is tuple:
+            return tuple(_variant_part(v, open_names, name) if type(v) is not str else v for v in value)
     return (type(value), value)
 
 
@@ -242,7 +259,7 @@ class CompiledTemplate:
                 key.append(type(value))
                 values = getter(value)
                 for f, v in zip(fields, values, strict=False):   # then the properties' values, as they are
-                    key.append(_OPEN if f in open_names and v and type(v) in _SCALARS else (type(v), v))
+                    key.append(_variant_part(v, open_names, f) if f in open_names else (type(v), v))
                 key.extend(values[len(fields):])
             else:
                 key.append(_variant_part(value, open_names, name))
@@ -254,11 +271,10 @@ class CompiledTemplate:
         for name, value in context.items():
             if dataclasses.is_dataclass(value):
                 fields = self._shape(value)[0]
-                markers = {f: trace.open(name, f) for f in fields
-                           if _variant_part(getattr(value, f), self.open_names, f) is _OPEN}
+                markers = {f: trace.open_value(getattr(value, f), name, f) for f in fields if f in self.open_names}
                 traced[name] = _Proxy(value, markers) if markers else value
-            elif _variant_part(value, self.open_names, name) is _OPEN:
-                traced[name] = trace.open(name, None)
+            elif name in self.open_names:
+                traced[name] = trace.open_value(value, name, None)
             else:
                 traced[name] = value
         filters = _Recorders(self._env.filters, trace)

@@ -37,11 +37,12 @@ MRI_MEASURES = (
 RESOURCE_TYPES = ("Patient", "Condition", "Observation", "MedicationStatement")
 
 
-#: Context names and fact attributes that vary row by row (identifiers, dates, measurements): left open in the
-#: compiled templates. Concepts, units and flags are closed: they pick the compiled variant (see `compiled`).
+#: Context names and fact attributes that vary row by row (identifiers, dates, measurements; the grades among
+#: the functional systems): left open in the compiled templates. Concepts, units and flags are closed: they
+#: pick the compiled variant (see `compiled`).
 OPEN_VALUES = frozenset({"row_id", "mrn", "identifier", "birth_date", "date", "onset", "recorded", "abated",
                          "start", "end", "score", "gd_lesions", "new_t2_lesions", "t2_volume_ml", "count",
-                         "volume_ml", "value"})
+                         "volume_ml", "value", "functional_systems"})
 TEMPLATES = ("Patient", "Condition", "Observation-edss", "Observation-relapse", "Observation-mri", "Observation-lab",
              "Observation-pregnancy", "Observation-lactation", "MedicationStatement")
 #: The resource type each template makes.
