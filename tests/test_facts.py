@@ -201,6 +201,17 @@ def test_disease_duration_in_whole_years_from_onset(years, days_later, duration)
     assert chart.fact("disease-duration").value == duration
 
 
+def test_disease_duration_from_an_onset_age():
+    chart = Chart(born="1990-05-02")
+    chart.condition("rrms", onsetAge={"value": 25, "unit": "years", "system": "http://unitsofmeasure.org",
+                                      "code": "a"})
+    found = chart.fact("disease-duration")                  # onset 2015-05-02 .. 2016-05-01: 9 to 10 years
+    assert (found.value, found.upper) == (9, 10) and "2015-05-02 and 2016-05-01" in found.detail
+    months = Chart(born="1990-05-02")
+    months.condition("rrms", onsetAge={"value": 300, "code": "mo"})     # not in years: not used
+    assert months.fact("disease-duration").value is None
+
+
 def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_onsets():
     chart = Chart()
     chart.condition("rrms", recorded=years_before(AS_OF, 4).isoformat())
@@ -394,6 +405,17 @@ def test_r5_medication_as_codeable_reference(kind):
     referenced._add("MedicationStatement", status="recorded", medication={"reference": {"reference": "Medication/m1"}},
                     effectivePeriod={"start": referenced.ago(20), "end": referenced.ago(10)})
     assert referenced.fact("therapy", "corticosteroids", "30 d").value is True
+
+
+def test_active_statement_without_effective_date_counts_from_its_assertion():
+    chart = Chart()
+    chart._add("MedicationStatement", status="active", medicationCodeableConcept=Chart.code("fampridine"),
+               dateAsserted=chart.ago(30))
+    assert chart.fact("therapy", "fampridine", "0 d").value is True
+    undated = Chart()
+    undated._add("MedicationStatement", status="completed", medicationCodeableConcept=Chart.code("fampridine"))
+    assert [p.message for p in index_resources(undated.resources).problems] == [
+        "MedicationStatement of fampridine without any date"]
 
 
 def test_therapy_by_reference_by_name_ongoing_and_unknown_end():

@@ -11,6 +11,8 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
   or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
   text or display as a last resort;
+- MS onset as onsetDateTime, onsetPeriod or onsetAge (years); an active MedicationStatement without
+  effective[x] counts from its dateAsserted;
 - EDSS as valueQuantity, valueInteger, a numeric valueString or valueDecimal (which neither R4 nor R5
   Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
   LOINC code `mappings/terminology.yaml` accepts for the concept.
@@ -79,6 +81,7 @@ class Condition:
     abated: Day | None
     active: bool
     ref: str
+    onset_age: int | None = None                # onsetAge in whole years, until the birth date resolves it
 
 
 @dataclass(slots=True)
@@ -383,6 +386,9 @@ class PatientIndex:
     def finish(self) -> PatientIndex:
         """Resolve medication references and sort each patient's lists; returns self."""
         for patient in self.patients.values():
+            for c in patient.conditions:
+                if c.onset_age is not None and patient.birth is not None:
+                    c.onset = _onset_from_age(patient.birth, c.onset_age)
             for exposure in patient.exposures:
                 if exposure.concepts and next(iter(exposure.concepts)).startswith("Medication/"):
                     mid = next(iter(exposure.concepts))[len("Medication/"):]
@@ -407,6 +413,31 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
         index.problems.append(Problem(where, f"birthDate {p.birth_text!r} is not a FHIR date"))
     p.deceased = bool(r.get("deceasedBoolean")) or bool(r.get("deceasedDateTime"))
     return True
+
+
+def _years_after(d: Day, years: int) -> Day:
+    when = dt.date.fromordinal(d)
+    try:
+        return when.replace(year=when.year + years).toordinal()
+    except ValueError:                            # 29 February
+        return when.replace(year=when.year + years, day=28).toordinal()
+
+
+def _onset_from_age(birth: tuple[Day, Day], years: int) -> tuple[Day, Day]:
+    """The days an onset at `years` of age may mean: from that birthday to the day before the next one.
+
+    >>> [dt.date.fromordinal(d).isoformat() for d in _onset_from_age((day("1990-05-02"),) * 2, 25)]
+    ['2015-05-02', '2016-05-01']
+    """
+    return _years_after(birth[0], years), _years_after(birth[1], years + 1) - 1
+
+
+def _onset_age(r: dict[str, Any]) -> int | None:
+    age = r.get("onsetAge")
+    if not isinstance(age, dict) or (age.get("code") or age.get("unit")) not in ("a", "yr", "years", "year"):
+        return None
+    value = _number(age.get("value"))
+    return int(value) if value is not None and value >= 0 else None
 
 
 def _skipped(r: dict[str, Any]) -> bool:
@@ -435,7 +466,8 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
     clinical = {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding") or () if isinstance(c, dict)}
     active = not clinical or bool(clinical & {"active", "recurrence", "relapse"})
     abated = day(r.get("abatementDateTime")) or day((r.get("abatementPeriod") or {}).get("end"))
-    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref))
+    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref,
+                                  _onset_age(r) if onset is None else None))
     return True
 
 
@@ -544,6 +576,8 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         end = day(period.get("end"))
         if end is None and "effectiveDateTime" in r and status not in ("active", "intended", "on-hold"):
             end = start
+        if start is None and end is None and status == "active":
+            start = day(r.get("dateAsserted"))          # no effective[x]: taken on the day it was asserted
     if start is None and end is None:
         index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} without any date"))
         return False

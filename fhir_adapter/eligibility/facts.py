@@ -12,8 +12,8 @@ Closed or open world, fact by fact (what absence of data means):
 - ms-subtype: the MS course of the most recent (active first) Condition coded with a course (SNOMED, FY2026
   ICD-10-CM G35.A-C2, ICD-10-GM G35.1-3). Unknown when MS is recorded without its course (ICD-10 G35,
   G35.D, G35.9). `none` (so any-of rules fail) when the patient has Conditions but no MS at all.
-- disease-duration: whole years (like age) from the earliest MS onset, else from the earliest date the
-  diagnosis was recorded; unknown without either.
+- disease-duration: whole years (like age) from the earliest MS onset (onsetDateTime, onsetPeriod, or onsetAge
+  in years with the birth date), else from the earliest date the diagnosis was recorded; unknown without either.
 - edss: the latest EDSS (inside the window when given); unknown without one.
 - edss-progression: the latest EDSS in the window against the earliest one before it in the window; met
   when it rose by 1.0 (latest <= 5.0) or 0.5 (latest >= 5.5). Unknown with fewer than two EDSS in the window.
