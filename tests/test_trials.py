@@ -63,8 +63,15 @@ def references(value, path: str = ""):
             yield from references(item, f"{path}[{i}]")
 
 
-def canonicals(resource: dict) -> list[str]:
-    return [a["resource"] for a in resource.get("relatedArtifact", []) if "resource" in a]
+def canonicals(value) -> list[str]:
+    """Every canonical a resource points to: relatedArtifact.resource and action.definitionCanonical."""
+    if isinstance(value, list):
+        return [c for item in value for c in canonicals(item)]
+    if not isinstance(value, dict):
+        return []
+    found = [value["definitionCanonical"]] if "definitionCanonical" in value else []
+    found += [a["resource"] for a in value.get("relatedArtifact", []) if "resource" in a]
+    return found + [c for key, item in value.items() if key != "relatedArtifact" for c in canonicals(item)]
 
 
 def test_all_bundled_protocols_are_mapped(bundles):
@@ -221,6 +228,30 @@ def test_plan_crossover_at_week_24_with_explicit_arm_conditions(bundles, version
     months = [actions[f"follow-up-{m}mo"]["relatedAction"][0]["offsetDuration"]["value"] for m in (6, 12, 18)]
     assert months == [6, 12, 18]
     assert len(actions["follow-up-12mo"]["action"]) == 3
+
+
+def test_route_and_dose_are_coded_in_the_activity_definitions(bundles):
+    for version in ("R4", "R5"):
+        activities = by_type(bundles[(version, "NCT04749667")], "ActivityDefinition")
+        smart = {a["url"].rsplit("-", 1)[1]: a for a in activities}
+        assert sorted(smart) == ["msc", "placebo"]
+        for activity in smart.values():
+            assert activity["dosage"][0]["route"]["coding"][0]["code"] == "72607000"  # intrathecal
+            assert {"system": CTGOV, "value": "NCT04749667"} in activity["identifier"]
+        assert smart["placebo"]["productCodeableConcept"] == {"text": "Isotonic saline"}
+        genova = {a["url"]: a for a in by_type(bundles[(version, "NCT01854957")], "ActivityDefinition")}
+        msc = genova["https://w3id.org/fhir-adapter/ActivityDefinition/NCT01854957-msc"]
+        assert msc["dosage"][0]["text"] == "1-2 x 10^6 MSC/kg body weight"
+        assert msc["dosage"][0]["route"]["coding"][0]["code"] == "47625008"  # intravenous
+        plan = study_plan(bundles[(version, "NCT01854957")], "NCT01854957")
+        arm_steps = actions_by_id(plan, version)
+        assert arm_steps["period-1-arm-1"]["definitionCanonical"] == msc["url"]
+        assert arm_steps["period-2-arm-1"]["definitionCanonical"].endswith("NCT01854957-placebo")
+
+
+def study_plan(bundle: dict, nct: str) -> dict:
+    plan_id = ids.resource_id("PlanDefinition", CTGOV, nct)
+    return next(p for p in by_type(bundle, "PlanDefinition") if p["id"] == plan_id)
 
 
 def test_smart_ms_is_intrathecal_with_a_second_aspiration_at_six_months(bundles):

@@ -20,7 +20,7 @@ def test_no_input_maps_the_bundled_examples_and_the_umbrella(tmp_path, capsys):
         "MESEMS.bundle.json", "NCT01854957.bundle.json", "NCT02035514.bundle.json", "NCT02403947.bundle.json",
         "NCT04749667.bundle.json"]
     assert f"{tmp_path / 'NCT04749667.bundle.json'}: SMART-MS (NCT04749667): 1 ResearchStudy, 1 PlanDefinition, " \
-           f"1 EvidenceVariable, 1 Group, 1 CodeSystem" in out
+           f"1 EvidenceVariable, 2 ActivityDefinition, 1 Group, 1 CodeSystem" in out
     assert "5 bundle(s), FHIR R4" in out
 
 

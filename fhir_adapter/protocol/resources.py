@@ -17,7 +17,7 @@ from .ctgov import tables
 from .model import Age, Arm, Protocol
 
 UCUM_DURATIONS = {"d": "days", "wk": "weeks", "mo": "months", "a": "years", "h": "hours", "min": "minutes"}
-ORGANIZATION_SID = "https://w3id.org/fhir-adapter/sid/organization"
+ACTIVITY_CANONICAL = "https://w3id.org/fhir-adapter/ActivityDefinition/"
 
 
 def narrative(*paragraphs: str | None, items: list[str] | None = None) -> dict[str, str]:
@@ -293,14 +293,38 @@ def _step_text(step: str, protocol: Protocol) -> tuple[str, str]:
     return f"Placebo ({what.lower()})", ", ".join(p for p in (what, route) if p)
 
 
+def activity_context(protocol: Protocol, step: str) -> dict[str, Any]:
+    """An ActivityDefinition for a step of the arm sequences (`msc` or `placebo`): product, route, dose."""
+    iv = protocol.intervention
+    product = (iv.product or "Mesenchymal stem cells") if step == "msc" else (iv.placebo or "Placebo")
+    title, description = _step_text(step, protocol)
+    key = f"{protocol.nct_id}-{step}"
+    code = _procedure("msc-administration" if step == "msc" else "placebo-administration")
+    return {
+        "narrative": narrative(f"{protocol.label} ({protocol.nct_id}): {title}", description),
+        "id": ids.resource_id("ActivityDefinition", protocol.id_system, key),
+        "url": ACTIVITY_CANONICAL + key,
+        "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
+        "name": machine_name(f"{protocol.label} {step}"),
+        "title": f"{protocol.label}: {title}",
+        "description": description,
+        "code": code,
+        "product": product,
+        "dose": iv.dose if step == "msc" else None,
+        "route": terminology.codeable_concept(iv.route) if iv.route else None,
+    }
+
+
 def _action(id: str, title: str, description: str | None = None, code: dict[str, Any] | None = None,
             condition: dict[str, Any] | None = None, offset: Window | None = None, before: bool = False,
-            actions: list[dict[str, Any]] | None = None, sort: float = 0) -> dict[str, Any]:
-    """One plan action's template values: offset from baseline (or before it), arm condition, sub-actions."""
+            actions: list[dict[str, Any]] | None = None, sort: float = 0, definition: str | None = None,
+            ) -> dict[str, Any]:
+    """One plan action's template values: offset from baseline (or before it), arm condition, sub-actions, and
+    the ActivityDefinition it performs."""
     relationship = "before-start" if before else "after-start" if offset else None
     return {"id": id, "title": title, "description": description, "code": code, "condition": condition,
             "relationship": relationship, "offset": duration(offset) if offset else None, "actions": actions or [],
-            "sort": sort}
+            "sort": sort, "definition": definition}
 
 
 def plan_actions(protocol: Protocol, fhir_version: str) -> list[dict[str, Any]]:
@@ -314,15 +338,18 @@ def plan_actions(protocol: Protocol, fhir_version: str) -> list[dict[str, Any]]:
         steps = []
         for i, arm in arms:
             condition = _arm_condition(arm, f"arm-{i}", fhir_version)
+            definition = None
             if arm.sequence:
                 step = arm.sequence[number - 1]
                 title, description = _step_text(step, protocol)
                 code = _procedure("msc-administration" if step == "msc" else "placebo-administration")
+                definition = ACTIVITY_CANONICAL + f"{protocol.nct_id}-{step}"
             else:
                 title = f"Interventions of arm '{arm.label}'"
                 description = "; ".join(arm.interventions) or arm.description
                 code = None
-            steps.append(_action(f"period-{number}-arm-{i}", f"{arm.label}: {title}", description, code, condition))
+            steps.append(_action(f"period-{number}-arm-{i}", f"{arm.label}: {title}", description, code, condition,
+                                 definition=definition))
         crossover = number > 1 and any(arm.sequence for _, arm in arms)
         when = "baseline" if number == 1 else f"{offset.value} {UCUM_DURATIONS[offset.unit]}"
         actions.append(_action(
@@ -367,7 +394,6 @@ def plan_context(protocol: Protocol, fhir_version: str) -> dict[str, Any] | None
         "name": "Protocol" + machine_name(protocol.label),
         "title": f"Protocol of {protocol.label}: schedule of administrations and assessments",
         "description": summary or None,
-        "route": terminology.codeable_concept(iv.route) if iv.route else None,
         "baseline": "period-1",
         "actions": actions,
     }
@@ -384,6 +410,9 @@ def render_resources(protocol: Protocol, fhir_version: str, evidence: dict[str, 
     resources.append(render("ResearchStudy.json.j2", fhir_version, study=study))
     if plan:
         resources.append(render("PlanDefinition.json.j2", fhir_version, plan=plan))
+        steps = dict.fromkeys(step for arm in protocol.arms for step in arm.sequence)
+        resources.extend(render("ActivityDefinition.json.j2", fhir_version, activity=activity_context(protocol, step))
+                         for step in steps)
     if group:
         resources.append(render("Group.json.j2", fhir_version, group=group))
     return resources, warnings
