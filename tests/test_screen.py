@@ -139,6 +139,14 @@ def deciding_texts(verdict) -> list[str]:
     (lambda: _natalizumab(120), ELIGIBLE, None),
     # exclusion 7: a positive HIV test excludes whatever else is unknown
     (lambda: _with(candidate(mri=False), "lab", "hiv", 10), INELIGIBLE, r"HIV"),
+    # inclusion 1.2 / exclusion 1: SPMS only "with continued relapses" (a moderate one 100 days ago counts)
+    (lambda: _course("spms", relapse=100), ELIGIBLE, None),
+    (lambda: _course("spms"), INELIGIBLE, r"Inflammatory forms|SPMS without"),
+    # inclusion 1.3 / exclusion 2: PPMS "with enhancing MRI lesions and positive CSF"
+    (lambda: _course("ppms", csf=True), ELIGIBLE, None),
+    (lambda: _course("ppms", csf=False), INELIGIBLE, r"Inflammatory forms|PPMS without"),
+    (lambda: _course("ppms", csf=True, gd=0), INELIGIBLE, r"Inflammatory forms|PPMS without"),
+    (lambda: _course("ppms"), NEEDS_REVIEW, None),                   # no CSF result: unknown
 ])
 def test_cmm_em_boundaries(cmm_em, make, expected, why):
     verdict = verdict_of(make(), cmm_em)
@@ -147,6 +155,18 @@ def test_cmm_em_boundaries(cmm_em, make, expected, why):
         assert any(re.search(why, text) for text in deciding_texts(verdict)), deciding_texts(verdict)
     else:
         assert not verdict.deciding
+
+
+def _course(course: str, relapse: int | None = None, csf: bool | None = None, gd: int = 1) -> Chart:
+    """The candidate with another MS course, a Gd-enhancing count, and optionally a relapse and a CSF result."""
+    chart = candidate(mri=False)
+    chart.resources[1]["code"] = Chart.code(course)
+    chart.mri(100, gd=gd, t2=0)
+    if relapse is not None:
+        chart.relapse(relapse, "moderate")
+    if csf is not None:
+        chart.lab("csf-oligoclonal-bands", 400, positive=csf)
+    return chart
 
 
 def _born(years: int, days_later: int) -> Chart:
