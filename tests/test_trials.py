@@ -289,7 +289,9 @@ def test_a_child_without_its_umbrella_is_refused():
 @pytest.mark.parametrize("nct", TRIALS)
 def test_golden_r4_bundles(nct, bundles):
     """The reviewed golden bundles (tests/golden/trials/) and the examples (examples/trials/) are what the
-    mapping writes today. After a deliberate change, regenerate both and read the diff before committing."""
+    mapping writes today. After a deliberate change, regenerate both and read the diff before committing:
+    `fhir-adapter trials map NCT01854957 NCT02035514 NCT02403947 NCT04749667 --out tests/golden/trials` and
+    `fhir-adapter trials map --out examples/trials`."""
     golden = json.loads((GOLDEN / f"{nct}.bundle.json").read_text(encoding="utf-8"))
     assert bundles[("R4", nct)] == golden
     example = json.loads((EXAMPLES / f"{nct}.bundle.json").read_text(encoding="utf-8"))

@@ -156,10 +156,6 @@ class Protocol:
     def sponsor(self) -> Party | None:
         return next((p for p in self.parties if p.role == "lead-sponsor"), None)
 
-    @property
-    def is_crossover(self) -> bool:
-        return self.model == "CROSSOVER" or len(self.schedule.periods) > 1
-
 
 def fhir_date(text: str | None) -> str | None:
     """A registry date (`2015-02`, `2015-02-28`) as a FHIR date, or None when it is not one.
