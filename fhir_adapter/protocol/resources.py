@@ -10,7 +10,7 @@ import re
 from html import escape
 from typing import Any
 
-from .. import ids, terminology
+from .. import terminology
 from ..criteria import Window
 from ..render import quantity, render
 from .ctgov import tables
@@ -47,15 +47,6 @@ def codeable(row: list[str] | None, text: str | None = None) -> dict[str, Any] |
     if row is None:
         return {"text": text} if text else None
     return {"coding": [coding(row)], "text": text or row[2]}
-
-
-def reference(resource_type: str, protocol: Protocol) -> str:
-    """The deterministic `Type/id` of one of the protocol's resources (keyed on its registry id)."""
-    return ids.reference(resource_type, protocol.id_system, protocol.nct_id)
-
-
-def resource_id(resource_type: str, protocol: Protocol) -> str:
-    return ids.resource_id(resource_type, protocol.id_system, protocol.nct_id)
 
 
 def duration(window: Window) -> dict[str, Any]:
@@ -195,7 +186,8 @@ def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: b
                                   phase["text"] if phase else None, _design_text(protocol)) if p),
             f"Part of {parent.label}." if parent else None,
             items=[f"{arm.label}: {arm.description}" if arm.description else arm.label for arm in protocol.arms]),
-        "id": resource_id("ResearchStudy", protocol),
+        "system": protocol.id_system,
+        "key": protocol.nct_id,
         "name": machine_name(protocol.label),
         "identifiers": _identifiers(protocol),
         "title": protocol.title,
@@ -224,10 +216,9 @@ def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: b
         "arms": _arms(protocol),
         "enrollment": protocol.enrollment,
         "enrollment_actual": protocol.enrollment_type == "ACTUAL",
-        "protocol_ref": reference("PlanDefinition", protocol) if plan else None,
-        "part_of": reference("ResearchStudy", parent) if parent else None,
-        "part_of_display": parent.label if parent else None,
-        "group_ref": reference("Group", protocol) if group else None,
+        "has_plan": plan,
+        "has_group": group,
+        "parent": {"system": parent.id_system, "key": parent.nct_id, "label": parent.label} if parent else None,
         "evidence_ref": f"EvidenceVariable/{evidence['id']}" if evidence else None,
         "related": _artifacts(protocol, evidence.get("url") if evidence else None, fhir_version),
     }
@@ -254,7 +245,8 @@ def group_context(protocol: Protocol, evidence: dict[str, Any] | None) -> dict[s
         "narrative": narrative(f"Enrolment of {protocol.label} ({protocol.nct_id})",
                                f"Target size {protocol.enrollment}" if protocol.enrollment is not None else None,
                                items=[c["text"] for c in characteristics]),
-        "id": resource_id("Group", protocol),
+        "system": protocol.id_system,
+        "key": protocol.nct_id,
         "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
         "name": f"Enrolment of {protocol.label}",
         "quantity": protocol.enrollment,
@@ -302,7 +294,8 @@ def activity_context(protocol: Protocol, step: str) -> dict[str, Any]:
     code = _procedure("msc-administration" if step == "msc" else "placebo-administration")
     return {
         "narrative": narrative(f"{protocol.label} ({protocol.nct_id}): {title}", description),
-        "id": ids.resource_id("ActivityDefinition", protocol.id_system, key),
+        "system": protocol.id_system,
+        "key": key,
         "url": ACTIVITY_CANONICAL + key,
         "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
         "name": machine_name(f"{protocol.label} {step}"),
@@ -389,7 +382,8 @@ def plan_context(protocol: Protocol, fhir_version: str) -> dict[str, Any] | None
         "narrative": narrative(f"Protocol of {protocol.label} ({protocol.nct_id})", summary or None,
                                items=[a["title"] + (f": {a['description']}" if a["description"] else "")
                                       for a in actions]),
-        "id": resource_id("PlanDefinition", protocol),
+        "system": protocol.id_system,
+        "key": protocol.nct_id,
         "identifier": {"system": protocol.id_system, "value": protocol.nct_id},
         "name": "Protocol" + machine_name(protocol.label),
         "title": f"Protocol of {protocol.label}: schedule of administrations and assessments",
