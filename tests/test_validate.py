@@ -115,8 +115,8 @@ def test_contained_resource_must_be_referenced_dom_3():
     # R4B's dom-3 uses as() on a collection, which fhirpathpy refuses: counted as not evaluated, with the reason
     v = Validator("R4")
     v.resource_issues(observation(contained=contained))
-    counts, reasons = v.skipped()
-    assert counts["dom-3"] == 1 and reasons["dom-3"].startswith("fhirpathpy raised ValueError")
+    counts = v.counts()
+    assert counts.skipped["dom-3"] == 1 and counts.reasons["dom-3"].startswith("fhirpathpy raised ValueError")
 
 
 def test_local_reference_must_match_contained_ref_1():
@@ -146,12 +146,17 @@ def test_memo_keeps_results_apart():
         assert ("per-1" in {i.rule for i in found}) is broken
 
 
-def test_best_practice_is_information():
-    issues = Validator("R4").resource_issues({"resourceType": "Patient"})
-    assert [(i.rule, i.severity) for i in issues] == [("dom-6", "information")]
+def test_best_practice_is_counted_or_reported_at_a_chosen_severity():
+    bare = {"resourceType": "Patient"}
+    quiet = Validator("R4")
+    assert quiet.resource_issues(bare) == [] and quiet.counts().best_practice == {"dom-6": 1}
+    for severity in ("information", "warning"):
+        issues = Validator("R4", best_practice=severity).resource_issues(bare)
+        assert [(i.rule, i.severity) for i in issues] == [("dom-6", severity)]
     narrated = {"resourceType": "Patient", "text": {"status": "generated",
                                                     "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}}
-    assert Validator("R4").resource_issues(narrated) == []
+    loud = Validator("R4", best_practice="warning")
+    assert loud.resource_issues(narrated) == [] and loud.counts().best_practice == {}
 
 
 def test_bundle_invariant_bdl_1():
@@ -167,13 +172,14 @@ def test_skipped_invariants_are_counted():
     narrated = {"resourceType": "Patient", "text": {"status": "generated",
                                                     "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}}
     v.resource_issues(narrated)
-    counts, reasons = v.skipped()
-    assert counts == {"txt-1": 1, "txt-2": 1}
-    assert "htmlChecks()" in reasons["txt-1"]
+    counts = v.counts()
+    assert counts.skipped == {"txt-1": 1, "txt-2": 1}
+    assert "htmlChecks()" in counts.reasons["txt-1"]
+    assert v.counts().skipped == {}  # reset after each call
     v5 = Validator("R5")
     v5.resource_issues(observation(effectiveDateTime=None, effectivePeriod={"start": "2024-01-01"}))
-    counts, reasons = v5.skipped()
-    assert counts["per-1"] == 1 and "lowBoundary()" in reasons["per-1"]
+    counts = v5.counts()
+    assert counts.skipped["per-1"] == 1 and "lowBoundary()" in counts.reasons["per-1"]
 
 
 def test_invariant_failing_in_the_engine_is_counted_not_hidden():

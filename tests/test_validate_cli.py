@@ -139,3 +139,14 @@ def test_r5_flag(tmp_path, capsys):
     path.write_text(json.dumps(r5_only))
     assert main(["validate", "--fhir-version", "R5", str(path)]) == 0
     assert main(["validate", str(path)]) == 1
+
+
+def test_best_practice_counted_by_default_reported_on_request(tmp_path, capsys):
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps({"resourceType": "Patient", "id": "bare"}))   # no narrative: dom-6
+    assert main(["validate", "--fail-on", "warning", str(path)]) == 0
+    assert "best practice not followed: dom-6 x1" in capsys.readouterr().out
+    assert main(["validate", "--best-practice", "warning", "--fail-on", "warning", str(path)]) == 1
+    assert "warning: Patient: A resource should have narrative" in capsys.readouterr().out
+    main(["validate", "--format", "json", str(path)])
+    assert json.loads(capsys.readouterr().out)["best_practice_not_followed"] == {"dom-6": 1}

@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="references that do not resolve inside a Bundle are allowed (not urn:uuid ones)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the report here (default stdout)")
     parser.add_argument("--workers", type=int, metavar="N", help="processes (default: one per core)")
-    parser.add_argument("--show-information", action="store_true",
-                        help="text format: also list information findings (best practice, dom-6)")
+    parser.add_argument("--best-practice", choices=("ignore", "information", "warning", "error"), default="ignore",
+                        help="best-practice invariants (dom-6: narrative): only counted (default), or reported "
+                             "at this severity")
     parser.set_defaults(run=run)
 
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("stdin (-) can be given once")
     try:
         results, summary = validate(args.inputs, args.fhir_version, allow_external=args.allow_external,
+                                    best_practice=args.best_practice, every_resource=args.format == "junit",
                                     workers=args.workers)
         out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     except OSError as exc:
@@ -72,16 +74,17 @@ def _skipped_lines(summary: Any) -> list[str]:
 
 
 def _text(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: TextIO) -> None:
-    shown = ("error", "warning", "information") if args.show_information or args.verbose else ("error", "warning")
     for result in results:
         for issue in result.issues:
-            if issue.severity in shown:
-                rule = f" [{issue.rule}]" if issue.rule else ""
-                out.write(f"{issue.source}: {issue.severity}: {issue.location}: {issue.message}{rule}\n")
+            rule = f" [{issue.rule}]" if issue.rule else ""
+            out.write(f"{issue.source}: {issue.severity}: {issue.location}: {issue.message}{rule}\n")
     counts = summary.severities
     verdict = "FAILED" if summary.failed(args.fail_on) else "valid"
     out.write(f"{summary.resources} resource(s) ({args.fhir_version}): {counts['error']} error(s), "
               f"{counts['warning']} warning(s), {counts['information']} information: {verdict}\n")
+    if summary.best_practice:
+        counted = ", ".join(f"{k} x{n}" for k, n in sorted(summary.best_practice.items()))
+        out.write(f"best practice not followed: {counted} (--best-practice information lists them)\n")
     if summary.skipped:
         out.write(f"{len(summary.skipped)} invariant(s) not evaluated "
                   "(fhirpathpy lacks a function they use, or failed on them):\n")
@@ -104,6 +107,7 @@ def _json(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: T
         "issues": issues,
         "skipped_invariants": {k: {"elements": n, "reason": summary.reasons.get(k, "")}
                                for k, n in sorted(summary.skipped.items())},
+        "best_practice_not_followed": dict(sorted(summary.best_practice.items())),
     }
     json.dump(report, out, ensure_ascii=False, indent=2)
     out.write("\n")

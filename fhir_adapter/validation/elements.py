@@ -5,7 +5,7 @@ the value set where the core package enumerates it), UCUM syntax for a Quantity 
 http://unitsofmeasure.org, ele-1 (no empty objects, arrays or nulls) for every JSON value, and each
 Coding's code against the code systems the project can check offline (`rules.coding_issues`).
 
->>> check = ElementCheck("R4")
+>>> check = ElementCheck("R4", best_practice="information")
 >>> for issue in check.issues({"resourceType": "Patient", "gender": "f", "name": [{}]}):
 ...     print(issue.severity, issue.location, issue.rule)
 error Patient.name[0] ele-1
@@ -15,18 +15,20 @@ error Patient.gender binding
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..render import check_version
 from .invariants import Evaluator
-from .rules import coding_issues
-from .spec import Element, Tree, ValueSet, element_tree
+from .rules import coding_issues, codings_defined
+from .spec import Element, Invariant, Tree, ValueSet, element_tree
 from .structure import Issue
 
 UCUM = "http://unitsofmeasure.org"
 EXTENSIONS = frozenset({"extension", "modifierExtension"})
-#: Best-practice invariants (dom-6: a resource should have narrative) are reported at this severity.
-BEST_PRACTICE_SEVERITY = "information"
+#: What becomes of a best-practice invariant that fails (dom-6: a resource should have narrative): counted
+#: only (`ignore`, the default), or reported at a severity.
+BEST_PRACTICE = ("ignore", "information", "warning", "error")
 
 
 def _scan(value: Any, location: str, out: list[Issue], codings: list[tuple[str, dict[str, Any]]]) -> bool:
@@ -57,11 +59,42 @@ def _scan(value: Any, location: str, out: list[Issue], codings: list[tuple[str, 
     return extensions
 
 
+def _quick_scan(value: Any, codings: list[dict[str, Any]]) -> int:
+    """`_scan` without locations, for the usual clean resource: bit 1 an ele-1 problem, bit 2 extensions."""
+    flags = 0
+    if type(value) is dict:
+        if not value or (len(value) == 1 and "id" in value):
+            flags = 1
+        elif "code" in value and "system" in value:
+            codings.append(value)
+        for name, child in value.items():
+            kind = type(child)
+            if kind is dict or kind is list:
+                if name == "extension" or name == "modifierExtension":
+                    flags |= 2
+                if name != "resource":
+                    flags |= _quick_scan(child, codings)
+            elif child is None:
+                flags |= 1
+    else:
+        if not value:
+            flags = 1
+        for item in value:
+            kind = type(item)
+            if kind is dict or kind is list:
+                flags |= _quick_scan(item, codings)
+    return flags
+
+
 class ElementCheck:
     """Invariants, required bindings, UCUM syntax and ele-1 for resources of one FHIR version."""
 
-    def __init__(self, fhir_version: str = "R4") -> None:
+    def __init__(self, fhir_version: str = "R4", best_practice: str = "ignore") -> None:
+        if best_practice not in BEST_PRACTICE:
+            raise ValueError(f"best practice: one of {', '.join(BEST_PRACTICE)}, not {best_practice!r}")
         self.fhir_version = check_version(fhir_version)
+        self.best_practice = best_practice
+        self.best_practice_failed: Counter[str] = Counter()   # invariant key -> elements, when ignored
         self.evaluator = Evaluator(self.fhir_version)
         self._children: dict[tuple[int, bool], dict[str, Element]] = {}
         self._relevance: dict[tuple[int, bool], bool] = {}
@@ -70,15 +103,27 @@ class ElementCheck:
     def issues(self, resource: dict[str, Any]) -> list[Issue]:
         """Findings on a resource's elements (a Bundle's entry resources are not entered: check them alone)."""
         out: list[Issue] = []
-        codings: list[tuple[str, dict[str, Any]]] = []
         rtype = resource.get("resourceType")
-        extensions = _scan(resource, str(rtype), out, codings)
+        found: list[dict[str, Any]] = []
+        flags = _quick_scan(resource, found)
+        extensions = bool(flags & 2)
+        codings: list[tuple[str, dict[str, Any]]] = []
+        if flags & 1 or not codings_defined(found):  # something to report: again, with locations
+            extensions = _scan(resource, str(rtype), out, codings)
         tree = element_tree(rtype, self.fhir_version) if isinstance(rtype, str) else None
         if tree is not None:
             self._root = resource
             self._walk(tree, resource, str(rtype), resource, out, extensions)
         out.extend(coding_issues(codings))
         return out
+
+    def _failed(self, invariant: Invariant, location: str, out: list[Issue]) -> None:
+        if not invariant.best_practice:
+            out.append(Issue(invariant.severity, location, invariant.human, rule=invariant.key))
+        elif self.best_practice == "ignore":
+            self.best_practice_failed[invariant.key] += 1
+        else:
+            out.append(Issue(self.best_practice, location, invariant.human + " (best practice)", rule=invariant.key))
 
     def _checked(self, tree: Tree, extensions: bool) -> dict[str, Element]:
         """A tree's children that have something to check in them (the walk does not enter the others).
@@ -123,10 +168,8 @@ class ElementCheck:
         if not isinstance(data, dict):
             return
         for invariant in tree.invariants:
-            ok = self.evaluator.holds(invariant, data, tree.path, resource, tree.children, self._root)
-            if ok is False:
-                severity = BEST_PRACTICE_SEVERITY if invariant.best_practice else invariant.severity
-                out.append(Issue(severity, location, invariant.human, rule=invariant.key))
+            if self.evaluator.holds(invariant, data, tree.path, resource, tree.children, self._root) is False:
+                self._failed(invariant, location, out)
         if tree.quantity:
             code = data.get("code")
             if data.get("system") == UCUM and isinstance(code, str):
@@ -143,10 +186,10 @@ class ElementCheck:
             many = isinstance(value, list)
             for invariant in element.invariants:
                 for i, item in enumerate(values):
-                    if self.evaluator.holds(invariant, item, element.path, resource, None, self._root) is False:
-                        severity = BEST_PRACTICE_SEVERITY if invariant.best_practice else invariant.severity
-                        out.append(Issue(severity, f"{location}.{name}[{i}]" if many else f"{location}.{name}",
-                                         invariant.human, rule=invariant.key))
+                    sub = element.tree()
+                    if self.evaluator.holds(invariant, item, element.path, resource,
+                                            sub.children if sub is not None else None, self._root) is False:
+                        self._failed(invariant, f"{location}.{name}[{i}]" if many else f"{location}.{name}", out)
             if element.binding is not None and element.binding.codes is not None:
                 for i, item in enumerate(values):
                     self._binding(element.binding, element.type, item,

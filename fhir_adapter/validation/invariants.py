@@ -68,7 +68,7 @@ SUPPLIED = {"hasValue": {"fn": _has_value, "arity": {0: []}}}
 class Compiled:
     """One invariant, compiled, with what its memo key is made of."""
 
-    __slots__ = ("invariant", "run", "names", "presence", "whole", "outside", "memo", "holds_when")
+    __slots__ = ("invariant", "run", "names", "presence", "whole", "outside", "memo", "holds_when", "_keys")
 
     def __init__(self, invariant: Invariant, model: dict[str, Any]) -> None:
         self.invariant = invariant
@@ -89,17 +89,26 @@ class Compiled:
         self.names = frozenset(names)
         self.presence = frozenset(names - full)
         self.memo: dict[bytes, bool] = {}
+        self._keys: dict[int, tuple[tuple[str, bool], ...]] = {}
 
-    def key(self, data: Any, elements: dict[str, Any]) -> bytes:
-        if self.whole or not isinstance(data, dict):
+    def _names(self, elements: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
+        """The JSON names the expression can read on an element of this type, each with "presence only"."""
+        found = self._keys.get(id(elements))
+        if found is None:
+            names = set()
+            for name in self.names:
+                names |= {name, f"_{name}"}
+            names |= {json_name for json_name, element in elements.items() if element.name in self.names}
+            found = self._keys[id(elements)] = tuple(
+                (n, (elements[n].name if n in elements else n.lstrip("_")) in self.presence) for n in sorted(names))
+        return found
+
+    def key(self, data: Any, elements: dict[str, Any] | None) -> bytes:
+        """The memo key: what the expression can see of the element."""
+        if self.whole or elements is None or not isinstance(data, dict):
             return marshal.dumps(data, 2)
-        seen = []
-        for name, value in data.items():
-            element = elements.get(name)
-            base = element.name if element is not None else name.lstrip("_")
-            if base in self.names or name in self.names:
-                seen.append((name, True if base in self.presence else value))
-        return marshal.dumps(seen, 2)
+        return marshal.dumps(tuple((name in data) if presence else data.get(name)
+                                   for name, presence in self._names(elements)), 2)
 
 
 class Evaluator:
@@ -134,7 +143,7 @@ class Evaluator:
         resource = resource if resource is not None else data
         root = root if root is not None else resource
         memoize = not compiled.outside or (data is resource and resource is root)
-        key = compiled.key(data, elements or {}) if memoize else b""
+        key = compiled.key(data, elements) if memoize else b""
         if memoize:
             known = compiled.memo.get(key)
             if known is not None:

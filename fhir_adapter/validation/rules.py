@@ -61,6 +61,16 @@ def known_codes() -> dict[str, frozenset[str]]:
     return {url: frozenset(codes) for url, codes in known.items()}
 
 
+def codings_defined(codings: list[dict[str, Any]]) -> bool:
+    """Whether every Coding whose system can be checked names a code the system defines."""
+    known = known_codes()
+    for coding in codings:
+        codes = known.get(coding.get("system"))  # type: ignore[arg-type]
+        if codes is not None and coding.get("code") not in codes:
+            return False
+    return True
+
+
 def coding_issues(codings: list[tuple[str, dict[str, Any]]]) -> list[Issue]:
     """Codings (location, Coding) that name a code their (checkable) system does not define."""
     out = []

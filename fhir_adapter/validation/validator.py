@@ -54,14 +54,32 @@ class Summary:
     severities: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)     # invariant key -> elements not checked
     reasons: dict[str, str] = field(default_factory=dict)      # invariant key -> why
+    best_practice: Counter[str] = field(default_factory=Counter)  # best-practice invariant -> elements failing
 
     def add(self, result: Result) -> None:
         self.resources += 1
         self.severities.update(i.severity for i in result.issues)
 
+    def merge(self, counts: Counts) -> None:
+        self.resources += counts.clean
+        self.skipped.update(counts.skipped)
+        self.reasons.update(counts.reasons)
+        self.best_practice.update(counts.best_practice)
+
     def failed(self, fail_on: str = "error") -> bool:
         levels = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
         return any(self.severities[s] for s in levels)
+
+
+@dataclass
+class Counts:
+    """What a worker counted besides its results: resources left out as clean, invariants not evaluated,
+    best-practice invariants failing (when they are not reported)."""
+
+    clean: int
+    skipped: Counter[str]
+    reasons: dict[str, str]
+    best_practice: Counter[str]
 
 
 def _label(resource: Any) -> str:
@@ -78,11 +96,12 @@ def _within(issues: Iterable[Issue], prefix: str, source: str) -> tuple[Issue, .
 class Validator:
     """Validates resources of one FHIR version (R4: fhir.resources.R4B models; R5: fhir.resources)."""
 
-    def __init__(self, fhir_version: str = "R4", *, allow_external: bool = False) -> None:
+    def __init__(self, fhir_version: str = "R4", *, allow_external: bool = False,
+                 best_practice: str = "ignore") -> None:
         self.fhir_version = check_version(fhir_version)
         self.allow_external = allow_external
         self.structure = StructureCheck(self.fhir_version)
-        self.elements = ElementCheck(self.fhir_version)
+        self.elements = ElementCheck(self.fhir_version, best_practice)
 
     def resource_issues(self, resource: dict[str, Any]) -> list[Issue]:
         """Every finding on one resource (for a Bundle: its own elements, not its entries')."""
@@ -129,24 +148,31 @@ class Validator:
             results.extend(self.document(where, document))
         return results
 
-    def skipped(self) -> tuple[Counter[str], dict[str, str]]:
+    def counts(self, clean: int = 0) -> Counts:
+        """The counts kept since the last call (then reset)."""
         evaluator = self.elements.evaluator
         reasons = {k: invariants(self.fhir_version)[k].skip or evaluator.failed.get(k, "")
                    for k in evaluator.skipped}
-        return Counter(evaluator.skipped), reasons
+        counts = Counts(clean, Counter(evaluator.skipped), reasons, Counter(self.elements.best_practice_failed))
+        evaluator.skipped.clear()
+        self.elements.best_practice_failed.clear()
+        return counts
 
 
 # --- running over inputs ------------------------------------------------------------------------------------
 
 _worker: Validator | None = None
+_every_resource = True
 
 
-def _init(fhir_version: str, allow_external: bool) -> None:
-    global _worker
-    _worker = Validator(fhir_version, allow_external=allow_external)
+def _init(fhir_version: str, allow_external: bool, best_practice: str, every_resource: bool) -> None:
+    global _worker, _every_resource
+    _worker = Validator(fhir_version, allow_external=allow_external, best_practice=best_practice)
+    _every_resource = every_resource
 
 
-def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counter[str], dict[str, str]]:
+def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
+    """Validate one task; clean resources are only counted unless every resource is wanted."""
     assert _worker is not None
     kind, source, first, payload = task
     if kind == "lines":
@@ -159,9 +185,10 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counter[str], d
                                                                  source=source),))]
     else:  # a parsed document
         results = _worker.document(source, payload)
-    skipped, reasons = _worker.skipped()
-    _worker.elements.evaluator.skipped.clear()
-    return results, skipped, reasons
+    if _every_resource:
+        return results, _worker.counts()
+    kept = [r for r in results if r.issues]
+    return kept, _worker.counts(len(results) - len(kept))
 
 
 def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, int, Any]]:
@@ -185,18 +212,23 @@ def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, 
 
 
 def validate(paths: Iterable[str | Path], fhir_version: str = "R4", *, allow_external: bool = False,
-             workers: int | None = None, stdin: Any = None) -> tuple[Iterator[Result], Summary]:
-    """Results in input order (a lazy iterator) and the summary it fills as it is consumed."""
+             best_practice: str = "ignore", every_resource: bool = True, workers: int | None = None,
+             stdin: Any = None) -> tuple[Iterator[Result], Summary]:
+    """Results in input order (a lazy iterator) and the summary it fills as it is consumed.
+
+    `every_resource`: a result for every resource (a JUnit report needs them); otherwise only the results
+    with findings, the clean resources being counted in the summary.
+    """
     import sys
 
     summary = Summary()
     tasks = _tasks(list(paths), stdin or sys.stdin)
     workers = workers or os.cpu_count() or 1
+    options = (fhir_version, allow_external, best_practice, every_resource)
 
-    def collect(outcomes: Iterable[tuple[list[Result], Counter[str], dict[str, str]]]) -> Iterator[Result]:
-        for results, skipped, reasons in outcomes:
-            summary.skipped.update(skipped)
-            summary.reasons.update(reasons)
+    def collect(outcomes: Iterable[tuple[list[Result], Counts]]) -> Iterator[Result]:
+        for results, counts in outcomes:
+            summary.merge(counts)
             for result in results:
                 summary.add(result)
                 yield result
@@ -204,11 +236,11 @@ def validate(paths: Iterable[str | Path], fhir_version: str = "R4", *, allow_ext
     def run() -> Iterator[Result]:
         first = list(islice(tasks, 2))
         if workers == 1 or len(first) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            _init(fhir_version, allow_external)
+            _init(*options)
             yield from collect(_run(t) for t in chain(first, tasks))
             return
         context = multiprocessing.get_context("fork")
-        with context.Pool(workers, initializer=_init, initargs=(fhir_version, allow_external)) as pool:
+        with context.Pool(workers, initializer=_init, initargs=options) as pool:
             yield from collect(_ordered(pool, chain(first, tasks), 2 * workers + 2))
 
     return run(), summary
