@@ -126,7 +126,8 @@ def test_r5_cmm_em_reads_like_the_protocol():
     steroids = lines["exc-5"]
     assert steroids["exclude"] is True
     typed = steroids["definitionByTypeAndValue"]
-    assert typed["type"]["coding"][0]["code"] == "therapy-exposure" and typed["valueBoolean"] is True
+    assert typed["type"]["coding"][0]["code"] == "therapy-exposure"
+    assert typed["valueCodeableConcept"] == {"text": "corticosteroids: methylprednisolone, prednisone"}
     assert typed["extension"] == [{"url": "https://w3id.org/fhir-adapter/StructureDefinition/criterion-subject",
                                    "valueCode": "corticosteroids"}]
     assert steroids["timeFromEvent"][0]["range"]["low"] == {"value": -30, "unit": "days",
@@ -149,6 +150,8 @@ def test_r5_open_bounds_use_quantity_comparators():
     platelets = lines["exc-16"]["definitionByTypeAndValue"]
     assert platelets["valueQuantity"] == {"comparator": "<", "value": 100, "unit": "10*9/L",
                                           "system": "http://unitsofmeasure.org", "code": "10*9/L"}
+    fampridine = lines["exc-9"]["definitionByTypeAndValue"]["valueCodeableConcept"]
+    assert fampridine["coding"][0] == {"system": "http://www.whocc.no/atc", "code": "N07XX07", "display": "fampridine"}
     subtype = lines["inc-2"]["definitionByTypeAndValue"]["valueCodeableConcept"]
     assert [c["code"] for c in subtype["coding"]] == ["425500002", "428700003"]  # SPMS or PPMS
 

@@ -8,8 +8,9 @@ computable definition where the line has a rule (`fhir_adapter.criteria`); a lin
 R5 says it natively: `linkId`; `definitionByTypeAndValue` (type = the fact's code; value[x] = Range, Quantity
 with a comparator for open-ended bounds, CodeableConcept or boolean); relapse counts as `instancesQuantity` /
 `instancesRange`; look-back windows as `timeFromEvent` before the screening date; sub-items and rule parts in
-`definitionByCombination` (sub-items carry a linkId, rule parts do not). Two things have no R5 element and
-travel as extensions: the rule's subject (a concept or value set name of `mappings/terminology.yaml`, e.g.
+`definitionByCombination` (sub-items carry a linkId, rule parts do not); a rule that the subject is present
+(`therapy` of corticosteroids) has the subject as its CodeableConcept value. Two things have no R5 element and
+travel as extensions: the rule's subject by name (a concept or value set of `mappings/terminology.yaml`, e.g.
 `corticosteroids`) and an exclusive bound of a two-sided range.
 
 R4B has no linkId, note or nesting on a characteristic: the linkId, the note and the exact rule (its YAML form
@@ -149,6 +150,15 @@ def _coded_value(rule: Rule) -> dict[str, Any]:
     return {"coding": codings, "text": " or ".join(rule.codes)}
 
 
+def _subject_value(subject: str) -> dict[str, Any]:
+    """A rule's subject as a CodeableConcept: a concept's codings, or a value set's name and members in words."""
+    data = terminology.load()
+    if subject in data.valuesets:
+        members = ", ".join(terminology.concept(m).display for m in data.valuesets[subject])
+        return {"text": f"{subject.replace('-', ' ')}: {members}"}
+    return terminology.codeable_concept(subject)
+
+
 def window_range(window: Window) -> dict[str, Any]:
     """A look-back window as a Range of time relative to the screening date (`18 mo`: -18 mo to 0 mo)."""
     unit = {"unit": WINDOW_UNITS[window.unit], "system": UCUM, "code": window.unit}
@@ -207,13 +217,15 @@ def _r5_definition(definition: Rule | Combination, out: dict[str, Any]) -> dict[
     if rule.fact == "relapse-count":
         key, out["instances"], exclusive = _interval(rule)
         out["instances_key"] = f"instances{key}"
-        value_key, value = (("valueCodeableConcept", terminology.codeable_concept(rule.subject)) if rule.subject
+        value_key, value = (("valueCodeableConcept", _subject_value(rule.subject)) if rule.subject
                             else ("valueBoolean", True))
     elif kind == "number":
         key, value, exclusive = _interval(rule)
         value_key = f"value{key}"
     elif kind == "code":
         value_key, value, exclusive = "valueCodeableConcept", _coded_value(rule), None
+    elif rule.subject and rule.present:             # "exposed to corticosteroids": the subject as the value
+        value_key, value, exclusive = "valueCodeableConcept", _subject_value(rule.subject), None
     else:
         value_key, value, exclusive = "valueBoolean", rule.present, None
     if exclusive:
@@ -391,7 +403,7 @@ def _r5_rule(characteristic: dict[str, Any], where: str) -> Rule | Combination |
     elif kind == "code":
         data["any-of"] = _read_codes(fact, typed[value_key], f"{here}.{value_key}")
     else:
-        data["present"] = typed[value_key]
+        data["present"] = typed[value_key] if value_key == "valueBoolean" else True   # or the subject itself
     return Rule.from_dict({k: v for k, v in data.items() if v is not None}, where)
 
 
