@@ -26,6 +26,7 @@ from fhir_adapter.protocol.evidence import (
     criteria_from_evidence_variable,
     evidence_variable,
 )
+from fhir_adapter.validation.elements import ElementCheck
 from fhir_adapter.validation.structure import structure_issues
 
 MS = "https://w3id.org/fhir-adapter/CodeSystem/ms"
@@ -82,6 +83,15 @@ def test_evidence_variable_validates_and_has_no_empty_elements(nct, version):
     resource = evidence_variable(_trial(nct), version)
     assert structure_issues(resource, version) == []
     assert _empty_elements(resource) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_project_validator_finds_no_errors(version):
+    """Invariants (FHIRPath), required bindings, ele-1 and the ms codes (fhir_adapter.validation)."""
+    check = ElementCheck(version)
+    for resource in [code_system(version), *(evidence_variable(p, version) for p in PROTOCOLS.values())]:
+        errors = [str(i) for i in check.issues(resource) if i.severity == "error"]
+        assert errors == [], (resource["resourceType"], resource.get("url"))
 
 
 @pytest.mark.parametrize("version", VERSIONS)
