@@ -348,7 +348,7 @@ class FilledCheck:
             ok = valid.get(memo)
             if ok is None:
                 try:
-                    validator.validate_python(json.loads(slot))
+                    validator.validate_json(slot)
                     ok = True
                 except ValueError:   # pydantic.ValidationError is a ValueError
                     ok = False

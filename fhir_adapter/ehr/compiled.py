@@ -167,20 +167,31 @@ def _getter(slots: list[Slot], index: int) -> Callable[[dict[str, Any]], Any]:
         get_attribute = operator.attrgetter(attribute)
         return lambda context: get_attribute(context[name])
     _, function, specs, names = slot
+    open_args = [i for i, s in enumerate(specs) if s[0] == "slot"]
+    if not names and len(open_args) == 1:   # the usual call: one open value among constants, e.g. fhir_id
+        i = open_args[0]
+        before, after = tuple(s[1] for s in specs[:i]), tuple(s[1] for s in specs[i + 1:])
+        part = _getter(slots, specs[i][1])
+        seen: list[Any] = [None, None]       # the last text argument and its result: rows of a patient repeat it
+
+        def call_one(context: dict[str, Any]) -> Any:
+            value = part(context)
+            if type(value) is str and value == seen[0]:
+                return seen[1]
+            result = function(*before, value, *after)
+            if type(value) is str:              # 1 == 1.0 == True: only text arguments are remembered
+                seen[0], seen[1] = value, result
+            return result
+
+        return call_one
     parts = [_getter(slots, s[1]) if s[0] == "slot" else None for s in specs]
     constants = [s[1] for s in specs]
     positional = len(specs) - len(names)
-    last: list[Any] = [None, None]   # the last text arguments and their result: rows of a patient repeat them
 
     def call(context: dict[str, Any]) -> Any:
-        args = tuple(part(context) if part is not None else constant
-                     for part, constant in zip(parts, constants, strict=True))
-        if args == last[0]:
-            return last[1]
-        result = function(*args[:positional], **dict(zip(names, args[positional:], strict=True)))
-        if all(type(a) is str for a in args):    # 1 == 1.0 == True: only text arguments are remembered
-            last[0], last[1] = args, result
-        return result
+        args = [part(context) if part is not None else constant
+                for part, constant in zip(parts, constants, strict=True)]
+        return function(*args[:positional], **dict(zip(names, args[positional:], strict=True)))
 
     return call
 
@@ -237,29 +248,38 @@ class CompiledTemplate:
         slots = variant.slots_text(context)
         return (variant, slots) if slots is not None else None
 
-    def _shape(self, value: Any) -> tuple[tuple[str, ...], tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
-        """(dataclass fields, properties, a getter of their values) of a fact class."""
+    def _shape(self, value: Any) -> tuple[tuple[str, ...], tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None:
+        """(dataclass fields, properties, a getter of their values) of a fact class; None for other values."""
         cls = type(value)
-        shape = self._fields.get(cls)
-        if shape is None:
-            fields = tuple(f.name for f in dataclasses.fields(value))
-            properties = tuple(n for n in dir(cls) if isinstance(getattr(cls, n, None), property))
-            names = fields + properties
-            getter = operator.attrgetter(*names) if len(names) > 1 else lambda v: (getattr(v, names[0]),)
-            shape = self._fields[cls] = (fields, properties, getter)
+        if cls in self._fields:
+            return self._fields[cls]
+        if not dataclasses.is_dataclass(cls):
+            self._fields[cls] = None
+            return None
+        fields = tuple(f.name for f in dataclasses.fields(cls))
+        properties = tuple(n for n in dir(cls) if isinstance(getattr(cls, n, None), property))
+        names = fields + properties
+        getter = operator.attrgetter(*names) if len(names) > 1 else lambda v: (getattr(v, names[0]),)
+        shape = self._fields[cls] = (fields, properties, getter)
         return shape
 
     def _key(self, context: dict[str, Any]) -> tuple[Any, ...]:
         key: list[Any] = []
         open_names = self.open_names
+        shapes = self._fields
         for name, value in context.items():
             key.append(name)
-            if hasattr(type(value), "__dataclass_fields__"):
-                fields, _, getter = self._shape(value)
-                key.append(type(value))
+            kind = type(value)
+            shape = shapes[kind] if kind in shapes else self._shape(value)
+            if shape is not None:
+                fields, _, getter = shape
+                key.append(kind)
                 values = getter(value)
                 for f, v in zip(fields, values, strict=False):   # then the properties' values, as they are
-                    key.append(_variant_part(v, open_names, f) if f in open_names else (type(v), v))
+                    if f in open_names:
+                        key.append(_OPEN if v and type(v) in _SCALARS else _variant_part(v, open_names, f))
+                    else:
+                        key.append((type(v), v))
                 key.extend(values[len(fields):])
             else:
                 key.append(_variant_part(value, open_names, name))
@@ -269,8 +289,9 @@ class CompiledTemplate:
         trace = _Trace()
         traced: dict[str, Any] = {}
         for name, value in context.items():
-            if dataclasses.is_dataclass(value):
-                fields = self._shape(value)[0]
+            shape = self._shape(value)
+            if shape is not None:
+                fields = shape[0]
                 markers = {f: trace.open_value(getattr(value, f), name, f) for f in fields if f in self.open_names}
                 traced[name] = _Proxy(value, markers) if markers else value
             elif name in self.open_names:
