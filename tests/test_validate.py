@@ -339,6 +339,11 @@ def test_full_url_and_id_agree():
     assert bundle_issues(bundle) == []
     bundle["entry"][0]["fullUrl"] = "urn:uuid:other"
     assert [(i.rule, i.severity) for i in bundle_issues(bundle)] == [("bundle-fullurl", "warning")]
+    del bundle["entry"][0]["resource"]["id"]
+    assert bundle_issues(bundle) == []          # a new resource posted under a urn:uuid
+    bundle["entry"][0]["fullUrl"] = "http://example.org/fhir/Patient/p1"
+    assert [i.message for i in bundle_issues(bundle) if i.rule == "bundle-fullurl"] == [
+        "fullUrl http://example.org/fhir/Patient/p1 names Patient/p1 but the resource has no id"]
 
 
 def test_transaction_entries_need_request_method_and_url():

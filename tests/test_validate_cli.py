@@ -150,3 +150,14 @@ def test_best_practice_counted_by_default_reported_on_request(tmp_path, capsys):
     assert "warning: Patient: A resource should have narrative" in capsys.readouterr().out
     main(["validate", "--format", "json", str(path)])
     assert json.loads(capsys.readouterr().out)["best_practice_not_followed"] == {"dom-6": 1}
+
+
+def test_a_run_summary_beside_the_resources_is_noted_not_judged(tmp_path, capsys):
+    out = tmp_path / "patients"
+    assert main(["patients", "map", str(EXAMPLES / "ehr" / "cohort"), "--out", str(out), "--no-validate",
+                 "--allow-rejects", "--extracted-on", "2026-01-01"]) == 0
+    assert (out / "summary.json").exists()
+    capsys.readouterr()
+    assert main(["validate", "--fail-on", "warning", str(out)]) == 0
+    assert f"{out / 'summary.json'}: information: (file): not a FHIR resource" in capsys.readouterr().out
+    assert main(["validate", str(out / "summary.json")]) == 1   # named explicitly: an error

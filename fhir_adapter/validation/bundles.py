@@ -87,6 +87,9 @@ def _full_url_agrees(full_url: str, rtype: Any, rid: Any, where: str) -> list[Is
                           rule="bundle-fullurl")]
         return []
     match = _RESTFUL.search(full_url)
+    if match and not isinstance(rid, str):
+        return [Issue("error", f"{where}.fullUrl", f"fullUrl {full_url} names {match.group(1)}/{match.group(2)} "
+                      "but the resource has no id", rule="bundle-fullurl")]
     if match and (match.group(1) != rtype or match.group(2) != rid):
         return [Issue("error", f"{where}.fullUrl", f"fullUrl {full_url} does not end with the resource's "
                       f"{rtype}/{rid}", rule="bundle-fullurl")]

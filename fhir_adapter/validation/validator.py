@@ -174,15 +174,23 @@ def _init(fhir_version: str, allow_external: bool, best_practice: str, every_res
 def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
     """Validate one task; clean resources are only counted unless every resource is wanted."""
     assert _worker is not None
-    kind, source, first, payload = task
+    kind, source, first, payload = task  # first: an NDJSON chunk's first line; for a file, found in a directory
     if kind == "lines":
         results = _worker.lines(source, first, payload)
     elif kind == "file":
         try:
-            results = _worker.document(source, read_json(source))
+            document = read_json(source)
         except InputError as exc:
             results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
                                                                  source=source),))]
+        else:
+            if first and not (isinstance(document, dict) and "resourceType" in document):
+                # a JSON file beside the resources (a run's summary.json): said, not judged
+                results = [Result(source, "(not a resource)", (Issue(
+                    "information", "(file)", "not a FHIR resource (no resourceType): not validated",
+                    rule="not-a-resource", source=source),))]
+            else:
+                results = _worker.document(source, document)
     else:  # a parsed document
         results = _worker.document(source, payload)
     if _every_resource:
@@ -191,8 +199,15 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
     return kept, _worker.counts(len(results) - len(kept))
 
 
+def _expand(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
+    """Each file to read, and whether it was found in a directory (rather than named)."""
+    for given in paths:
+        for path in files([given]):
+            yield path, path != Path(given)
+
+
 def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, int, Any]]:
-    for path in files(paths):
+    for path, found in _expand(paths):
         if str(path) == "-":
             text = stdin.read()
             try:  # one JSON document, or else NDJSON
@@ -208,7 +223,7 @@ def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, 
                     yield "lines", str(path), number, chunk
                     number += len(chunk)
         else:
-            yield "file", str(path), 0, None
+            yield "file", str(path), int(found), None
 
 
 def validate(paths: Iterable[str | Path], fhir_version: str = "R4", *, allow_external: bool = False,
