@@ -65,6 +65,16 @@ def test_fail_on_warning(tmp_path, capsys):
     assert main(["validate", "--fail-on", "warning", str(path)]) == 1
 
 
+def test_bundle_entries_name_their_line(tmp_path, capsys):
+    bundle = transaction([patient("p1"), patient("p2", gender="f")])
+    path = tmp_path / "bundle.json"
+    text = json.dumps(bundle, indent=2)
+    path.write_text(text)
+    line = text[:text.index('"urn:uuid:p2"')].count("\n") + 1
+    assert main(["validate", str(path)]) == 1
+    assert f"{path}:{line}#entry[1]: error: Bundle.entry[1].resource.Patient.gender" in capsys.readouterr().out
+
+
 def test_json_format(mixed, capsys):
     assert main(["validate", "--format", "json", str(mixed)]) == 1
     report = json.loads(capsys.readouterr().out)

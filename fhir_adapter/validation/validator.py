@@ -89,6 +89,25 @@ def _label(resource: Any) -> str:
     return f"{rtype}/{resource['id']}" if isinstance(resource.get("id"), str) else str(rtype)
 
 
+def _entry_lines(text: str, entries: list[Any]) -> dict[int, int]:
+    """Entry index -> line of its fullUrl in the document's text (entries with a fullUrl, in order)."""
+    lines: dict[int, int] = {}
+    position = line = 0
+    for i, item in enumerate(entries):
+        full_url = item.get("fullUrl") if isinstance(item, dict) else None
+        if not isinstance(full_url, str):
+            continue
+        found = text.find(json.dumps(full_url, ensure_ascii=False), position)
+        if found < 0:
+            found = text.find(json.dumps(full_url), position)
+        if found < 0:
+            continue
+        line += text.count("\n", position, found)
+        position = found
+        lines[i] = line + 1
+    return lines
+
+
 def _within(issues: Iterable[Issue], prefix: str, source: str) -> tuple[Issue, ...]:
     return tuple(replace(i, location=prefix + i.location, source=source) for i in issues)
 
@@ -118,14 +137,19 @@ class Validator:
         found += rule_issues(resource)
         return found
 
-    def document(self, source: str, document: Any) -> list[Result]:
-        """The results of one top-level JSON document: a resource, or a Bundle and each of its entries."""
+    def document(self, source: str, document: Any, text: str | None = None) -> list[Result]:
+        """The results of one top-level JSON document: a resource, or a Bundle and each of its entries.
+
+        With the document's `text`, an entry's source names the line of its fullUrl (`file:12#entry[3]`).
+        """
         results = [Result(source, _label(document), _within(self.resource_issues(document), "", source))]
         if isinstance(document, dict) and document.get("resourceType") == "Bundle":
-            for i, item in enumerate(document.get("entry") or []):
+            entries = document.get("entry") or []
+            lines = _entry_lines(text, entries) if text else {}
+            for i, item in enumerate(entries):
                 resource = item.get("resource") if isinstance(item, dict) else None
                 if isinstance(resource, dict):
-                    where = f"{source}#entry[{i}]"
+                    where = f"{source}:{lines[i]}#entry[{i}]" if i in lines else f"{source}#entry[{i}]"
                     issues = self.resource_issues(resource)
                     results.append(Result(where, _label(resource),
                                           _within(issues, f"Bundle.entry[{i}].resource.", where)))
@@ -180,6 +204,7 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
     elif kind == "file":
         try:
             document = read_json(source)
+            text = Path(source).read_text(encoding="utf-8")
         except InputError as exc:
             results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
                                                                  source=source),))]
@@ -190,7 +215,7 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
                     "information", "(file)", "not a FHIR resource (no resourceType): not validated",
                     rule="not-a-resource", source=source),))]
             else:
-                results = _worker.document(source, document)
+                results = _worker.document(source, document, text)
     else:  # a parsed document
         results = _worker.document(source, payload)
     if _every_resource:
