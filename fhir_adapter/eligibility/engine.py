@@ -100,12 +100,14 @@ def _inside(value: float, bounds: tuple[float, float, bool, bool]) -> bool:
     return (value > low or (value == low and not low_open)) and (value < high or (value == high and not high_open))
 
 
-def judge(rule: Rule, found: Fact) -> str:
+def judge(rule: Rule, found: Fact, bounds: tuple[float, float, bool, bool] | None = None) -> str:
     """met / not-met / unknown for a rule given the fact's value (number bounds decide only if both agree).
 
     >>> r = Rule.from_dict({"fact": "relapse-count", "window": "60 d", "at-least": 1})
     >>> judge(r, Fact(1.0)), judge(r, Fact(0.0)), judge(r, Fact(0.0, upper=float("inf"))), judge(r, Fact(None))
     ('met', 'not-met', 'unknown', 'unknown')
+
+    `bounds`: the rule's interval as `_bounds` gives it, when the caller has it at hand.
     """
     value = found.value
     if value is None:
@@ -114,7 +116,8 @@ def judge(rule: Rule, found: Fact) -> str:
         return MET if bool(value) is rule.present else NOT_MET
     if rule.codes:
         return MET if value in rule.codes else NOT_MET
-    bounds = _bounds(rule)
+    if bounds is None:
+        bounds = _bounds(rule)
     low_in = _inside(value, bounds)
     if found.upper is None:
         return MET if low_in else NOT_MET
@@ -165,6 +168,9 @@ def describe(rule: Rule) -> str:
         text += f" (window {rule.window})"
     _RULE_TEXT[rule] = text
     return text
+
+
+_DECIDES = {"all-of": (NOT_MET, MET), "any-of": (MET, NOT_MET)}   # the result that decides, and the other
 
 
 def combine(operator: str, results: Iterable[str]) -> str:
@@ -275,6 +281,8 @@ class Plan:
         parts: list[tuple[int, ...]] = []
         fact_at: list[int] = []
         boolean: list[bool] = []
+        bounds: list[tuple[float, float, bool, bool] | None] = []
+        wanted: list[str] = []
         self.fact_keys: list[tuple[str, str | None, Any]] = []
 
         def slot(definition: Rule | Combination) -> int:
@@ -297,6 +305,9 @@ class Plan:
             parts.append(inner)
             fact_at.append(fact_index)
             boolean.append(is_boolean)
+            numeric = isinstance(definition, Rule) and (definition.low is not None or definition.high is not None)
+            bounds.append(_bounds(definition) if numeric else None)  # type: ignore[arg-type]
+            wanted.append(f"; wanted {describe(definition)}" if isinstance(definition, Rule) else "")
             return found
 
         self.trials = [TrialPlan(t, slot) for t in trials]
@@ -304,6 +315,8 @@ class Plan:
         self.parts: tuple[tuple[int, ...], ...] = tuple(parts)
         self.fact_at: tuple[int, ...] = tuple(fact_at)
         self.boolean: tuple[bool, ...] = tuple(boolean)
+        self.bounds = tuple(bounds)
+        self.wanted: tuple[str, ...] = tuple(wanted)     # "; wanted <the rule in words>" per rule slot
         self.joiners: tuple[str, ...] = tuple(" and " if isinstance(r, Combination) and r.operator == "all-of"
                                               else " or " for r in rules)
 
@@ -340,23 +353,31 @@ class PatientScreening:
         definition = plan.rules[slot]
         index = plan.fact_at[slot]
         if index >= 0:
-            value = self.fact(index)
-            result = judge(definition, value)  # type: ignore[arg-type]
+            value = self._facts[index] or self.fact(index)
+            result = judge(definition, value, plan.bounds[slot])  # type: ignore[arg-type]
             if value.value is None:
-                reason = f"unknown: {value.detail}"
+                reason = "unknown: " + value.detail
             elif plan.boolean[slot]:
                 reason = value.detail
             else:
-                reason = f"{value.detail}; wanted {describe(definition)}"  # type: ignore[arg-type]
+                reason = value.detail + plan.wanted[slot]
             found = Finding(result, reason, value.evidence)
         else:
-            parts = [self.finding(p) for p in plan.parts[slot]]
-            result = combine(definition.operator, [p.result for p in parts])  # type: ignore[union-attr]
-            reasons = list(dict.fromkeys(p.reason for p in parts))
-            text = reasons[0] if len(reasons) == 1 else plan.joiners[slot].join(f"({r})" for r in reasons)
-            evidence = tuple(dict.fromkeys(e for p in parts for e in p.evidence)) if len(parts) > 1 \
-                else parts[0].evidence
-            found = Finding(result, text, evidence)
+            findings = self._findings
+            parts = [findings[p] or self.finding(p) for p in plan.parts[slot]]
+            decisive, other = _DECIDES[definition.operator]  # type: ignore[union-attr]
+            results = [p.result for p in parts]
+            result = decisive if decisive in results else other if results.count(other) == len(results) else UNKNOWN
+            reasons: list[str] = []
+            evidence_list: list[str] = []
+            for part in parts:
+                if part.reason not in reasons:
+                    reasons.append(part.reason)
+                for e in part.evidence:
+                    if e not in evidence_list:
+                        evidence_list.append(e)
+            text = reasons[0] if len(reasons) == 1 else plan.joiners[slot].join(["(" + r + ")" for r in reasons])
+            found = Finding(result, text, tuple(evidence_list))
         self._findings[slot] = found
         return found
 
@@ -371,11 +392,12 @@ class PatientScreening:
 
     def verdict(self, plan: TrialPlan) -> Verdict:
         nodes = plan.nodes
+        findings = self._findings
         results: list[str] = [UNKNOWN] * len(nodes)
         for i in plan.order:
             node = nodes[i]
             if node.slot is not None:
-                results[i] = self.finding(node.slot).result
+                results[i] = (findings[node.slot] or self.finding(node.slot)).result
             elif node.children:
                 results[i] = combine(node.combine or "all-of", [results[c] for c in node.children])
         verdict = ELIGIBLE

@@ -92,6 +92,8 @@ class Clock:
         self.as_of_date = as_of
         self.as_of: Day = as_of.toordinal()
         self._since: dict[Window | None, Day] = {}
+        self._texts: dict[Window | None, str] = {}
+        self._dates: dict[Day, str] = {}
 
     def since(self, window: Window | None) -> Day:
         """First day inside the window (inclusive); day 1 without a window."""
@@ -101,9 +103,20 @@ class Clock:
         return found
 
     def date(self, d: Day) -> str:
-        return dt.date.fromordinal(d).isoformat()
+        found = self._dates.get(d)
+        if found is None:
+            found = dt.date.fromordinal(d).isoformat()
+            if len(self._dates) < 100_000:
+                self._dates[d] = found
+        return found
 
     def window_text(self, window: Window | None) -> str:
+        found = self._texts.get(window)
+        if found is None:
+            found = self._texts[window] = self._window_text(window)
+        return found
+
+    def _window_text(self, window: Window | None) -> str:
         if window is None:
             return f"up to {self.as_of_date.isoformat()}"
         if window.value == 0:
@@ -195,7 +208,17 @@ def members(subject: str) -> frozenset[str]:
     return found
 
 
+_LABELS: dict[str, str] = {}
+
+
 def _label(subject: str) -> str:
+    found = _LABELS.get(subject)
+    if found is None:
+        found = _LABELS[subject] = _label_of(subject)
+    return found
+
+
+def _label_of(subject: str) -> str:
     data = terminology.load()
     if subject in data.valuesets:
         return subject.replace("-", " ")
