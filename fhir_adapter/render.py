@@ -76,12 +76,23 @@ def quantity(value: Any, code: str, unit: str | None = None) -> dict[str, Any] |
     return {"value": value, "unit": unit or code, "system": terminology.system("ucum"), "code": code}
 
 
+def text_concept(name: str) -> dict[str, str]:
+    """A CodeableConcept with the concept's text and no coding: for values whose codes are not in
+    ../shared/terminology.md, so that no code is asserted as if verified.
+
+    >>> text_concept("moderate")
+    {'text': 'Moderate'}
+    """
+    return {"text": terminology.concept(name).display}
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "json": to_json,
     "fhir_id": ids.resource_id,
     "ref": ids.reference,
     "codings": terminology.codings,
     "codeable": terminology.codeable_concept,
+    "text_concept": text_concept,
     "quantity": quantity,
 }
 

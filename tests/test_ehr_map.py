@@ -267,3 +267,58 @@ def test_shipped_example_maps_to_the_shipped_fhir(tmp_path):
     assert summary.rejected == 0
     for t in TYPES:
         assert (tmp_path / f"{t}.ndjson").read_text() == (example / "cohort-fhir" / f"{t}.ndjson").read_text(), t
+
+
+# --- codes ---------------------------------------------------------------------------------------------
+
+#: Every code `patients map` may write, each checked against ../shared/terminology.md (verified rows) or, for
+#: HL7 FHIR's own code systems, the R4/R5 specification. LOINC 7942-6 (HTLV) is the one row terminology.md
+#: marks unverified; RxNorm only where the ingredient is verified there. Qualitative results and relapse
+#: severities are written as text: their SNOMED qualifier codes are not in terminology.md.
+EMITTED = {
+    "http://snomed.info/sct": {"24700007", "426373005", "425500002", "428700003", "192929006", "273554001",
+                               "363346000", "109995007", "42399005", "64779008", "370143000", "42345000",
+                               "66590003", "191816009", "77386006", "60001007", "47625008", "34206005",
+                               "78421000", "26643006", "72607000"},
+    "http://hl7.org/fhir/sid/icd-10": {"G35"},
+    "http://hl7.org/fhir/sid/icd-10-cm": {"C80.1", "D46.9", "N19", "F32.9", "F10.20", "F19.20"},
+    "http://loinc.org": {"98979-8", "777-3", "6690-2", "56888-1", "5196-1", "13955-0", "20507-0", "7942-6",
+                         "2106-3", "100756-6", "82810-3", "63895-7"},
+    "http://www.nlm.nih.gov/research/umls/rxnorm": {"1876366", "121191", "712566", "6902", "8640"},
+    "http://www.whocc.no/atc": {"L03AB07", "L03AB08", "L03AX13", "L04AG03", "L04AE01", "L01DB07", "L04AX07",
+                                "L04AK02", "L04AE03", "L04AA40", "L04AG08", "L01FA01", "L04AG06", "N07XX07",
+                                "L04AG12", "H02AB04", "H02AB07"},
+    "https://w3id.org/fhir-adapter/CodeSystem/ms": {
+        "gd-enhancing-lesion-count", "new-or-enlarging-t2-lesion-count", "t2-lesion-volume", "kfss-visual",
+        "kfss-brainstem", "kfss-pyramidal", "kfss-cerebellar", "kfss-sensory", "kfss-bowel-bladder", "kfss-cerebral"},
+    "http://unitsofmeasure.org": {"{score}", "mL", "mL/min/{1.73_m2}", "10*9/L"},
+    "http://terminology.hl7.org/CodeSystem/observation-category": {"exam", "imaging", "laboratory", "social-history"},
+    "http://terminology.hl7.org/CodeSystem/condition-category": {"problem-list-item"},
+    "http://terminology.hl7.org/CodeSystem/condition-clinical": {"active", "remission", "resolved", "inactive"},
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status": {"confirmed"},
+    "http://terminology.hl7.org/CodeSystem/v2-0203": {"MR"},
+}
+
+
+def _codes(value, found: set) -> set:
+    if isinstance(value, dict):
+        if "system" in value and "code" in value:
+            found.add((value["system"], value["code"]))
+        for item in value.values():
+            _codes(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _codes(item, found)
+    return found
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_only_reviewed_codes_are_written(tmp_path, cohort_extract, version):
+    map_extract(cohort_extract, tmp_path, version, workers=1, validate=False, extracted_on="2026-06-30")
+    found = _codes(read_output(tmp_path), set())
+    unreviewed = {(s, c) for s, c in found if c not in EMITTED.get(s, ())}
+    assert not unreviewed
+    assert {s for s, _ in found} == set(EMITTED)           # every system shows up in a 300-patient cohort
+    results = [r for r in read_output(tmp_path) if r["resourceType"] == "Observation" and "valueCodeableConcept" in r
+               and r["code"]["coding"][0]["code"] in ("56888-1", "192929006")]
+    assert results and all(set(r["valueCodeableConcept"]) == {"text"} for r in results)  # no code asserted
