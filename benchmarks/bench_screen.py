@@ -129,9 +129,11 @@ def main() -> None:
             count = write_cohort(data, args.patients, args.as_of)
             print(f"wrote {count:,} resources for {args.patients:,} patients in {time.perf_counter() - started:.1f} s")
         size = sum(f.stat().st_size for f in data.glob("*.ndjson"))
+        cpu_before = _cpu()
         started = time.perf_counter()
         result = screen_files([data], trials, out, args.as_of, args.workers)
         elapsed = time.perf_counter() - started
+        cpu = _cpu() - cpu_before
         patients = result.screening.patients
         mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -140,6 +142,14 @@ def main() -> None:
               f"{len(trials)} trials in {elapsed:.2f} s: {patients / elapsed:,.0f} patients/s ({stages})")
         print(f"peak memory: parent {mine:.0f} MB, largest worker {children:.0f} MB; "
               f"screening.json {(out / 'screening.json').stat().st_size / 1e6:.0f} MB")
+        print(f"CPU time (user + system, all processes): {cpu:.1f} s, {1000 * cpu / max(patients, 1):.2f} ms per "
+              f"patient; on a shared machine wall time / CPU time shows the share of the cores this run got")
+
+
+def _cpu() -> float:
+    """User + system seconds of this process and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":
