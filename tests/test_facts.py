@@ -485,6 +485,19 @@ def test_lab_values_units_and_qualitative_results():
     assert chart.fact("lab-value", "platelets", "1 wk").value is None
 
 
+def test_results_and_severities_written_as_text_only():
+    """What `patients map` writes where no reviewed code exists: valueCodeableConcept with a text only."""
+    chart = Chart()
+    chart.edss(3.0, 10)
+    chart.observation(Chart.code("hiv"), 20, valueCodeableConcept={"text": "Negative"})
+    chart.observation(Chart.code("hbsag"), 20, valueCodeableConcept={"text": "Positive"})
+    chart.observation(Chart.code("relapse"), 100, valueCodeableConcept={"text": "Moderate"})
+    chart.observation(Chart.code("relapse"), 200, valueCodeableConcept={"text": "Mild"})
+    assert chart.fact("lab-positive", "hiv").value is False and chart.fact("lab-positive", "hbsag").value is True
+    found = chart.fact("relapse-count", "moderate", "12 mo")
+    assert (found.value, found.upper) == (1, None)
+
+
 def test_csf_oligoclonal_bands():
     chart = Chart()
     chart.lab("csf-oligoclonal-bands", 900, positive=True)
