@@ -33,9 +33,6 @@ from .client import FhirClient, PushResult
 
 MARKER = ".fhir-adapter-demo"
 PARTS = ("trials", "extract", "patients", "screening", "push-failed.ndjson", "push-failed.txt", "demo.json")
-#: Resource types counted on the server at the end.
-COUNTED = ("ResearchStudy", "PlanDefinition", "EvidenceVariable", "Group", "CodeSystem", "Patient", "Condition",
-           "Observation", "MedicationStatement")
 
 Say = Callable[[str], None]
 
@@ -105,7 +102,7 @@ def map_trial_bundles(out_dir: Path, fhir_version: str = "R4") -> list[Path]:
     return sorted(Path(p) for p in map_trials([], out_dir, fhir_version))
 
 
-def server_counts(client: FhirClient, types: tuple[str, ...] = COUNTED) -> dict[str, int]:
+def server_counts(client: FhirClient, types: list[str]) -> dict[str, int]:
     """How many resources of each type the server holds (`_summary=count`)."""
     counts = {}
     for rtype in types:
@@ -167,10 +164,12 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
     lap("start server")
     try:
         with FhirClient(result.base_url) as client:
+            pushed_types: dict[str, None] = {}
             for label, paths in (("trials", result.trial_bundles), ("patients", result.patient_files)):
                 if not paths:
                     continue
                 items, _skipped = read_inputs([str(p) for p in paths])
+                pushed_types.update(dict.fromkeys(r.get("resourceType") for _, r in items))
                 pushed = client.push(items, fhir_release=fhir_version, compare=False,
                                      progress=progress(f"push {label}") if progress else None)
                 _keep_failures(pushed, out_dir, label)
@@ -180,7 +179,7 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
             if result.failed:
                 result.notes.append(f"{result.failed} resources refused by the server: see "
                                     f"{out_dir / 'push-failed.txt'}")
-            result.server_counts = server_counts(client)
+            result.server_counts = server_counts(client, [t for t in pushed_types if isinstance(t, str)])
             _screen(client, result, out_dir / "screening", as_of, say)
             lap("screen")
     finally:

@@ -65,6 +65,7 @@ def test_demo_maps_pushes_reads_back_screens_and_reports(tmp_path, monkeypatch, 
         assert held["EvidenceVariable"] == in_bundles["EvidenceVariable"] >= 4
         assert held["PlanDefinition"] == in_bundles["PlanDefinition"] >= 1
         assert {k: v for k, v in result["server_counts"].items() if k in held} == held
+        assert result["server_counts"] == {**in_bundles, **{t: local[t] for t in PATIENT_TYPES}}  # every type
 
         # screening: every patient read back from the server gets a verdict for every trial
         screened = json.loads((out / "screening" / "screening.json").read_text())
