@@ -173,7 +173,7 @@ def test_wrong_encoding_rejects_the_row_and_names_the_column(tmp_path):
     assert (summary.tables["relapses"].converted, summary.tables["relapses"].rejected) == (1, 1)
     reject = read_rejects(tmp_path / "out")[0]
     assert (reject["line"], reject["column"]) == ("3", "severity")
-    assert reject["reason"].startswith("not utf-8-sig text (byte 0xe9)")
+    assert reject["reason"].startswith("not utf-8 text (byte 0xe9)")
     assert reject["row"] == "R2,P1,2024-02-01,s\\xe9v\\xe8re"
 
 

@@ -183,7 +183,7 @@ class _Worker:
         header = self.headers[table]
         column = next((header[i] for i, cell in enumerate(cells) if "\ufffd" in cell and i < len(header)), None)
         byte = exc.object[exc.start:exc.start + 1].hex()
-        return column, (f"not {self.encoding} text (byte 0x{byte}); if the file is in another encoding, "
+        return column, (f"not {self.job.cmap.encoding} text (byte 0x{byte}); if the file is in another encoding, "
                         f"set 'encoding' in the column map")
 
 
