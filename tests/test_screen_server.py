@@ -129,3 +129,17 @@ def test_criteria_read_back_from_the_server_give_the_verdicts_of_the_mappings(fr
     capsys.readouterr()
     assert runs["mappings"] == runs["server"]
     assert {(v["patient"], v["trial"]): v for v in json.loads(runs["server"])} == both[0]
+
+
+def test_patient_by_patient_reads_the_same_data_as_type_by_type(fresh_fhir_server, tmp_path, capsys):
+    resources = cohort()
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(resources).ok
+        by_type = remote.load_patients(client)
+        by_patient = remote.load_patients(client, per_patient=True)
+    assert by_patient.read == by_type.read == len(resources) and not by_patient.problems
+    verdicts = [{(v.patient, v.trial): v.to_dict() for v in screen(index.patients.values(), [CMM_EM], AS_OF)}
+                for index in (by_type, by_patient)]
+    assert verdicts[0] == verdicts[1] == expected(resources)
+    assert main(["screen", "--input", str(tmp_path), "--per-patient", "--out", str(tmp_path / "out")]) == 2
+    assert "--per-patient reads patients from a server" in capsys.readouterr().err

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--write-back", action="store_true",
                         help="write a ResearchSubject per patient and trial to --server (candidate, "
                              "potential-candidate or ineligible); re-running changes nothing")
+    parser.add_argument("--per-patient", action="store_true",
+                        help="read the data from --server patient by patient ($everything, or searches by patient) "
+                             "instead of type by type")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="processes for file input (default: one per core)")
     parser.add_argument("--html-candidates", type=int, default=None, metavar="N",
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either --server URL or --input PATH")
     if args.from_server and not args.server:
         raise UsageError("--from-server reads the criteria from a server: give --server URL")
+    if args.per_patient and not args.server:
+        raise UsageError("--per-patient reads patients from a server: give --server URL")
     if args.write_back and not args.server:
         raise UsageError("--write-back writes ResearchSubjects to a server: give --server URL")
     as_of = args.as_of or dt.date.today()
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.server:
             done = screen_server(options.client_from_args(args), args.trial, args.out, as_of,
                                  from_server=args.from_server, write_back=args.write_back,
-                                 html_candidates=html_candidates)
+                                 per_patient=args.per_patient, html_candidates=html_candidates)
             trials, result, written = done.trials, done.run, done.written
         else:
             trials = load_trials(args.trial)

@@ -1,8 +1,9 @@
 """Screening against a FHIR server: patients and criteria read from it, ResearchSubjects written back.
 
 - `load_patients(client)`: every Patient and their Condition, Observation and Medication* resources, read
-  by type with paging (a few requests per type instead of one per patient), plus the Medication resources
-  they reference;
+  by type with paging (a few requests per type instead of one per patient), or with `per_patient` patient by
+  patient (`$everything` where the server has it, else a search per type by patient), plus the Medication
+  resources they reference;
 - `trials_from_server(client)`: the criteria from the EvidenceVariables on the server (`--from-server`), each
   read by its deterministic id (`ids.resource_id("EvidenceVariable", "https://clinicaltrials.gov", nct)`), since
   servers need not search EvidenceVariable (sekmet does not);
@@ -33,17 +34,23 @@ def connect(base_url: str, **options: Any) -> FhirClient:
     return FhirClient(base_url, **options)
 
 
-def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES) -> PatientIndex:
-    """Every patient's screening data from the server, read type by type with paging."""
+def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES, per_patient: bool = False,
+                  ) -> PatientIndex:
+    """Every patient's screening data from the server, read type by type with paging, or patient by patient."""
     index = PatientIndex()
-    for resource in client.search("Patient", {"_count": PAGE}):
-        index.add(resource, f"Patient/{resource.get('id')}")
-    caps = client.capabilities()
-    for rtype in types:
-        if caps.resources and rtype not in caps.resources:
-            continue                                    # the server holds no such type
-        for resource in client.search(rtype, {"_count": PAGE}):
-            index.add(resource, f"{rtype}/{resource.get('id')}")
+    if per_patient:
+        for patient in client.search("Patient", {"_count": PAGE}):
+            for resource in client.patient_data(str(patient.get("id")), types):
+                index.add(resource, f"{resource.get('resourceType')}/{resource.get('id')}")
+    else:
+        for resource in client.search("Patient", {"_count": PAGE}):
+            index.add(resource, f"Patient/{resource.get('id')}")
+        caps = client.capabilities()
+        for rtype in types:
+            if caps.resources and rtype not in caps.resources:
+                continue                                # the server holds no such type
+            for resource in client.search(rtype, {"_count": PAGE}):
+                index.add(resource, f"{rtype}/{resource.get('id')}")
     wanted = {e.concepts and next(iter(e.concepts)) for p in index.patients.values() for e in p.exposures}
     for reference in sorted(w for w in wanted if isinstance(w, str) and w.startswith("Medication/")):
         index.add(client.read("Medication", reference.split("/", 1)[1]), reference)

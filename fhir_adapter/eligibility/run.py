@@ -127,13 +127,14 @@ class ServerScreening:
 
 def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = None, out: Path | str = "screening",
                   as_of: dt.date | None = None, *, from_server: bool = False, write_back: bool = False,
-                  html_candidates: int = HTML_CANDIDATES) -> ServerScreening:
+                  per_patient: bool = False, html_candidates: int = HTML_CANDIDATES) -> ServerScreening:
     """Screen every patient on a FHIR server for the trials and write the reports to `out`.
 
     - `trials`: NCT ids, `Trial`s, or None for every trial with criteria in `mappings/`;
     - `from_server`: read the criteria back from the trials' EvidenceVariables on the server (by id) instead;
     - `as_of`: the screening date (default today); `write_back`: PUT an R4 ResearchSubject per patient and
-      trial (candidate / potential-candidate / ineligible), idempotently.
+      trial (candidate / potential-candidate / ineligible), idempotently;
+    - `per_patient`: read the data patient by patient (`$everything` or searches by patient) instead of by type.
 
     Returns a `ServerScreening`: `.counts` (per NCT id: eligible / needs-review / ineligible), `.patients`,
     `.report` (the path of report.html), `.files`, `.written` (the write-back's `PushResult`, or None).
@@ -156,7 +157,7 @@ def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = Non
         chosen = given + (load_trials(names) if names or not given else [])
     if not chosen:
         raise KeyError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
-    index = remote.load_patients(client)
+    index = remote.load_patients(client, per_patient=per_patient)
     run = screen_index(index, chosen, out, as_of, html_candidates, keep_statuses=write_back, source=client.base_url)
     written = remote.write_back(client, run.screening.statuses, chosen, as_of.isoformat()) if write_back else None
     return ServerScreening(run, chosen, out, written)
