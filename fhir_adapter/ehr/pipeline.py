@@ -109,6 +109,9 @@ class MapSummary:
 
 # --- the work of one block (in a worker, or inline) ---------------------------------------------------
 
+#: What a worker returns for a block: the outcome of each row, and per resource type the NDJSON text made.
+Block = tuple[list[tuple[Any, ...]], dict[str, str]]
+
 @dataclass(frozen=True)
 class Job:
     """What a worker needs, picklable: the column map, the headers, the version and the checks."""
@@ -129,8 +132,9 @@ class _Worker:
         self.check = FilledCheck(job.fhir_version) if job.validate else None
         self.headers = job.headers
 
-    def block(self, table: str, first_line: int, lines: list[bytes]) -> list[tuple[Any, ...]]:
-        """Outcomes in row order: (line, n_lines, key, mrn, ((type, json), ...)) or (line, n_lines, column, reason)."""
+    def block(self, table: str, first_line: int, lines: list[bytes]) -> Block:
+        """Outcomes in row order: (line, n_lines, key, mrn, (resource type, ...)) or (line, n_lines, column,
+        reason); and per resource type the NDJSON text of the converted rows' resources, in row order."""
         texts, bad = [], {}
         for i, raw in enumerate(lines):
             try:
@@ -141,6 +145,7 @@ class _Worker:
         reader = csv.reader(texts, delimiter=self.job.cmap.delimiter)
         converter, mapper, check = self.converters[table], self.mapper, self.check
         out: list[tuple[Any, ...]] = []
+        made: dict[str, list[str]] = {}
         start = 0
         while True:
             try:
@@ -166,18 +171,19 @@ class _Worker:
             except RowError as exc:
                 out.append((line, count, exc.column, exc.reason))
                 continue
-            written = []
-            for rtype, text, issues in mapper.texts(table, fact, check):
-                if issues:
-                    shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
-                    out.append((line, count, None, f"the {rtype} it makes is not valid FHIR "
-                                                   f"{self.job.fhir_version}: {shown}"))
-                    break
-                written.append((rtype, text))
-            else:
-                key = fact.mrn if table == "patients" else fact.row_id
-                out.append((line, count, key, fact.mrn, tuple(written)))
-        return out
+            written = mapper.texts(table, fact, check)
+            bad_resource = next(((rtype, issues) for rtype, _, issues in written if issues), None)
+            if bad_resource:
+                rtype, issues = bad_resource
+                shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
+                out.append((line, count, None, f"the {rtype} it makes is not valid FHIR "
+                                               f"{self.job.fhir_version}: {shown}"))
+                continue
+            for rtype, text, _ in written:
+                made.setdefault(rtype, []).append(text)
+            key = fact.mrn if table == "patients" else fact.row_id
+            out.append((line, count, key, fact.mrn, tuple(rtype for rtype, _, _ in written)))
+        return out, {rtype: "\n".join(texts) + "\n" for rtype, texts in made.items()}
 
     def _encoding_error(self, table: str, cells: list[str], exc: UnicodeDecodeError) -> tuple[str | None, str]:
         header = self.headers[table]
@@ -195,7 +201,7 @@ def _init_worker(job: Job) -> None:
     _WORKER = _Worker(job)
 
 
-def _run_block(table: str, first_line: int, lines: list[bytes]) -> list[tuple[Any, ...]]:
+def _run_block(table: str, first_line: int, lines: list[bytes]) -> Block:
     assert _WORKER is not None
     return _WORKER.block(table, first_line, lines)
 
@@ -252,8 +258,7 @@ class _Runner:
         else:
             _init_worker(job)
 
-    def run(self, table: str, items: Iterator[tuple[int, list[bytes]]]
-            ) -> Iterator[tuple[int, list[bytes], list[tuple[Any, ...]]]]:
+    def run(self, table: str, items: Iterator[tuple[int, list[bytes]]]) -> Iterator[tuple[int, list[bytes], Block]]:
         if self.pool is None:
             for first, lines in items:
                 yield first, lines, _run_block(table, first, lines)
@@ -303,16 +308,17 @@ class _Output:
                 raise ValueError(f"bundle size must be at least 1, got {bundle_size}")
             (out_dir / "bundles").mkdir(exist_ok=True)
 
-    def write(self, by_type: dict[str, list[str]]) -> None:
-        for rtype, lines in by_type.items():
-            if lines:
-                self.files[rtype].write("\n".join(lines) + "\n")
-                self.counts[rtype] += len(lines)
-                if self.bundle_size:
-                    self._pending.extend(lines)
-        while self.bundle_size and len(self._pending) >= self.bundle_size:
-            self._flush_bundle(self._pending[:self.bundle_size])
-            del self._pending[:self.bundle_size]
+    def write(self, rtype: str, text: str, count: int) -> None:
+        """Append `count` resources of one type (NDJSON text, one per line)."""
+        if not count:
+            return
+        self.files[rtype].write(text)
+        self.counts[rtype] += count
+        if self.bundle_size:
+            self._pending.extend(text.split("\n")[:-1])   # not splitlines: U+2028 may be in a resource
+            while len(self._pending) >= self.bundle_size:
+                self._flush_bundle(self._pending[:self.bundle_size])
+                del self._pending[:self.bundle_size]
 
     def _flush_bundle(self, lines: list[str]) -> None:
         path = self.out_dir / "bundles" / f"bundle-{len(self.bundles) + 1:05d}.json"
@@ -395,12 +401,13 @@ def _map_table(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: 
     seen: set[str] = set()
     encoding = _encoding(cmap)
     is_patients = name == "patients"
-    for first, lines, outcomes in runner.run(name, blocks(path)):
+    for first, lines, (outcomes, made) in runner.run(name, blocks(path)):
         count.read += len(outcomes)
-        by_type: dict[str, list[str]] = {t: [] for t in RESOURCE_TYPES}
+        made_count = dict.fromkeys(made, 0)
+        dropped: dict[str, set[int]] = {}     # per type, positions of resources whose row is refused here
         for outcome in outcomes:
             if len(outcome) == 5:
-                line, n, key, mrn, written = outcome
+                line, n, key, mrn, kinds = outcome
                 if key in seen:
                     what = "MRN" if is_patients else "row id"
                     outcome = (line, n, key_column, f"duplicate {what} {key!r}: an earlier row of {path.name} has it")
@@ -408,12 +415,16 @@ def _map_table(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: 
                     outcome = (line, n, mrn_column, f"orphan row: no patient with MRN {mrn!r} in "
                                                     f"{cmap.table('patients').file}")
                 else:
+                    outcome = None
                     seen.add(key)
                     if is_patients:
                         patients.add(key)
-                    for rtype, text in written:
-                        by_type[rtype].append(text)
                     count.converted += 1
+                for rtype in kinds:
+                    if outcome is not None:
+                        dropped.setdefault(rtype, set()).add(made_count[rtype])
+                    made_count[rtype] += 1
+                if outcome is None:
                     continue
             line, n, column, reason = outcome
             original = b"".join(lines[line - first:line - first + n]).decode(encoding, "backslashreplace")
@@ -422,4 +433,9 @@ def _map_table(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: 
             count.rejected += 1
             if len(summary.first_rejects) < keep:
                 summary.first_rejects.append(reject)
-        output.write(by_type)
+        for rtype, text in made.items():
+            if rtype in dropped:
+                kept = [t for i, t in enumerate(text.split("\n")[:-1]) if i not in dropped[rtype]]
+                output.write(rtype, "".join(t + "\n" for t in kept), len(kept))
+            else:
+                output.write(rtype, text, made_count[rtype])
