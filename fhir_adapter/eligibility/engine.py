@@ -253,6 +253,8 @@ class TrialPlan:
         self.nodes = tuple(nodes)
         self.order = tuple(sorted(range(len(nodes)), key=lambda i: -i))   # sub-items (later) before parents
         self.decisive = tuple(i for i in self.top if not nodes[i].manual)
+        self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
+        self.manual_ids = "; ".join(nodes[i].criterion.link_id for i in self.top if nodes[i].manual)
         self._parent_reasons: dict[tuple[int, tuple[str, ...]], str] = {}
 
     def parent_reason(self, node: Node, results: tuple[str, ...]) -> str:
@@ -510,8 +512,9 @@ class Verdict:
         """Every resource the verdict cites, once, in order of first use."""
         if self._screening is not None:
             s = self._screening
-            return list(dict.fromkeys(e for node in self._plan.nodes if node.slot is not None
-                                      for e in s.finding(node.slot).evidence))
+            findings = s._findings
+            return list(dict.fromkeys(e for slot in self._plan.slots
+                                      for e in (findings[slot] or s.finding(slot)).evidence))
         return list(dict.fromkeys(e for r in self.criteria for x in r.walk() for e in x.evidence))
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def verdict_row(verdict: Verdict) -> list[str]:
            str(counts["unknown"]),
            "; ".join(verdict.deciding),
            " | ".join(verdict.missing) if verdict.verdict == NEEDS_REVIEW else "",
-           "; ".join(plan.nodes[i].criterion.link_id for i in plan.top if plan.nodes[i].manual),
+           plan.manual_ids,
            " ".join(verdict.evidence)]
     return [cell.replace("\r", " ").replace("\n", " ") for cell in row]    # one line per row, always
 
