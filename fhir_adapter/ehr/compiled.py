@@ -48,6 +48,7 @@ _encode_string = json.encoder.encode_basestring   # what the encoder uses for st
 _MARK = "@@fhir-adapter-slot-"
 _SLOT = re.compile(r'"@@fhir-adapter-slot-(\d+)@@"')
 _SCALARS = (str, int, float)
+_PLAIN = frozenset({str, int, float, bool})
 MAX_VARIANTS = 4096
 
 
@@ -131,8 +132,14 @@ class _Variant:
                 if not value:
                     return None
                 out.append(_encode_string(value))
-            elif kind is int or kind is bool or (kind is float and math.isfinite(value)):
-                out.append(_dumps(value))
+            elif kind is int or kind is float:     # what the JSON encoder writes for them
+                out.append(int.__repr__(value) if kind is int else
+                           float.__repr__(value) if math.isfinite(value) else _dumps(value))
+            elif kind is bool:
+                out.append("true" if value else "false")
+            elif kind is dict and value and all(type(k) is str and type(v) in _PLAIN and v != ""
+                                                for k, v in value.items()):
+                out.append(_dumps(value))          # flat and nothing to prune: the JSON round trip changes nothing
             else:   # containers, dates: as the plain render sees them after its JSON round trip
                 value = render.prune(json.loads(render.to_json(value)))
                 if value is None or value == "" or value == [] or value == {}:
