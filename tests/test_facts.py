@@ -171,6 +171,13 @@ def test_ms_course_from_snomed_icd10cm_fy2026_and_icd10gm(system, code, subtype)
     assert chart.fact("ms-subtype").value == subtype
 
 
+@pytest.mark.parametrize(("code", "subtype"), [("G35A", "rrms"), ("G35B1", "ppms"), ("G35C2", "spms")])
+def test_icd10cm_codes_without_their_dot(code, subtype):
+    chart = Chart()
+    chart.condition(system=ICD10CM, code=code, onset="2018-01-01")
+    assert chart.fact("ms-subtype").value == subtype
+
+
 @pytest.mark.parametrize("code", [("http://hl7.org/fhir/sid/icd-10", "G35"), (ICD10CM, "G35"), (ICD10CM, "G35.D"),
                                   (ICD10GM, "G35.9")])
 def test_ms_without_its_course_is_unknown(code):

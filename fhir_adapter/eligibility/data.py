@@ -6,7 +6,8 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
 
 - relapses as Observation or Condition (SNOMED 192929006), with severity from `Condition.severity`,
   `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe);
-- MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM (the most specific coding wins);
+- MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM, ICD-10 codes with or without their dot
+  (the most specific coding wins);
 - therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm
   (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
   or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
@@ -193,7 +194,19 @@ def _effective(resource: dict[str, Any], *names: str) -> Day | None:
 
 # --------------------------------------------------------------------------------------------- codes
 
-_INDEX = terminology.load().index
+_ICD10 = frozenset(terminology.system(alias) for alias in ("icd10", "icd10cm", "icd10gm"))
+
+
+def _reading_index() -> dict[tuple[str, str], str]:
+    """(system, code) -> concept, with each ICD-10 code also without its dot (`G35A`, as claims data write it)."""
+    index = dict(terminology.load().index)
+    for (system, code), name in list(index.items()):
+        if system in _ICD10 and "." in code:
+            index.setdefault((system, code.replace(".", "")), name)
+    return index
+
+
+_INDEX = _reading_index()
 
 
 _NONE: frozenset[str] = frozenset()
