@@ -308,7 +308,7 @@ def test_lesion_count_non_negative_integer(value, ok):
 def transaction(*resources, **entry_extra):
     from fhir_adapter.bundle import transaction as build
 
-    bundle = build(resources)
+    bundle = build(copy.deepcopy(list(resources)))
     for item in bundle["entry"]:
         item.update(entry_extra)
     return bundle

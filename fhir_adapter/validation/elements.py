@@ -23,6 +23,7 @@ from .invariants import Evaluator
 from .rules import coding_issues, codings_defined
 from .spec import Element, Invariant, Tree, ValueSet, element_tree
 from .structure import Issue
+from .ucum import is_ucum
 
 UCUM = "http://unitsofmeasure.org"
 EXTENSIONS = frozenset({"extension", "modifierExtension"})
@@ -172,11 +173,8 @@ class ElementCheck:
                 self._failed(invariant, location, out)
         if tree.quantity:
             code = data.get("code")
-            if data.get("system") == UCUM and isinstance(code, str):
-                from .ucum import is_ucum
-
-                if not is_ucum(code):
-                    out.append(Issue("error", f"{location}.code", f"{code!r} is not UCUM syntax", rule="ucum"))
+            if data.get("system") == UCUM and isinstance(code, str) and not is_ucum(code):
+                out.append(Issue("error", f"{location}.code", f"{code!r} is not UCUM syntax", rule="ucum"))
         children = self._checked(tree, extensions)
         for name, value in data.items():
             element = children.get(name)

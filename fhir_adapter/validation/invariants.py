@@ -31,8 +31,13 @@ from ..render import check_version
 from .spec import Invariant
 
 MEMO_SIZE = 8192
-_WORD = re.compile(r"`([^`]+)`|(?<![\w%$'])([A-Za-z_][A-Za-z0-9_]*)(?![\w(])")
-_LOOKS_AT_ALL = re.compile(r"\$this|children\(|descendants\(|repeat\(|%context")
+# A name read on the element itself starts a path: it does not follow a `.` (nor `%`, `$`, a quote).
+_WORD = re.compile(r"(?<![\w%$'.`])(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*)(?![\w(`]))")
+_KEYWORDS = frozenset({"and", "or", "xor", "implies", "in", "contains", "is", "as", "div", "mod", "true", "false"})
+# Looks at the element as a whole: $this, %context, a function applied to the element itself (`exists()`,
+# `ofType(X)`, `children()` at the start of a path; `iif`, `today`, `now` take nothing from it).
+_LOOKS_AT_ALL = re.compile(r"\$this|%context|(?<![\w%$'.`])(?!iif\(|today\(|now\()[A-Za-z_]\w*\(")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
 _LOOKS_OUTSIDE = re.compile(r"%resource|%rootResource")
 
 
@@ -72,8 +77,9 @@ class Compiled:
 
     def __init__(self, invariant: Invariant, model: dict[str, Any]) -> None:
         self.invariant = invariant
-        expression = invariant.expression
-        self.run = fhirpathpy.compile(expression, model, {"userInvocationTable": SUPPLIED, "traceFn": _quiet})
+        self.run = fhirpathpy.compile(invariant.expression, model,
+                                      {"userInvocationTable": SUPPLIED, "traceFn": _quiet})
+        expression = _STRING.sub("''", invariant.expression)  # names inside string literals read nothing
         self.whole = bool(_LOOKS_AT_ALL.search(expression))
         self.outside = bool(_LOOKS_OUTSIDE.search(expression))
         self.holds_when = HOLDS_WHEN.get(invariant.key)
@@ -83,6 +89,8 @@ class Compiled:
         text = re.sub(r"%(resource|rootResource)\.", "", expression)
         for match in _WORD.finditer(text):
             name = match.group(1) or match.group(2)
+            if match.group(2) and name in _KEYWORDS:
+                continue
             names.add(name)
             if not re.match(r"\.(empty|exists)\(\)", text[match.end():]):
                 full.add(name)

@@ -3,7 +3,7 @@
 Each resource is checked alone (structure with fhir.resources, the specification's invariants, required
 bindings, codes, the project's rules), so one bad resource does not hide the others; a Bundle is also checked
 as a whole (`bundles.bundle_issues`). Every finding carries where it came from (`file:line` for NDJSON,
-`file#entry[3]` for a Bundle entry). A line or file that is not JSON is a finding too, with line and column.
+`file:12#entry[3]` for a Bundle entry). A line or file that is not JSON is a finding too, with line and column.
 
 >>> v = Validator("R4")
 >>> [str(i) for i in v.document("x.json", {"resourceType": "Patient", "gender": "other", "text": {
@@ -108,7 +108,9 @@ def _entry_lines(text: str, entries: list[Any]) -> dict[int, int]:
     return lines
 
 
-def _within(issues: Iterable[Issue], prefix: str, source: str) -> tuple[Issue, ...]:
+def _within(issues: list[Issue], prefix: str, source: str) -> tuple[Issue, ...]:
+    if not issues:
+        return ()
     return tuple(replace(i, location=prefix + i.location, source=source) for i in issues)
 
 
