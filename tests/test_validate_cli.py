@@ -171,3 +171,26 @@ def test_a_run_summary_beside_the_resources_is_noted_not_judged(tmp_path, capsys
     assert main(["validate", "--fail-on", "warning", str(out)]) == 0
     assert f"{out / 'summary.json'}: information: (file): not a FHIR resource" in capsys.readouterr().out
     assert main(["validate", str(out / "summary.json")]) == 1   # named explicitly: an error
+
+
+def test_a_line_that_is_not_utf8_is_reported_and_the_others_checked(tmp_path, capsys):
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(json.dumps(patient("a")).encode() + b"\n" + b'{"resourceType": "Patient", "id": "\xff"}\n'
+                     + json.dumps(patient("c", gender="f")).encode() + b"\n")
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:2: error: (line): not UTF-8 text at line 2, byte 36" in out
+    assert f"{path}:3: error: Patient.gender" in out and "3 resource(s)" in out
+
+
+def test_ndjson_chunks_keep_line_numbers(tmp_path, monkeypatch, capsys):
+    from fhir_adapter.validation import validator
+
+    monkeypatch.setattr(validator, "CHUNK_BYTES", 300)   # several chunks, lines cut across blocks
+    path = tmp_path / "many.ndjson"
+    rows = [patient(f"p{i}", gender="f" if i in (7, 23) else "male") for i in range(30)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))                 # no final newline
+    assert main(["validate", "--workers", "2", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert [line.split(": ")[0] for line in out.splitlines() if ": error: " in line] == [f"{path}:8", f"{path}:24"]
+    assert "30 resource(s)" in out

@@ -33,7 +33,8 @@ from .spec import invariants
 from .structure import Issue
 
 SEVERITIES = ("error", "warning", "information")
-CHUNK = 2000          # NDJSON lines per task
+CHUNK = 2000          # NDJSON lines per task (stdin)
+CHUNK_BYTES = 1 << 20  # NDJSON bytes per task (files): about a thousand resources
 STDIN = "<stdin>"
 
 
@@ -157,13 +158,22 @@ class Validator:
                                           _within(issues, f"Bundle.entry[{i}].resource.", where)))
         return results
 
-    def lines(self, source: str, first: int, lines: list[str]) -> list[Result]:
-        """The results of NDJSON lines, the first numbered `first`; blank lines are skipped."""
+    def lines(self, source: str, first: int, lines: list[str] | list[str | bytes]) -> list[Result]:
+        """The results of NDJSON lines, the first numbered `first`; blank lines are skipped (a line left as
+        bytes is one that is not UTF-8)."""
         results: list[Result] = []
         for number, line in enumerate(lines, first):
             if not line.strip():
                 continue
             where = f"{source}:{number}"
+            if isinstance(line, bytes):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    results.append(Result(where, "(not UTF-8)", (Issue(
+                        "error", "(line)", f"not UTF-8 text at line {number}, byte {exc.start + 1}: {exc.reason}",
+                        rule="json", source=where),)))
+                continue
             try:
                 document = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -203,6 +213,12 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
     kind, source, first, payload = task  # first: an NDJSON chunk's first line; for a file, found in a directory
     if kind == "lines":
         results = _worker.lines(source, first, payload)
+    elif kind == "bytes":
+        try:
+            lines: list[str | bytes] = list(payload.decode("utf-8").split("\n"))
+        except UnicodeDecodeError:  # find the lines that are not UTF-8; they are reported, the others checked
+            lines = [_utf8_or_bytes(line) for line in payload.split(b"\n")]
+        results = _worker.lines(source, first, lines)
     elif kind == "file":
         try:
             document = read_json(source)
@@ -226,6 +242,31 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
     return kept, _worker.counts(len(results) - len(kept))
 
 
+def _utf8_or_bytes(line: bytes) -> str | bytes:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line
+
+
+def _ndjson_chunks(path: Path) -> Iterator[tuple[str, str, int, Any]]:
+    """An NDJSON file in tasks of whole lines (about CHUNK_BYTES each), as bytes: the worker decodes them."""
+    number = 1
+    with path.open("rb") as stream:
+        rest = b""
+        while block := stream.read(CHUNK_BYTES):
+            block = rest + block
+            end = block.rfind(b"\n") + 1
+            if end == 0:
+                rest = block
+                continue
+            rest = block[end:]
+            yield "bytes", str(path), number, block[:end]
+            number += block.count(b"\n", 0, end)
+        if rest:
+            yield "bytes", str(path), number, rest
+
+
 def _expand(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
     """Each file to read, and whether it was found in a directory (rather than named)."""
     for given in paths:
@@ -244,11 +285,7 @@ def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, 
                 for start in range(0, len(lines), CHUNK):
                     yield "lines", STDIN, start + 1, lines[start:start + CHUNK]
         elif path.suffix == ".ndjson":
-            with path.open(encoding="utf-8") as stream:
-                number = 1
-                while chunk := list(islice(stream, CHUNK)):
-                    yield "lines", str(path), number, chunk
-                    number += len(chunk)
+            yield from _ndjson_chunks(path)
         else:
             yield "file", str(path), int(found), None
 
