@@ -63,10 +63,12 @@ def test_a_template_that_does_more_than_pass_open_values_falls_back_to_the_plain
         "compare": '{"a": {{ ("yes" if row.code == "ab" else "no") | json }}}',
         "slice": '{"a": {{ row.code[:1] | json }}}',
         "inside": '{"a": "pre-{{ row.code }}"}',
+        "method": '{"a": {{ row.code.strip() | json }}}',
+        "nested": '{"a": {{ [row.code] | first | json }}}',
         "empty": '{"a": {{ row.code | trim | json }}, "b": 1}',
     }))
     env.filters.update(json=render.to_json)
-    for name in ("concat", "compare", "slice", "inside"):
+    for name in ("concat", "compare", "slice", "inside", "method", "nested"):
         compiled = CompiledTemplate(env, name, frozenset({"code"}))
         assert compiled.text({"row": Row("ab")}) is None, name
         assert list(compiled.variants.values()) == [None], name

@@ -135,6 +135,41 @@ class StructureCheck:
 
 # --- resources of a shape already validated -----------------------------------------------------------
 
+class _Verdicts:
+    """Whether values are valid for their element types, remembered (at most `size`, then forgotten at once)."""
+
+    def __init__(self, size: int) -> None:
+        self.known: dict[tuple[int, type, Any], bool] = {}
+        self.size = size
+
+    def all_valid(self, validators: list[Any], values: list[Any],
+                  validate: typing.Callable[[Any, Any], Any]) -> bool:
+        known = self.known
+        for validator, value in zip(validators, values, strict=True):
+            key = (id(validator), type(value), value)   # validators are kept for good (cached), so ids stay theirs
+            ok = known.get(key)
+            if ok is None:
+                try:
+                    validate(validator, value)
+                    ok = True
+                except ValueError:   # pydantic.ValidationError is a ValueError
+                    ok = False
+                if len(known) >= self.size:
+                    known.clear()
+                known[key] = ok
+            if not ok:
+                return False
+        return True
+
+
+def _by_python(validator: Any, value: Any) -> Any:
+    return validator.validate_python(value)
+
+
+def _by_json(validator: Any, text: str) -> Any:
+    return validator.validate_json(text)
+
+
 class _Equals:
     """The validator of a `resourceType` inside a resource: the very value the shape was validated with."""
 
@@ -250,8 +285,7 @@ class ShapeCheck(StructureCheck):
     def __init__(self, fhir_version: str = "R4", size: int = 4096, values: int = 100_000) -> None:
         super().__init__(fhir_version, size)
         self.shapes: dict[tuple[Any, ...], list[Any] | None] = {}
-        self._valid: dict[tuple[int, type, Any], bool] = {}
-        self._values = values
+        self._verdicts = _Verdicts(values)
 
     def issues(self, resource: dict[str, Any]) -> list[Issue]:
         if type(resource) is not dict:
@@ -273,21 +307,8 @@ class ShapeCheck(StructureCheck):
             return found
         if validators is None:
             return super().issues(resource)
-        valid = self._valid
-        for validator, value in zip(validators, leaves, strict=True):
-            memo = (id(validator), type(value), value)
-            ok = valid.get(memo)
-            if ok is None:
-                try:
-                    validator.validate_python(value)
-                    ok = True
-                except ValueError:   # pydantic.ValidationError is a ValueError
-                    ok = False
-                if len(valid) >= self._values:
-                    valid.clear()
-                valid[memo] = ok
-            if not ok:
-                return structure_issues(resource, self.fhir_version)
+        if not self._verdicts.all_valid(validators, leaves, _by_python):
+            return structure_issues(resource, self.fhir_version)
         return []
 
 
@@ -331,8 +352,7 @@ class FilledCheck:
         self.full = ShapeCheck(fhir_version)
         self.fhir_version = self.full.fhir_version
         self._variants: weakref.WeakKeyDictionary[Any, list[Any] | None] = weakref.WeakKeyDictionary()
-        self._valid: dict[tuple[int, str], bool] = {}
-        self._values = values
+        self._verdicts = _Verdicts(values)
 
     def issues(self, variant: Any, slots: list[str], text: str) -> list[Issue]:
         """Issues of the resource `variant.join(slots)` (its text `text`)."""
@@ -342,21 +362,8 @@ class FilledCheck:
             if validators is _UNSEEN and not found:
                 self._variants[variant] = self._validators(variant, json.loads(text)["resourceType"], len(slots))
             return found
-        valid = self._valid
-        for validator, slot in zip(validators, slots, strict=True):
-            memo = (id(validator), slot)
-            ok = valid.get(memo)
-            if ok is None:
-                try:
-                    validator.validate_json(slot)
-                    ok = True
-                except ValueError:   # pydantic.ValidationError is a ValueError
-                    ok = False
-                if len(valid) >= self._values:
-                    valid.clear()
-                valid[memo] = ok
-            if not ok:
-                return structure_issues(json.loads(text), self.fhir_version)
+        if not self._verdicts.all_valid(validators, slots, _by_json):
+            return structure_issues(json.loads(text), self.fhir_version)
         return []
 
     def _validators(self, variant: Any, resource_type: str, count: int) -> list[Any] | None:

@@ -47,6 +47,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_string = json.encoder.encode_basestring   # what the encoder uses for str (ensure_ascii off)
 _MARK = "@@fhir-adapter-slot-"
 _SLOT = re.compile(r'"@@fhir-adapter-slot-(\d+)@@"')
+_LEAK = re.compile("fhir-adapter-slot", re.IGNORECASE)
 _SCALARS = (str, int, float)
 _PLAIN = frozenset({str, int, float, bool})
 MAX_VARIANTS = 4096
@@ -73,6 +74,11 @@ class _Marker(str):
     __add__ = __radd__ = __mul__ = __mod__ = __getitem__ = __iter__ = __contains__ = _refuse  # type: ignore
     __format__ = _refuse  # type: ignore[assignment]
     __hash__ = str.__hash__
+
+    def __getattribute__(self, name: str) -> Any:    # no str methods (x.strip(), x.upper() ...) in a trace
+        if name == "index" or name.startswith("__"):
+            return object.__getattribute__(self, name)
+        raise _Untraceable
 
 
 class _Proxy:
@@ -317,8 +323,8 @@ class CompiledTemplate:
         skeleton = _dumps(render.prune(json.loads(text)))
         parts = _SLOT.split(skeleton)
         pieces, emitted = parts[0::2], [int(i) for i in parts[1::2]]
-        if any(_MARK in piece for piece in pieces):
-            return None    # a marker inside a longer string: not a whole value
+        if any(_LEAK.search(piece) for piece in pieces):
+            return None    # a marker inside a longer string, or changed: not a whole value
         return _Variant(pieces, trace.slots, emitted)
 
     def _json(self, value: Any) -> str:
@@ -341,8 +347,11 @@ class _Recorders(dict):  # type: ignore[type-arg]
 
         @functools.wraps(function)    # keeps Jinja's pass_context / pass_environment marks
         def record(*args: Any, **kwargs: Any) -> Any:
-            if any(isinstance(a, _Marker) for a in (*args, *kwargs.values())):
+            given = (*args, *kwargs.values())
+            if any(isinstance(a, _Marker) for a in given):
                 return trace.call(function, args, kwargs)
+            if any(_holds_marker(a) for a in given):
+                raise _Untraceable     # a marker inside a container: the filter would see the marker
             return function(*args, **kwargs)
 
         self[name] = record
@@ -353,6 +362,14 @@ class _Recorders(dict):  # type: ignore[type-arg]
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]  # Jinja's compiler asks
         return self[name] if name in self else default  # noqa: SIM401
+
+
+def _holds_marker(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(isinstance(v, _Marker) or _holds_marker(v) for v in value)
+    if isinstance(value, dict):
+        return any(isinstance(v, _Marker) or _holds_marker(v) for v in value.values())
+    return False
 
 
 _MISSING: Any = object()
