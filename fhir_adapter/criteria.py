@@ -14,7 +14,7 @@ The YAML form (in `mappings/trials/<NCT id>.yaml`) reads like the protocol:
 >>> Criterion.from_dict(c.to_dict()) == c
 True
 >>> Rule.from_dict({"fact": "therapy", "subject": "corticosteroids", "present": True, "window": "30 d"}).window
-Window(value=30, unit='d')
+Window(value=30, unit='d', strict=False)
 """
 
 from __future__ import annotations
@@ -66,23 +66,34 @@ class CriterionError(ValueError):
 
 @dataclass(frozen=True)
 class Window:
-    """A look-back period before the screening date, as a UCUM duration (`18 mo`, `60 d`)."""
+    """A look-back period before the screening date, as a UCUM duration (`18 mo`, `60 d`).
+
+    The day exactly one period back is inside the window ("within 3 months"); a strict window, written
+    `< 3 mo`, leaves it out ("less than 3 months since").
+
+    >>> Window.parse("< 3 mo"), str(Window.parse("< 3 mo"))
+    (Window(value=3, unit='mo', strict=True), '< 3 mo')
+    """
 
     value: int
     unit: str
+    strict: bool = False
 
     @classmethod
     def parse(cls, text: str | Window) -> Window:
         if isinstance(text, Window):
             return text
         parts = str(text).split()
+        strict = bool(parts) and parts[0] == "<"
+        if strict:
+            parts = parts[1:]
         if len(parts) != 2 or not parts[0].isdigit() or parts[1] not in WINDOW_UNITS:
             raise CriterionError(f"window {text!r}: write a whole number and one of {', '.join(WINDOW_UNITS)}, "
-                                 f"e.g. '18 mo'")
-        return cls(int(parts[0]), parts[1])
+                                 f"e.g. '18 mo' (or '< 18 mo' to leave out the day exactly 18 months back)")
+        return cls(int(parts[0]), parts[1], strict)
 
     def __str__(self) -> str:
-        return f"{self.value} {self.unit}"
+        return f"{'< ' if self.strict else ''}{self.value} {self.unit}"
 
 
 def _decimal(value: Any, where: str) -> Decimal | None:

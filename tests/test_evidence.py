@@ -220,7 +220,7 @@ SHAPES = [
                                                                           window="0 d", present=True)},
     {"linkId": "l", "kind": "exclusion", "text": "ever", "rule": _rule("therapy", subject="rituximab", present=True)},
     {"linkId": "m", "kind": "exclusion", "text": "labs",
-     "rule": {"all-of": [_rule("lab-value", subject="white-cells", window="3 mo", below=3.5),
+     "rule": {"all-of": [_rule("lab-value", subject="white-cells", window="< 3 mo", below=3.5),
                          _rule("lab-value", subject="egfr", at_least=30),
                          _rule("lab-positive", subject="htlv", window="2 a", present=False)]}},
     {"linkId": "n", "kind": "exclusion", "text": "states", "note": "two notes\nin one",

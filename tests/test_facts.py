@@ -539,3 +539,6 @@ def test_window_start_by_calendar():
     assert clock.date(clock.since(Window(18, "mo"))) == "2023-09-30"
     assert clock.date(clock.since(Window(2, "a"))) == "2023-03-31"
     assert clock.date(clock.since(Window(2, "wk"))) == "2025-03-17"
+    # a strict window ("less than 3 months since") leaves out the day exactly one period back
+    assert clock.date(clock.since(Window(3, "mo", strict=True))) == "2025-01-01"
+    assert clock.window_text(Window(3, "mo", strict=True)) == "less than 3 months before 2025-03-31"

@@ -181,7 +181,7 @@ COMPUTES: dict[str, dict[str, list[str]]] = {
         "inc-2.3.3": [PPMS, CSF],
         "inc-3": ["edss in [3.0, 6.5]"],
         "inc-age": ["age in [18, 50]"],
-        "exc-1": [MESEMS_WASHOUTS["immunosuppressants"]],
+        "exc-1": ["therapy[immunosuppressants] in < 3 mo = true"],        # "inferior to 3 months": strict
         "exc-2": ["therapy[interferon-or-glatiramer] in 1 mo = true"],
         "exc-3": [MESEMS_WASHOUTS["corticosteroids"]],
         "exc-4": [MESEMS_WASHOUTS["relapse"]],

@@ -123,10 +123,15 @@ class Clock:
             return f"on {self.as_of_date.isoformat()}"
         unit = {"d": "day", "wk": "week", "mo": "month", "a": "year"}[window.unit]
         plural = "" if window.value == 1 else "s"
-        return f"in the {window.value} {unit}{plural} before {self.as_of_date.isoformat()}"
+        span = f"{window.value} {unit}{plural} before {self.as_of_date.isoformat()}"
+        return f"less than {span}" if window.strict else f"in the {span}"
 
 
 def _window_start(as_of: dt.date, window: Window) -> Day:
+    return _period_start(as_of, window) + window.strict
+
+
+def _period_start(as_of: dt.date, window: Window) -> Day:
     if window.unit == "d":
         return as_of.toordinal() - window.value
     if window.unit == "wk":

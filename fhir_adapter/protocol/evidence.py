@@ -11,7 +11,7 @@ with a comparator for open-ended bounds, CodeableConcept or boolean); relapse co
 `definitionByCombination` (sub-items carry a linkId, rule parts do not); a rule that the subject is present
 (`therapy` of corticosteroids) has the subject as its CodeableConcept value. Two things have no R5 element and
 travel as extensions: the rule's subject by name (a concept or value set of `mappings/terminology.yaml`, e.g.
-`corticosteroids`) and an exclusive bound of a two-sided range.
+`corticosteroids`) and an exclusive bound of a two-sided range or of a look-back window (`< 3 mo`).
 
 R4B has no linkId, note or nesting on a characteristic: the linkId, the note and the exact rule (its YAML form
 as JSON) travel as extensions, with a readable `definitionExpression` beside the rule and `timeFromStart` for a
@@ -169,7 +169,8 @@ def window_text(window: Window) -> str:
     if window.value == 0:
         return "at the screening date"
     unit = WINDOW_UNITS[window.unit]
-    return f"in the {window.value} {unit[:-1] if window.value == 1 else unit} before the screening date"
+    span = f"{window.value} {unit[:-1] if window.value == 1 else unit} before the screening date"
+    return f"less than {span}" if window.strict else f"in the {span}"
 
 
 def expression(definition: Rule | Combination) -> str:
@@ -235,6 +236,9 @@ def _r5_definition(definition: Rule | Combination, out: dict[str, Any]) -> dict[
         out["time_from_event"] = {"description": window_text(rule.window),
                                   "eventCodeableConcept": {"coding": [local_coding("screening-date")]},
                                   "range": window_range(rule.window)}
+        if rule.window.strict:          # the day exactly one period back is outside the window
+            out["time_from_event"] = {"extension": [{"url": EXCLUSIVE, "valueCode": "low"}],
+                                      **out["time_from_event"]}
     return out
 
 
@@ -371,7 +375,8 @@ def _read_window(characteristic: dict[str, Any], where: str) -> str | None:
     low = (events[0].get("range") or {}).get("low") or {}
     if low.get("value") is None or low.get("code") not in WINDOW_UNITS:
         raise CriterionError(f"{where}.timeFromEvent[0].range.low: a value and a unit of {', '.join(WINDOW_UNITS)}")
-    return f"{abs(int(Decimal(str(low['value']))))} {low['code']}"
+    strict = any(e.get("url") == EXCLUSIVE and e.get("valueCode") == "low" for e in events[0].get("extension") or ())
+    return f"{'< ' if strict else ''}{abs(int(Decimal(str(low['value']))))} {low['code']}"
 
 
 def _r5_rule(characteristic: dict[str, Any], where: str) -> Rule | Combination | None:
