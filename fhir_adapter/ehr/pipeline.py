@@ -2,7 +2,8 @@
 
 The main process reads each table in blocks of lines (never a whole file), hands the blocks to worker
 processes, and writes what comes back in order. A worker decodes and parses its block, converts each row
-to a fact (`convert`), renders it (`mapping`), validates it (`checking`) and serialises it. The main process
+to a fact (`convert`), writes its resources as JSON text through the compiled templates (`mapping`,
+`compiled`), validates them (`checking`) and returns the block's NDJSON per resource type. The main process
 keeps only the MRNs of the patients converted (to refuse orphan rows) and the row ids of the table being
 read (to refuse duplicates); everything else flows through.
 
