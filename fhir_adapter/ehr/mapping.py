@@ -1,8 +1,8 @@
 """Facts of the patient record to FHIR resources, through the templates in `templates/r4|r5/`.
 
-Each table's facts render with one compiled template per resource kind; the JSON is parsed and
-pruned as `fhir_adapter.render.render` does, without its per-call template lookup (the hot path of
-`patients map`).
+`resources` renders a row's fact with Jinja2, parsing and pruning the JSON as `fhir_adapter.render.render`
+does; `texts` gives the same resources as compact JSON text through the compiled templates (`compiled`,
+the hot path of `patients map`), validated per variant when given a `FilledCheck`.
 
 >>> from .model import EdssAssessment
 >>> mapper = FhirMapper("R4", "urn:mrn", "urn:rows")
@@ -35,8 +35,6 @@ MRI_MEASURES = (
 )
 #: The resource types a table's rows become (the NDJSON files `patients map` writes).
 RESOURCE_TYPES = ("Patient", "Condition", "Observation", "MedicationStatement")
-
-
 #: Context names and fact attributes that vary row by row (identifiers, dates, measurements; the grades among
 #: the functional systems): left open in the compiled templates. Concepts, units and flags are closed: they
 #: pick the compiled variant (see `compiled`).
