@@ -93,6 +93,16 @@ def test_invariant_breaks_and_holds(bad, good, key, location):
     assert key not in rules(good)
 
 
+def test_component_code_differs_from_the_observation_code_obs_7():
+    same = {"code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]}, "valueInteger": 1}
+    other = {"code": {"coding": [{"system": "http://loinc.org", "code": "6690-2"}]}, "valueInteger": 1}
+    for version in ("R4", "R5"):
+        assert "obs-7" in rules(observation(component=[same]), version)
+        assert "obs-7" not in rules(observation(component=[other]), version)
+        assert "obs-7" not in rules(observation(component=[same], valueQuantity=None, dataAbsentReason={"text": "x"}),
+                                    version)
+
+
 def test_condition_invariant_con_4_r4():
     resolved = {"resourceType": "Condition", "subject": {"reference": "Patient/p"},
                 "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
@@ -178,6 +188,9 @@ def test_skipped_invariants_are_counted():
     assert v.counts().skipped == {}  # reset after each call
     v5 = Validator("R5")
     v5.resource_issues(observation(effectiveDateTime=None, effectivePeriod={"start": "2024-01-01"}))
+    assert v5.counts().skipped == {}    # an open period satisfies per-1 whatever lowBoundary() would say
+    v5.resource_issues(observation(effectiveDateTime=None, effectivePeriod={"start": "2024-01-01",
+                                                                            "end": "2024-02-01"}))
     counts = v5.counts()
     assert counts.skipped["per-1"] == 1 and "lowBoundary()" in counts.reasons["per-1"]
 

@@ -50,11 +50,20 @@ def _no_local_reference(data: dict[str, Any]) -> bool:
     return not (isinstance(reference, str) and reference.startswith("#"))
 
 
+def _open_period(data: dict[str, Any]) -> bool:
+    return "start" not in data or "end" not in data
+
+
+def _no_components(data: dict[str, Any]) -> bool:
+    return "component" not in data
+
+
 #: Conditions under which an invariant holds whatever else the element holds, read off its expression:
-#: dom-2..5 constrain `contained` only; ref-1 is `reference.startsWith('#').not() or ...`. Where the
-#: condition is false, FHIRPath decides.
+#: dom-2..5 constrain `contained` only; ref-1 is `reference.startsWith('#').not() or ...`; per-1 (R4B)
+#: `start.hasValue().not() or end.hasValue().not() or ...`; obs-7 `... or component.code.where(...).empty()`.
+#: Where the condition is false, FHIRPath decides.
 HOLDS_WHEN = {"dom-2": _no_contained, "dom-3": _no_contained, "dom-4": _no_contained, "dom-5": _no_contained,
-              "ref-1": _no_local_reference}
+              "ref-1": _no_local_reference, "per-1": _open_period, "obs-7": _no_components}
 
 
 def _has_value(inputs: list[Any]) -> list[bool]:
@@ -73,7 +82,7 @@ SUPPLIED = {"hasValue": {"fn": _has_value, "arity": {0: []}}}
 class Compiled:
     """One invariant, compiled, with what its memo key is made of."""
 
-    __slots__ = ("invariant", "run", "names", "presence", "whole", "outside", "memo", "holds_when", "_keys")
+    __slots__ = ("invariant", "run", "names", "presence", "whole", "outside", "memo", "_keys")
 
     def __init__(self, invariant: Invariant, model: dict[str, Any]) -> None:
         self.invariant = invariant
@@ -82,7 +91,6 @@ class Compiled:
         expression = _STRING.sub("''", invariant.expression)  # names inside string literals read nothing
         self.whole = bool(_LOOKS_AT_ALL.search(expression))
         self.outside = bool(_LOOKS_OUTSIDE.search(expression))
-        self.holds_when = HOLDS_WHEN.get(invariant.key)
         names: set[str] = set()
         full: set[str] = set()
         # At the root %resource is the element itself: `%resource.code` reads the element's `code`.
@@ -142,12 +150,13 @@ class Evaluator:
         `resource` is the resource holding the element (%resource), `root` the top resource (%rootResource,
         the container of a contained resource; default `resource`).
         """
+        guard = HOLDS_WHEN.get(invariant.key)
+        if guard is not None and isinstance(data, dict) and guard(data):
+            return True
         if invariant.skip:
             self.skipped[invariant.key] += 1
             return None
         compiled = self.compiled(invariant)
-        if compiled.holds_when is not None and isinstance(data, dict) and compiled.holds_when(data):
-            return True
         resource = resource if resource is not None else data
         root = root if root is not None else resource
         memoize = not compiled.outside or (data is resource and resource is root)
