@@ -322,3 +322,17 @@ def test_only_reviewed_codes_are_written(tmp_path, cohort_extract, version):
     results = [r for r in read_output(tmp_path) if r["resourceType"] == "Observation" and "valueCodeableConcept" in r
                and r["code"]["coding"][0]["code"] in ("56888-1", "192929006")]
     assert results and all(set(r["valueCodeableConcept"]) == {"text"} for r in results)  # no code asserted
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_last_line_without_newline_and_lone_carriage_returns(tmp_path, workers):
+    """Blocks travel to workers as one bytes object and are cut into lines again, only at line feeds."""
+    extract = write_extract(tmp_path / "x", {
+        "patients": "mrn,birth_date,sex\r\nP1,1980-01-01,F\r\nP2,1981-02-03,M",
+        "relapses": 'relapse_id,mrn,onset_date,severity\nR1,P1,2024-01-01,"mild"\nR2,P2,2024-02-01,bad\rvalue\n',
+    })
+    summary = map_extract(extract, tmp_path / "out", workers=workers, extracted_on="2025-01-01")
+    assert (summary.tables["patients"].read, summary.tables["patients"].converted) == (2, 2)
+    assert (summary.tables["relapses"].read, summary.tables["relapses"].rejected) == (2, 1)
+    reject = read_rejects(tmp_path / "out")[0]
+    assert (reject["line"], reject["row"]) == ("3", "R2,P2,2024-02-01,bad\rvalue")
