@@ -42,6 +42,12 @@ def cohort(directory: Path, resources: int, fhir_version: str, workers: int) -> 
     return out
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds used so far by this process and by its finished children (the workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resources", type=int, default=1_000_000)
@@ -53,17 +59,22 @@ def main(argv: list[str] | None = None) -> int:
         directory = args.keep or Path(scratch)
         directory.mkdir(parents=True, exist_ok=True)
         source = cohort(directory, args.resources, args.fhir_version, args.workers)
+        before = _cpu()
         started = time.perf_counter()
-        results, summary = validate([source], args.fhir_version, workers=args.workers)
+        results, summary = validate([source], args.fhir_version, workers=args.workers, every_resource=False)
         for _ in results:
             pass
         seconds = time.perf_counter() - started
+        parent, workers = (after - was for after, was in zip(_cpu(), before, strict=True))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     counts = dict(summary.severities)
     print(f"validated {summary.resources} resources ({args.fhir_version}) on {args.workers} process(es) in "
           f"{seconds:.1f} s: {summary.resources / seconds:,.0f} resources/s; findings {counts}; "
           f"not evaluated {dict(summary.skipped)}; peak memory parent {peak:.0f} MB, worker {children:.0f} MB")
+    print(f"CPU: workers {workers:.1f} s ({workers / summary.resources * 1e6:.0f} us a resource, start-up included), "
+          f"parent {parent:.1f} s; on {args.workers} idle cores that is "
+          f"{summary.resources / (workers / args.workers):,.0f} resources/s")
     return 0
 
 

@@ -59,6 +59,18 @@ def test_structure_bad_type_and_good_resource():
     assert rules({"resourceType": "Nonsense"}) == ["structure"]
 
 
+def test_structure_remembered_shapes_still_catch_bad_values():
+    """Resources of a shape seen before are checked value by value (ShapeCheck): a bad value is still found."""
+    v = Validator("R4")
+    for day in range(1, 20):
+        assert v.resource_issues(observation(effectiveDateTime=f"2024-01-{day:02d}")) == []
+    found = v.resource_issues(observation(effectiveDateTime="2024-01-32"))
+    assert [(i.rule, i.location) for i in found] == [("structure", "Observation.effectiveDateTime")]
+    found = v.resource_issues(observation(valueQuantity={"value": "high", "unit": "10^9/L", "system": UCUM,
+                                                         "code": "10*9/L"}))
+    assert [(i.rule, i.location) for i in found] == [("structure", "Observation.valueQuantity.value")]
+
+
 def test_structure_api_kept_for_existing_callers():
     issues = structure_issues({"resourceType": "Patient", "birthDate": "x"}, "R4")
     assert issues[0].location == "Patient.birthDate" and isinstance(issues[0], Issue)

@@ -1,9 +1,11 @@
 """Validate resources from files, directories, NDJSON, Bundles or stdin, on several processes.
 
-Each resource is checked alone (structure with fhir.resources, the specification's invariants, required
-bindings, codes, the project's rules), so one bad resource does not hide the others; a Bundle is also checked
-as a whole (`bundles.bundle_issues`). Every finding carries where it came from (`file:line` for NDJSON,
-`file:12#entry[3]` for a Bundle entry). A line or file that is not JSON is a finding too, with line and column.
+Each resource is checked alone, so one bad resource does not hide the others: structure with fhir.resources
+(through `ehr.checking.ShapeCheck`, which validates each shape of resource once with its model and later
+resources of that shape value by value), the specification's invariants, required bindings, codes, the
+project's rules. A Bundle is also checked as a whole (`bundles.bundle_issues`). Every finding carries where
+it came from (`file:line` for NDJSON, `file:12#entry[3]` for a Bundle entry). A line or file that is not JSON
+is a finding too, with line and column.
 
 >>> v = Validator("R4")
 >>> [str(i) for i in v.document("x.json", {"resourceType": "Patient", "gender": "other", "text": {
@@ -23,7 +25,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
-from ..ehr.checking import StructureCheck
+from ..ehr.checking import ShapeCheck
 from ..render import check_version
 from ..sources import InputError, files, read_json
 from .bundles import bundle_issues
@@ -122,7 +124,7 @@ class Validator:
                  best_practice: str = "ignore") -> None:
         self.fhir_version = check_version(fhir_version)
         self.allow_external = allow_external
-        self.structure = StructureCheck(self.fhir_version)
+        self.structure = ShapeCheck(self.fhir_version)
         self.elements = ElementCheck(self.fhir_version, best_practice)
 
     def resource_issues(self, resource: dict[str, Any]) -> list[Issue]:
