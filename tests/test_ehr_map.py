@@ -12,7 +12,7 @@ import pytest
 
 from fhir_adapter import render
 from fhir_adapter.cli import main
-from fhir_adapter.ehr import generate_cohort, load_column_map, map_extract
+from fhir_adapter.ehr import generate_cohort, load_column_map, map_extract, seen
 from fhir_adapter.ehr.convert import RowConverter
 from fhir_adapter.ehr.model import TABLES
 from fhir_adapter.ehr.pipeline import blocks, read_header
@@ -336,3 +336,22 @@ def test_last_line_without_newline_and_lone_carriage_returns(tmp_path, workers):
     assert (summary.tables["relapses"].read, summary.tables["relapses"].rejected) == (2, 1)
     reject = read_rejects(tmp_path / "out")[0]
     assert (reject["line"], reject["row"]) == ("3", "R2,P2,2024-02-01,bad\rvalue")
+
+
+def test_duplicates_and_orphans_are_found_among_keys_moved_to_disk(tmp_path, monkeypatch):
+    """The MRNs and row ids seen are kept in bounded memory; older ones move to disk and still count."""
+    extract = write_extract(tmp_path / "x", BAD)
+    in_memory = map_extract(extract, tmp_path / "a", extracted_on="2025-01-01", workers=1)
+    monkeypatch.setattr(seen, "LIMIT", 1)   # every key goes to disk at once
+    spilled = map_extract(extract, tmp_path / "b", extracted_on="2025-01-01", workers=1)
+    assert spilled.tables == in_memory.tables and spilled.rejected == 10
+    assert (tmp_path / "b" / "rejects.csv").read_text() == (tmp_path / "a" / "rejects.csv").read_text()
+    for t in TYPES:
+        assert (tmp_path / "b" / f"{t}.ndjson").read_text() == (tmp_path / "a" / f"{t}.ndjson").read_text()
+    keys = seen.SeenKeys(limit=3)
+    for n in range(10):
+        keys.add(f"k{n}")
+    assert keys.known(["k0", "k5", "k9", "x"]) == {"k0", "k5", "k9"} and len(keys) == 10
+    directory = keys._dir
+    keys.close()
+    assert directory is not None and not directory.exists()

@@ -5,7 +5,7 @@ processes, and writes what comes back in order. A worker decodes and parses its 
 to a fact (`convert`), writes its resources as JSON text through the compiled templates (`mapping`,
 `compiled`), validates them (`checking`) and returns the block's NDJSON per resource type. The main process
 keeps only the MRNs of the patients converted (to refuse orphan rows) and the row ids of the table being
-read (to refuse duplicates); everything else flows through.
+read (to refuse duplicates), the older ones on disk (`seen`); everything else flows through.
 
 Every row ends up converted or rejected: a rejected row is written to `rejects.csv` with its file, line,
 column, reason and the original text, and counted. Per table, read = converted + rejected.
@@ -33,6 +33,7 @@ from .columns import ColumnMap, load_column_map
 from .convert import RowConverter, RowError
 from .mapping import RESOURCE_TYPES, FhirMapper
 from .model import TABLES
+from .seen import SeenKeys
 
 BLOCK_ROWS = 1000
 SMALL_EXTRACT = 2_000_000          # bytes: below this, one process is faster than starting workers
@@ -381,8 +382,8 @@ def map_extract(extract_dir: Path, out_dir: Path, fhir_version: str = "R4", *, v
     summary.workers = max(1, workers)
     output = _Output(out_dir, bundle_size)
     runner = _Runner(job, summary.workers)
+    patients = SeenKeys()
     try:
-        patients: set[str] = set()
         for name, path in paths.items():
             _map_table(name, path, cmap, runner, output, summary, patients, keep_rejects)
         runner.close()
@@ -391,6 +392,7 @@ def map_extract(extract_dir: Path, out_dir: Path, fhir_version: str = "R4", *, v
         raise
     finally:
         output.close()
+        patients.close()
     summary.resources = dict(output.counts)
     summary.rejects_file = str(out_dir / REJECTS)
     summary.bundles = output.bundles
@@ -400,31 +402,43 @@ def map_extract(extract_dir: Path, out_dir: Path, fhir_version: str = "R4", *, v
 
 
 def _map_table(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _Output, summary: MapSummary,
-               patients: set[str], keep: int) -> None:
+               patients: SeenKeys, keep: int) -> None:
+    is_patients = name == "patients"
+    seen = patients if is_patients else SeenKeys()    # the row ids (MRNs) of this table so far
+    try:
+        _map_rows(name, path, cmap, runner, output, summary, patients, seen, keep)
+    finally:
+        if not is_patients:
+            seen.close()
+
+
+def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _Output, summary: MapSummary,
+              patients: SeenKeys, seen: SeenKeys, keep: int) -> None:
     count = summary.tables[name]
     key_column = cmap.table(name).column(TABLES[name].key).column
     mrn_column = cmap.table(name).column("mrn").column
-    seen: set[str] = set()
     encoding = _encoding(cmap)
     is_patients = name == "patients"
     for first, lines, (outcomes, made) in runner.run(name, blocks(path)):
         count.read += len(outcomes)
         made_count = dict.fromkeys(made, 0)
         dropped: dict[str, set[int]] = {}     # per type, positions of resources whose row is refused here
+        converted = [o for o in outcomes if len(o) == 5]
+        earlier = seen.known(o[2] for o in converted)                   # keys of earlier blocks
+        known_mrns = set() if is_patients else patients.known(o[3] for o in converted)
         for outcome in outcomes:
             if len(outcome) == 5:
                 line, n, key, mrn, kinds = outcome
-                if key in seen:
+                if key in earlier:
                     what = "MRN" if is_patients else "row id"
                     outcome = (line, n, key_column, f"duplicate {what} {key!r}: an earlier row of {path.name} has it")
-                elif not is_patients and mrn not in patients:
+                elif not is_patients and mrn not in known_mrns:
                     outcome = (line, n, mrn_column, f"orphan row: no patient with MRN {mrn!r} in "
                                                     f"{cmap.table('patients').file}")
                 else:
                     outcome = None
+                    earlier.add(key)       # a later row of this block with the key is a duplicate too
                     seen.add(key)
-                    if is_patients:
-                        patients.add(key)
                     count.converted += 1
                 for rtype in kinds:
                     if outcome is not None:
