@@ -421,7 +421,7 @@ def test_malformed_json_has_line_and_column(tmp_path):
 def test_several_processes_give_the_same_results(tmp_path, monkeypatch):
     from fhir_adapter.validation import validator
 
-    monkeypatch.setattr(validator, "CHUNK", 40)
+    monkeypatch.setattr(validator, "CHUNK_BYTES", 20_000)   # several tasks per file
     source = EXAMPLES / "ehr" / "cohort-fhir"
     one, s1 = validate([source], workers=1)
     one = list(one)
