@@ -223,7 +223,7 @@ def test_data_file_comes_from_the_official_package(version, package):
     data = spec(version)
     assert data["package"] == package and re.fullmatch(r"[0-9a-f]{40}", data["tarball_sha1"])
     for name in ("Patient", "Condition", "Observation", "MedicationStatement", "ResearchStudy", "ResearchSubject",
-                 "PlanDefinition", "EvidenceVariable", "Group", "CodeSystem", "Bundle"):
+                 "PlanDefinition", "ActivityDefinition", "EvidenceVariable", "Group", "CodeSystem", "Bundle"):
         assert element_tree(name, version) is not None, name
     used = {k for t in data["types"].values() for e in t["elements"].values() for k in e.get("invariants", [])}
     assert used <= set(data["invariants"])

@@ -28,7 +28,7 @@ from typing import Any
 
 #: The resource types the project writes, and Bundle.
 RESOURCES = ("Patient", "Condition", "Observation", "MedicationStatement", "ResearchStudy", "ResearchSubject",
-             "PlanDefinition", "EvidenceVariable", "Group", "CodeSystem", "Bundle")
+             "PlanDefinition", "ActivityDefinition", "EvidenceVariable", "Group", "CodeSystem", "Bundle")
 #: Checked natively on every element by the validator (too frequent to run through FHIRPath).
 NATIVE = {"ele-1": "every element has a value or children: checked natively on each JSON object and array"}
 BEST_PRACTICE = "http://hl7.org/fhir/StructureDefinition/elementdefinition-bestpractice"
