@@ -140,9 +140,11 @@ def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = Non
     `.report` (the path of report.html), `.files`, `.written` (the write-back's `PushResult`, or None).
     Raises `KeyError` for a trial without criteria (locally or on the server), and the client's errors.
 
-    >>> result = screen_server(client, ["NCT02035514"], "out/screening", dt.date(2025, 6, 1))  # doctest: +SKIP
-    >>> result.counts["NCT02035514"], result.report                                           # doctest: +SKIP
-    ({'eligible': 12, 'needs-review': 300, 'ineligible': 188}, PosixPath('out/screening/report.html'))
+    For example (needs a server; tests/test_screen_server.py runs it against sekmet)::
+
+        result = screen_server(client, ["NCT02035514"], "out/screening", dt.date(2025, 6, 1))
+        result.counts["NCT02035514"]    # {'eligible': 12, 'needs-review': 300, 'ineligible': 188}
+        result.report                   # PosixPath('out/screening/report.html')
     """
     from . import remote
     from .trials import load_trials
