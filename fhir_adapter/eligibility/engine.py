@@ -580,15 +580,18 @@ class Funnel:
     criteria: dict[str, dict[str, int]] = field(default_factory=dict)   # linkId -> keeps / loses / unknown
 
     def add(self, verdict: Verdict) -> None:
-        self.verdicts[verdict.verdict] += 1
-        plan, results = verdict.plan, verdict.results
+        self.add_results(verdict.plan, verdict.verdict, verdict.results)
+
+    def add_results(self, plan: TrialPlan, verdict: str, results: tuple[str, ...], n: int = 1) -> None:
+        """Count `n` verdicts of the same verdict and criterion results at once."""
+        self.verdicts[verdict] += n
         for i in plan.top:
             node = plan.nodes[i]
             counts = self.criteria.get(node.criterion.link_id)
             if counts is None:
                 counts = self.criteria[node.criterion.link_id] = {"keeps": 0, "loses": 0, "unknown": 0}
             r = results[i]
-            counts["unknown" if r == UNKNOWN else "loses" if r == node.loses else "keeps"] += 1
+            counts["unknown" if r == UNKNOWN else "loses" if r == node.loses else "keeps"] += n
 
     def merge(self, other: Funnel) -> None:
         for key, n in other.verdicts.items():

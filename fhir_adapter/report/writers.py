@@ -71,7 +71,11 @@ class PartSummary:
 
 @dataclass
 class Part:
-    """One process's share of the reports: fed verdicts patient by patient in patient-id order."""
+    """One process's share of the reports: fed verdicts patient by patient in patient-id order.
+
+    Lines are gathered and written in large binary blocks; funnel counts are gathered per distinct
+    (trial, verdict, results) and counted at the end.
+    """
 
     out: Path
     number: int
@@ -85,40 +89,58 @@ class Part:
     _candidates: dict[tuple[str, str], list[Verdict]] = field(default_factory=dict)
     _statuses: list[tuple[str, str, str]] = field(default_factory=list)
 
+    BLOCK = 32                                         # verdicts gathered before a write (a few 100 KB)
+
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.number == 0
         self.json_path = self.out / ("screening.json" if final else f".screening-{self.number}.part")
         self.csv_path = self.out / ("screening.csv" if final else f".screening-{self.number}.csv.part")
-        self._json = self.json_path.open("w", encoding="utf-8")
+        self._json = self.json_path.open("wb")
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
-        self._csv_file = self.csv_path.open("w", encoding="utf-8")
+        self._csv_file = self.csv_path.open("wb")
         if final:
-            self._json.write("[\n")
-            self._csv_file.write(",".join(CSV_COLUMNS) + "\n")
+            self._json.write(b"[\n")
+            self._csv_file.write((",".join(CSV_COLUMNS) + "\n").encode())
         self.funnels = {t.id: Funnel(t.id) for t in self.trials}
+        self._pending_json: list[str] = []
+        self._pending_rows: list[list[str]] = []
+        self._counts: dict[tuple[str, str, tuple[str, ...]], list] = {}
 
     def add(self, verdict: Verdict) -> None:
         key = verdict.patient
         if key != self._last:
             self._patients += 1
             self._last = key
-        if self._lines:
-            self._json.write(",\n")
-        self._lines += 1
-        self._json.write(verdict_json(verdict))
-        self._csv.writerow(verdict_row(verdict))
-        self._csv_file.write(self._csv_buffer.getvalue())
-        self._csv_buffer.seek(0)
-        self._csv_buffer.truncate()
-        self.funnels[verdict.trial].add(verdict)
+        self._pending_json.append(verdict_json(verdict))
+        self._pending_rows.append(verdict_row(verdict))
+        counted = self._counts.get((verdict.trial, verdict.verdict, verdict.results))
+        if counted is None:
+            self._counts[(verdict.trial, verdict.verdict, verdict.results)] = [verdict.plan, 1]
+        else:
+            counted[1] += 1
         if verdict.verdict in (ELIGIBLE, NEEDS_REVIEW):
             kept = self._candidates.setdefault((verdict.trial, verdict.verdict), [])
             if len(kept) < self.html_candidates:
                 kept.append(verdict)
         if self.keep_statuses:
             self._statuses.append((verdict.patient, verdict.trial, verdict.verdict))
+        if len(self._pending_json) >= self.BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        lines = self._pending_json
+        if lines:
+            text = ",\n".join(lines)
+            self._json.write(((",\n" + text) if self._lines else text).encode())
+            self._lines += len(lines)
+            self._csv.writerows(self._pending_rows)
+            self._csv_file.write(self._csv_buffer.getvalue().encode())
+            self._csv_buffer.seek(0)
+            self._csv_buffer.truncate()
+        self._pending_json = []
+        self._pending_rows = []
 
     def add_all(self, verdicts: Iterable[Verdict]) -> PartSummary:
         for verdict in verdicts:
@@ -126,8 +148,12 @@ class Part:
         return self.close()
 
     def close(self) -> PartSummary:
+        self._flush()
         self._json.close()
         self._csv_file.close()
+        for (trial_id, verdict, results), (plan, n) in self._counts.items():
+            self.funnels[trial_id].add_results(plan, verdict, results, n)
+        self._counts = {}
         candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
                       for t in self.trials}
         return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path,
