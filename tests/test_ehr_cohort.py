@@ -10,10 +10,13 @@ import pytest
 
 from fhir_adapter.cli import main
 from fhir_adapter.ehr import TABLES, generate_cohort, load_column_map
-from fhir_adapter.ehr.cohort import WASHOUT_LIMITS, cohort_records, write_extract
+from fhir_adapter.ehr.cohort import REFERRED_SHARE, WASHOUT_LIMITS, cohort_records, write_extract
 from fhir_adapter.ehr.convert import RowConverter
+from fhir_adapter.ehr.mapping import FhirMapper
 from fhir_adapter.ehr.model import EDSS_STEPS, PatientRecord
 from fhir_adapter.ehr.pipeline import read_header
+from fhir_adapter.eligibility import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, index_resources, screen
+from fhir_adapter.eligibility.trials import load_trials
 
 REFERENCE = dt.date(2026, 6, 30)
 ON = REFERENCE.isoformat()
@@ -192,3 +195,49 @@ def test_every_trial_has_candidates_and_exclusions(records):
     for name, spec in trials.items():
         outcome = Counter(core(r, *spec) for r in records)
         assert outcome[True] > 20 and outcome[False] > 5 * outcome[True] and outcome[None] > 0, (name, outcome)
+
+
+# --- referred for trial screening ---------------------------------------------------------------------------
+
+SEROLOGY = ("hiv", "hbsag", "hcv", "syphilis", "htlv")
+
+
+def test_a_small_share_was_referred_with_the_work_up_done(records):
+    """Referred patients carry the pre-screening work-up (serologies and blood tests on one recent day) and
+    the trials' profile; the general population's serologies are not done with its blood tests."""
+    def worked_up(r: PatientRecord) -> bool:
+        days = {lab.date for lab in r.labs if lab.test in SEROLOGY and days_before(lab.date) <= 120}
+        return any(len({lab.test for lab in r.labs if lab.date == day} & {*SEROLOGY, "egfr", "platelets"}) >= 5
+                   for day in days)
+
+    referred = [r for r in records if worked_up(r)]
+    assert 0.5 * REFERRED_SHARE * len(records) < len(referred) < 1.5 * REFERRED_SHARE * len(records)
+    in_profile = [r for r in referred if r.edss and 3.0 <= r.edss[-1].score <= 7.0 and 18 <= age(r) < 56
+                  and days_before(r.edss[-1].date) <= 60]
+    assert len(in_profile) > 0.8 * len(referred)
+    women = [r for r in referred if r.patient.sex == "female"]
+    assert women and sum(any(lab.test == "pregnancy-test" and days_before(lab.date) <= 30 for lab in r.labs)
+                         for r in women) > 0.8 * len(women)
+    assert sum(any(lab.test == "platelets" for lab in r.labs) for r in referred) > 0.9 * len(referred)
+    assert sum(any(m.end is None and m.drug not in ("fampridine", "methylprednisolone", "prednisone")
+                   for m in r.medications) for r in referred) < 0.1 * len(referred)   # DMT stopped
+
+
+def test_screening_500_patients_finds_each_verdict_for_every_trial_and_few_candidates():
+    """What `fhir-adapter demo` shows: the cohort of 500 (seed 1) screened on its reference date, in memory."""
+    cohort = list(cohort_records(500, seed=1, reference_date=REFERENCE))
+    mapper = FhirMapper.for_map("R4", load_column_map())
+    index = index_resources([resource for record in cohort for resource in mapper.record(record)])
+    assert len(index.patients) == 500
+    trials = load_trials()
+    assert len(trials) == 4
+    verdicts = {t.id: Counter() for t in trials}
+    candidates = set()
+    for v in screen(index.patients.values(), trials, REFERENCE):
+        verdicts[v.trial][v.verdict] += 1
+        if v.verdict != INELIGIBLE:
+            candidates.add(v.patient)
+    for trial, counts in verdicts.items():
+        assert counts[ELIGIBLE] >= 1 and counts[NEEDS_REVIEW] >= 1, (trial, counts)
+        assert counts[INELIGIBLE] > 0.9 * 500, (trial, counts)
+    assert 0 < len(candidates) < 0.15 * 500, len(candidates)

@@ -10,10 +10,17 @@ pregnancy and lactation status; comorbidities (malignancy, myelodysplasia, renal
 
 Histories have the gaps real extracts have (no EDSS or MRI in the last year, tests never done, onset
 known only to the month), and some therapies stop close to the washout limits of the trials (30 days,
-3, 6 and 12 months before the reference date), so that screening on the reference date finds eligible,
+3, 6 and 12 months before the reference date).
+
+As in a tertiary MS centre that runs MSC trials, a small share of patients (`REFERRED_SHARE`) were referred
+for trial screening: they have the profile the trials recruit (active relapsing or progressive MS, EDSS 3.0
+to 7.0, 2 to 15 years of disease, aged 19 to 55, a recent MRI, EDSS progression or relapses as the trials
+ask, disease-modifying therapy stopped beyond the washouts) and the pre-screening work-up of the last
+months (infection serologies, blood count, eGFR, pregnancy test and breastfeeding status for women). Some
+of them still fail one criterion or miss one test, so screening on the reference date finds eligible,
 ineligible and needs-review patients for every trial.
 
-Each patient's history comes from its own random stream (`seed`, patient number), so a cohort of N is
+Each patient's history comes from its own random streams (`seed`, patient number), so a cohort of N is
 the first N patients of any larger cohort with the same seed and reference date.
 
 >>> a = list(cohort_records(3, seed=7, reference_date=dt.date(2025, 6, 30)))
@@ -67,6 +74,17 @@ EFFICACY = {**dict.fromkeys(FIRST_LINE, 0.6), **dict.fromkeys(HIGH_EFFICACY, 0.2
             "mitoxantrone": 0.4}
 #: Days before the reference date at which trials' washouts end (30 days, 3, 6 and 12 months).
 WASHOUT_LIMITS = (30, 91, 182, 365)
+#: Share of patients referred for MSC-trial screening (drawn from a stream of its own, so the other
+#: patients' histories do not depend on it).
+REFERRED_SHARE = 0.06
+#: Drugs whose effect lasts: SMART-MS asks 12 months since them (6 months since the other DMTs).
+LONG_ACTING = ("ocrelizumab", "rituximab", "ofatumumab", "cladribine", "alemtuzumab", "mitoxantrone")
+#: What may keep a referred patient out, one at most (`_Referral.defect`), with its share among them.
+DEFECTS = (("none", 0.58), ("no-serology", 0.06), ("no-egfr", 0.04), ("no-platelets", 0.03),
+           ("no-pregnancy-test", 0.04), ("old-mri", 0.04), ("one-edss", 0.03), ("no-csf", 0.02),
+           ("edss-high", 0.03), ("edss-low", 0.02), ("too-old", 0.03), ("too-long", 0.02), ("recent-steroids", 0.02),
+           ("recent-relapse", 0.02), ("recent-dmt", 0.03), ("positive-serology", 0.01), ("low-platelets", 0.01),
+           ("low-egfr", 0.01))
 #: Comorbidities: (concept, share of patients).
 COMORBIDITY_RATES = (("malignancy", 0.03), ("myelodysplasia", 0.004), ("renal-failure", 0.01),
                      ("major-depression", 0.08), ("polyneuropathy", 0.01), ("alcohol-dependence", 0.01),
@@ -127,6 +145,9 @@ class _History:
         self.window = max(self.diagnosed, today - dt.timedelta(days=int(r.uniform(2, 5) * YEAR)))  # the extract's span
         self.therapies: list[Medication] = []
         self.relapses: list[Relapse] = []
+
+    #: Comorbidities as a share of the clinic's rates.
+    comorbidity = 1.0
 
     def row(self, kind: str) -> str:
         self.rows[kind] += 1
@@ -222,15 +243,20 @@ class _History:
             day = day + dt.timedelta(days=int(r.expovariate(rate) * YEAR) + 1)
             if day > self.today:
                 break
-            severity = r.choices(("mild", "moderate", "severe", None), (0.28, 0.42, 0.15, 0.15))[0]
-            relapse = Relapse(self.row("R"), self.mrn, day.isoformat(), severity)
-            self.relapses.append(relapse)
-            if severity in ("moderate", "severe") and r.random() < 0.75:
-                pulse = day + self.days(0, 12)
-                if pulse <= self.today:
-                    drug = "methylprednisolone" if r.random() < 0.9 else "prednisone"
-                    self._add_therapy(drug, pulse, min(self.today, pulse + self.days(2, 5 if drug != "prednisone"
-                                                                                     else 21)))
+            self._relapse(day, r.choices(("mild", "moderate", "severe", None), (0.28, 0.42, 0.15, 0.15))[0])
+
+    def _relapse(self, day: dt.date, severity: str | None) -> None:
+        """A relapse, often treated by a corticosteroid pulse."""
+        r = self.rng
+        self.relapses.append(Relapse(self.row("R"), self.mrn, day.isoformat(), severity))
+        if severity in ("moderate", "severe") and r.random() < 0.75:
+            pulse = day + self.days(0, 12)
+            if pulse <= self.today:
+                self._pulse(pulse)
+
+    def _pulse(self, day: dt.date) -> None:
+        drug = "methylprednisolone" if self.rng.random() < 0.9 else "prednisone"
+        self._add_therapy(drug, day, min(self.today, day + self.days(2, 5 if drug != "prednisone" else 21)))
 
     # --- what the extract holds -----------------------------------------------------------------
 
@@ -245,7 +271,7 @@ class _History:
             course = "multiple-sclerosis" if r.random() < 0.03 else self.course
             out.append(Diagnosis(self.row("D"), self.mrn, course, onset, self.diagnosed.isoformat(), "active"))
         for concept, share in COMORBIDITY_RATES:
-            if r.random() < share:
+            if r.random() < share * self.comorbidity:
                 start = self.today - self.days(60, min(25 * YEAR, max(90, (self.today - self.birth).days - 5000)))
                 status, end = "active", None
                 if concept in ("malignancy", "major-depression", "alcohol-dependence", "drug-dependence"):
@@ -312,10 +338,7 @@ class _History:
         r, today, out = self.rng, self.today, []
 
         def add(day: dt.date, test: str, value: float | None = None, result: str | None = None) -> None:
-            ucum, unit = {"egfr": ("mL/min/{1.73_m2}", "mL/min/1.73 m2"), "platelets": ("10*9/L", "10^9/L"),
-                          "white-cells": ("10*9/L", "10^9/L")}.get(test, (None, None))
-            out.append(LabResult(self.row("L"), self.mrn, day.isoformat(), test, value, ucum if value is not None
-                                 else None, unit if value is not None else None, result))
+            out.append(self._lab(day, test, value, result))
 
         recent = today - self.days(7, 700)
         ckd = r.random() < 0.04
@@ -344,6 +367,12 @@ class _History:
             self.extra_diagnoses.append(Diagnosis(self.row("D"), self.mrn, "renal-failure", recent.isoformat(),
                                                   recent.isoformat(), "active"))
         return out
+
+    def _lab(self, day: dt.date, test: str, value: float | None = None, result: str | None = None) -> LabResult:
+        ucum, unit = {"egfr": ("mL/min/{1.73_m2}", "mL/min/1.73 m2"), "platelets": ("10*9/L", "10^9/L"),
+                      "white-cells": ("10*9/L", "10^9/L")}.get(test, (None, None))
+        return LabResult(self.row("L"), self.mrn, day.isoformat(), test, value, ucum if value is not None else None,
+                         unit if value is not None else None, result)
 
     def status(self) -> tuple[list[StatusFact], bool]:
         r, today, out = self.rng, self.today, []
@@ -382,6 +411,188 @@ class _History:
             medications=sorted(self.therapies, key=lambda m: m.start), status=status)
 
 
+class _Referral(_History):
+    """A patient referred for MSC-trial screening: the profile the trials recruit and the pre-screening work-up,
+    with at most one `defect` (a criterion failed or a test missing; `DEFECTS`).
+
+    Two profiles: `active`, relapsing MS with a relapse in the last year, or SPMS / PPMS with enhancing lesions
+    and EDSS progression (the MESEMS trials); `progressive`, SPMS or PPMS without relapses for two years, EDSS
+    4 to 7, therapy stopped long ago (SMART-MS, and the MESEMS trials too when the MRI enhances and the patient
+    is young enough). Courses, EDSS, durations and ages vary inside and, for a few, just outside the ranges.
+    """
+
+    comorbidity = 0.5                           # the referring neurologist knew of some exclusions
+
+    def __init__(self, rng: random.Random, number: int, today: dt.date) -> None:
+        self.rng, self.today = rng, today
+        self.mrn = f"MS{number:06d}"
+        self.rows = dict.fromkeys(("D", "E", "R", "I", "L", "M", "S"), 0)
+        r = rng
+        self.profile = "active" if r.random() < 0.55 else "progressive"
+        self.defect = r.choices([d for d, _ in DEFECTS], [w for _, w in DEFECTS])[0]
+        active = self.profile == "active"
+        self.course = (r.choices(("rrms", "spms", "ppms"), (0.55, 0.3, 0.15)) if active
+                       else r.choices(("spms", "ppms"), (0.55, 0.45)))[0]
+        self.sex = "female" if r.random() < (0.68 if self.course != "ppms" else 0.5) else "male"
+        self.age = r.uniform(21, 50.9) if active else r.uniform(27, 55.9)
+        if self.defect == "too-old":
+            self.age = r.uniform(51.1, 54.9) if active else r.uniform(56.1, 58.9)
+        duration = r.uniform(2.3, 9.7) if active else r.uniform(2.5, 14.5)
+        if self.defect == "too-long":
+            duration = r.uniform(10.3, 13.5) if active else r.uniform(15.3, 18)
+        self.age = max(self.age, duration + 16)
+        self.birth = today - dt.timedelta(days=int(self.age * YEAR))
+        self.onset = today - dt.timedelta(days=int(duration * YEAR))
+        self.diagnosed = self.onset + dt.timedelta(days=int(min(r.expovariate(1 / 300), duration * YEAR / 2)))
+        self.conversion = (self.onset + dt.timedelta(days=int(r.uniform(0.35, 0.7) * duration * YEAR))
+                           if self.course == "spms" else None)
+        self.active, self.rate = True, r.lognormvariate(0, 0.3)
+        self.window = max(self.diagnosed, today - dt.timedelta(days=int(r.uniform(2.5, 5) * YEAR)))
+        self.therapies, self.relapses = [], []
+        steps = (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
+        self.target = (r.choices(steps, (2, 3, 3, 3, 2, 2, 2, 1)) if active
+                       else r.choices(steps[2:] + (7.0,), (2, 2, 3, 3, 3, 2, 1)))[0]
+        if self.defect == "edss-high":
+            self.target = 7.0 if active else 7.5
+        elif self.defect == "edss-low":
+            self.target = 2.5 if active else 3.5
+        # what the trials look for: a relapse in the last year, or enhancing lesions on the last MRI
+        self.recent_relapse = active and (self.course == "rrms" or self.course == "spms" and r.random() < 0.5)
+        self.enhancing = (not self.recent_relapse or r.random() < 0.6) if active else r.random() < 0.7
+
+    def plan_therapies(self) -> None:
+        r, today = self.rng, self.today
+        if r.random() < 0.04:                   # never treated: no medication list at all
+            return
+        if self.course == "ppms":
+            drugs = ["ocrelizumab"] if r.random() < 0.85 else ["rituximab"] if r.random() < 0.6 else []
+        else:
+            drugs = [r.choice(FIRST_LINE)] + ([r.choice(FIRST_LINE)] if r.random() < 0.3 else [])
+            if r.random() < 0.75:
+                drugs.append(r.choice(HIGH_EFFICACY))
+            if self.course == "spms" and r.random() < 0.3:
+                drugs.append("siponimod")
+        if not drugs:
+            return
+        if self.defect == "recent-dmt":
+            gap = r.uniform(35, 85)
+        elif self.profile == "active":
+            gap = r.uniform(100, 600)
+        else:
+            gap = r.uniform(380, 800) if drugs[-1] in LONG_ACTING else r.uniform(190, 700)
+        gap = min(gap, max(35.0, (today - self.diagnosed).days - 200 - r.uniform(0, 100)))  # treated soon after
+        end, planned = today - dt.timedelta(days=int(gap)), []
+        for drug in reversed(drugs):            # the last stopped `gap` days ago, the others before it
+            length = {"cladribine": 1.1, "alemtuzumab": 1.05, "mitoxantrone": 1.8}.get(drug, r.uniform(0.8, 3.5))
+            start = max(end - dt.timedelta(days=int(length * YEAR)), self.diagnosed + 20 * DAY)
+            if (end - start).days < 90:
+                break
+            planned.append((drug, start, end))
+            end = start - self.days(14, 150)
+        for drug, start, end in reversed(planned):
+            self._add_therapy(drug, start, end)
+
+    def plan_relapses(self) -> None:
+        r, today = self.rng, self.today
+        if self.course != "ppms":               # the earlier history: none in the last 14 months or 2 years
+            quiet = today - dt.timedelta(days=420 if self.profile == "active" else 740 + int(r.uniform(0, 200)))
+            day = self.window
+            while True:
+                day += dt.timedelta(days=int(r.expovariate(0.6 if self.course == "rrms" else 0.35) * YEAR) + 1)
+                if day > quiet:
+                    break
+                self._relapse(day, r.choices(("mild", "moderate", "severe", None), (0.25, 0.45, 0.2, 0.1))[0])
+        if self.recent_relapse:
+            self._relapse(today - self.days(62, 330), r.choices(("moderate", "severe", None), (0.6, 0.3, 0.1))[0])
+        if self.defect == "recent-relapse":
+            self._relapse(today - self.days(12, 55), r.choice(("mild", "moderate", "severe")))
+        if self.defect == "recent-steroids":    # a pulse for a suspected relapse, or another illness
+            self._pulse(today - self.days(5, 25))
+        self.relapses.sort(key=lambda rel: rel.onset)
+
+    def edss(self) -> list[EdssAssessment]:
+        """The latest EDSS is the target; progressing patients rose by a step over the last year."""
+        r, today, target = self.rng, self.today, self.target
+        step = 1.0 if target <= 5.0 else 0.5
+        progressing = self.course in ("spms", "ppms") or r.random() < 0.3
+        latest = today - self.days(3, 60)
+        before = today - (self.days(400, 520) if self.defect == "one-edss" else self.days(240, 340))
+        start = target - (step + (0.5 if r.random() < 0.3 else 0.0)) if progressing else target + r.choice(
+            (-0.5, 0.0, 0.0, 0.5))
+        visits = [(latest, target), (before, start)]
+        if r.random() < 0.5 and self.defect != "one-edss":
+            visits.append((today - self.days(120, 200), edss_step((start + target) / 2 + 0.01)))
+        day, value = before, start
+        while True:
+            day -= self.days(0.5 * YEAR, 1.2 * YEAR)
+            if day < self.window:
+                break
+            value = min(value, value - 0.35 * self.rate + r.gauss(0, 0.3))
+            visits.append((day, value))
+        out = []
+        for day, value in sorted(visits):
+            score = edss_step(max(1.0, value))
+            systems: tuple[tuple[str, int], ...] = ()
+            if r.random() < 0.2:
+                systems = tuple((concept, min(top, max(0, int(round(score / 1.6 + r.gauss(0, 0.7))))))
+                                for _, concept, top in FUNCTIONAL_SYSTEMS)
+            out.append(EdssAssessment(self.row("E"), self.mrn, day.isoformat(), score, systems))
+        return out
+
+    def mri(self) -> list[MriExam]:
+        r, today, out = self.rng, self.today, []
+        volume = r.uniform(4, 18)
+        recent = today - (self.days(400, 560) if self.defect == "old-mri" else self.days(10, 200))
+        days, day = [recent], recent
+        while True:
+            day -= self.days(1.0 * YEAR, 1.8 * YEAR)
+            if day < self.window:
+                break
+            days.append(day)
+        for day in sorted(days):
+            if day == recent:
+                gd = 1 + _poisson(r, 1.0) if self.enhancing else 0
+                new_t2 = 1 + _poisson(r, 1.5) if self.profile == "active" else _poisson(r, 0.8)
+            else:
+                gd, new_t2 = _poisson(r, 0.8), _poisson(r, 1.2)
+            volume += r.uniform(0, 0.8) + 0.5 * new_t2
+            out.append(MriExam(self.row("I"), self.mrn, day.isoformat(), gd, new_t2,
+                               round(volume, 1) if r.random() < 0.5 else None))
+        return out
+
+    def labs(self, pregnant: bool) -> list[LabResult]:
+        """The pre-screening work-up of the last months, and the CSF of the diagnosis."""
+        r, today, defect, out = self.rng, self.today, self.defect, []
+        day = today - self.days(7, 120)
+        if defect != "no-egfr":
+            out.append(self._lab(day, "egfr", round(r.uniform(44, 58) if defect == "low-egfr"
+                                                    else min(150.0, max(62.0, r.gauss(98, 13))), 0)))
+        if defect != "no-platelets":
+            out.append(self._lab(day, "platelets", round(r.uniform(70, 95) if defect == "low-platelets"
+                                                         else max(140.0, r.gauss(250, 50)), 0)))
+        out.append(self._lab(day, "white-cells", round(max(3.5, r.gauss(6.5, 1.4)), 1)))
+        serology = ["hiv", "hbsag", "hcv", "syphilis", "htlv"]
+        missing = r.choice(serology) if defect == "no-serology" else None
+        positive = r.choice(("hbsag", "hcv")) if defect == "positive-serology" else None
+        for test in serology:
+            if test != missing:
+                out.append(self._lab(day, test, result="positive" if test == positive else "negative"))
+        if defect != "no-csf" and (self.course == "ppms" or r.random() < 0.6):
+            out.append(self._lab(self.diagnosed, "csf-oligoclonal-bands",
+                                 result="positive" if r.random() < 0.93 else "negative"))
+        if self.sex == "female":
+            when = today - (self.days(45, 150) if defect == "no-pregnancy-test" else self.days(1, 25))
+            out.append(self._lab(when, "pregnancy-test", result="negative"))
+        return sorted(out, key=lambda lab: lab.date)
+
+    def status(self) -> tuple[list[StatusFact], bool]:
+        """Women are asked whether they breastfeed."""
+        if self.sex != "female":
+            return [], False
+        return [StatusFact(self.row("S"), self.mrn, (self.today - self.days(1, 120)).isoformat(), "lactation",
+                           False)], False
+
+
 def _poisson(rng: random.Random, mean: float) -> int:
     if mean <= 0:
         return 0
@@ -398,7 +609,9 @@ def cohort_records(patients: int, seed: int, reference_date: dt.date | None = No
         raise ValueError(f"the number of patients cannot be negative, got {patients}")
     today = reference_date or dt.date.today()
     for number in range(1, patients + 1):
-        yield _History(random.Random(f"fhir-adapter cohort {seed} {number}"), number, today).record()
+        referred = random.Random(f"fhir-adapter referral {seed} {number}").random() < REFERRED_SHARE
+        history = _Referral if referred else _History
+        yield history(random.Random(f"fhir-adapter cohort {seed} {number}"), number, today).record()
 
 
 # --- writing the extract ------------------------------------------------------------------------------
