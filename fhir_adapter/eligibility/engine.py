@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
@@ -27,7 +28,7 @@ from typing import Any
 
 from ..criteria import FACTS, Combination, Criterion, Rule
 from .data import PatientData
-from .facts import Clock, Fact, fact
+from .facts import EVALUATORS, Clock, Evaluator, Fact
 
 MET, NOT_MET, UNKNOWN = "met", "not-met", "unknown"
 ELIGIBLE, INELIGIBLE, NEEDS_REVIEW = "eligible", "ineligible", "needs-review"
@@ -222,6 +223,26 @@ class Node:
         return MANUAL
 
 
+_CACHED = 50_000          # distinct sub-item results remembered per trial (more are computed each time)
+
+
+def _percent(text: str) -> str:
+    """Text as a constant of a %-format."""
+    return text.replace("%", "%%")
+
+
+def _below(nodes: tuple[Node, ...], i: int) -> tuple[int, ...]:
+    """A line and every line under it, parents first."""
+    return (i,) + tuple(d for c in nodes[i].children for d in _below(nodes, c))
+
+
+def _getter(slots: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+    """A function picking the given places of a list, as a tuple."""
+    if len(slots) >= 2:
+        return operator.itemgetter(*slots)  # type: ignore[return-value]
+    return lambda values: tuple(values[s] for s in slots)
+
+
 class TrialPlan:
     """A trial's criteria flattened in reading order (parents before sub-items), evaluated sub-items first."""
 
@@ -256,6 +277,90 @@ class TrialPlan:
         self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
         self.manual_ids = "; ".join(nodes[i].criterion.link_id for i in self.top if nodes[i].manual)
         self._parent_reasons: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._compile()
+
+    def _compile(self) -> None:
+        """What every patient's verdict and JSON line reuse: which rule result each line takes, the lines
+        combined from sub-items, and the JSON line as a %-format with a place per patient-specific piece."""
+        nodes = self.nodes
+        # a line's result: its rule's (a place in the patient's rule results), or -1 (the UNKNOWN at their end)
+        self._pick_results = _getter(tuple(-1 if n.slot is None else n.slot for n in nodes))
+        self._combined = tuple((i, _DECIDES["all-of" if nodes[i].combine in (None, "all-of") else "any-of"],
+                                nodes[i].children)
+                               for i in self.order if nodes[i].slot is None and nodes[i].children)
+        self._decisive = tuple((i, nodes[i].loses) for i in self.decisive)
+        lines = [i for i in range(len(nodes)) if nodes[i].fixed is None and nodes[i].slot is None]
+        self.json_slots = frozenset(n.slot for n in nodes if n.fixed is None and n.slot is not None)
+        below: dict[int, tuple[int, ...]] = {}
+        for i in self.order:
+            below[i] = (i,) + tuple(d for c in nodes[i].children for d in below[c])
+        # combined lines, sub-items first: (line, its place among the combined lines, its subtree's places)
+        self._lines = tuple((i, lines.index(i), _getter(below[i])) for i in self.order if i in lines)
+        self._line_pieces: dict[tuple[int, tuple[str, ...]], tuple[str, tuple[int, ...]]] = {}
+        # values of a JSON line: the patient's rule JSON, then [patient, verdict, combined line, ...]
+        tail = 2 + len(lines)
+        places = [-tail]
+        text = ['%s, "trial": ' + _percent(self.trial_json) + ', "verdict": "%s", "criteria": [']
+        places.append(-tail + 1)
+        for i, node in enumerate(nodes):
+            if i:
+                text.append(", ")
+            if node.fixed is not None:
+                text.append(_percent(node.fixed))
+            else:
+                text.append(_percent(node.head) + "%s")
+                places.append(node.slot if node.slot is not None else -tail + 2 + lines.index(i))
+        text.append("]}")
+        self._format = "".join(text)
+        self._pick_values = operator.itemgetter(*places)
+
+    def outcome(self, rule_results: list[str]) -> tuple[tuple[str, ...], str]:
+        """Every line's result and the verdict, from the results of the plan's rules (with UNKNOWN at the end)."""
+        results = list(self._pick_results(rule_results))
+        for i, (decisive, other), children in self._combined:
+            mine = [results[c] for c in children]
+            results[i] = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
+        verdict = ELIGIBLE
+        for i, loses in self._decisive:
+            r = results[i]
+            if r == loses:
+                verdict = INELIGIBLE
+                break
+            if r == UNKNOWN:
+                verdict = NEEDS_REVIEW
+        return tuple(results), verdict
+
+    def _line_piece(self, i: int, key: tuple[str, ...], results: tuple[str, ...],
+                    ) -> tuple[str, tuple[int, ...]]:
+        """A combined line's JSON from its result to its evidence, and the rules whose evidence it cites."""
+        found = self._line_pieces.get((i, key))
+        if found is None:
+            node = self.nodes[i]
+            mine = results[i]
+            deciding = [c for c in node.children if results[c] == mine] or list(node.children)
+            slots = tuple(dict.fromkeys(slot for c in deciding for slot in self._cited(c, results)))
+            reason = self.parent_reason(node, results)
+            found = (f'"{mine}", "reason": {_encode(reason)}, "evidence": ', slots)
+            if len(self._line_pieces) < _CACHED:
+                self._line_pieces[(i, key)] = found
+        return found
+
+    def _cited(self, i: int, results: tuple[str, ...]) -> tuple[int, ...]:
+        node = self.nodes[i]
+        if node.fixed is not None:
+            return ()
+        if node.slot is not None:
+            return (node.slot,)
+        return self._line_piece(i, tuple(results[d] for d in _below(self.nodes, i)), results)[1]
+
+    def to_json(self, screening: PatientScreening, results: tuple[str, ...], verdict: str) -> str:
+        """One verdict's line of screening.json."""
+        lines = [""] * (len(self._lines))
+        for i, place, key in self._lines:
+            text, slots = self._line_piece(i, key(results), results)
+            lines[place] = text + screening.cited_json(slots) + "}"
+        values = screening.rule_json + [screening.head(), verdict] + lines
+        return self._format % self._pick_values(values)
 
     def parent_reason(self, node: Node, results: tuple[str, ...]) -> str:
         key = (node.index, tuple(results[i] for i in node.children))
@@ -321,96 +426,106 @@ class Plan:
         self.wanted: tuple[str, ...] = tuple(wanted)     # "; wanted <the rule in words>" per rule slot
         self.joiners: tuple[str, ...] = tuple(" and " if isinstance(r, Combination) and r.operator == "all-of"
                                               else " or " for r in rules)
+        #: per fact: its evaluator, subject and window; per slot, in order: what judging it needs
+        self.calls = tuple((_evaluator(name), subject, window) for name, subject, window in self.fact_keys)
+        written = frozenset().union(*(t.json_slots for t in self.trials))     # rules whose JSON a line shows
+        self.table = tuple((slot, fact_at[slot], rules[slot], self.bounds[slot], boolean[slot], self.wanted[slot],
+                            parts[slot], getattr(rules[slot], "operator", None), self.joiners[slot], slot in written)
+                           for slot in range(len(rules)))
+
+
+def _evaluator(name: str) -> Evaluator:
+    try:
+        return EVALUATORS[name]
+    except KeyError:
+        raise KeyError(f"no evaluator for fact {name!r}: add one to fhir_adapter.eligibility.facts") from None
 
 
 # ------------------------------------------------------------------------------------------ per patient
 
 class PatientScreening:
-    """One patient at one screening date: facts and findings computed once, shared by every trial."""
+    """One patient at one screening date: every fact and every rule judged once, shared by every trial.
 
-    __slots__ = ("patient", "clock", "plan", "_facts", "_findings", "_json")
+    Rules are judged in slot order (a combination's parts come before it), into flat lists of results,
+    reasons and evidence; their JSON fragments are made when first needed.
+    """
+
+    __slots__ = ("patient", "clock", "plan", "_facts", "results", "reasons", "evidence", "rule_json", "_head")
 
     def __init__(self, patient: PatientData, clock: Clock, plan: Plan) -> None:
         self.patient = patient
         self.clock = clock
         self.plan = plan
-        self._facts: list[Fact | None] = [None] * len(plan.fact_keys)
-        self._findings: list[Finding | None] = [None] * len(plan.rules)
-        self._json: list[str | None] = [None] * len(plan.rules)
+        facts = self._facts = [function(patient, subject, window, clock) for function, subject, window in plan.calls]
+        n = len(plan.rules)
+        results: list[str] = [UNKNOWN] * (n + 1)            # and UNKNOWN at the end, for lines without a rule
+        reasons: list[str] = [""] * n
+        evidence: list[tuple[str, ...]] = [()] * n
+        rule_json: list[str] = [""] * n
+        for slot, index, definition, bounds, boolean, wanted, parts, op, joiner, written in plan.table:
+            if index >= 0:
+                found = facts[index]
+                if found.value is None:
+                    result = UNKNOWN
+                    reason = "unknown: " + found.detail
+                else:
+                    result = judge(definition, found, bounds)  # type: ignore[arg-type]
+                    reason = found.detail if boolean else found.detail + wanted
+                cited = found.evidence
+            else:
+                decisive, other = _DECIDES[op]
+                mine = [results[p] for p in parts]
+                result = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
+                texts = list(dict.fromkeys([reasons[p] for p in parts]))
+                reason = texts[0] if len(texts) == 1 else joiner.join(["(" + r + ")" for r in texts])
+                cited = tuple(dict.fromkeys([e for p in parts for e in evidence[p]]))
+            results[slot] = result
+            reasons[slot] = reason
+            evidence[slot] = cited
+            if written:
+                rule_json[slot] = ('"' + result + '", "reason": ' + _encode(reason) + ', "evidence": '
+                                   + ("[" + ", ".join(map(_encode, cited)) + "]}" if cited else "[]}"))
+        self.results = results
+        self.reasons = reasons
+        self.evidence = evidence
+        self.rule_json = rule_json
+        self._head: str | None = None
 
     def fact(self, index: int) -> Fact:
-        """The fact at `plan.fact_keys[index]` for this patient (computed once)."""
-        found = self._facts[index]
-        if found is None:
-            name, subject, window = self.plan.fact_keys[index]
-            found = self._facts[index] = fact(name, self.patient, subject, window, self.clock)
-        return found
+        """The fact at `plan.fact_keys[index]` for this patient."""
+        return self._facts[index]
 
     def finding(self, slot: int) -> Finding:
-        """The rule or combination in `plan.rules[slot]` judged for this patient (once)."""
-        found = self._findings[slot]
-        if found is not None:
-            return found
-        plan = self.plan
-        definition = plan.rules[slot]
-        index = plan.fact_at[slot]
-        if index >= 0:
-            value = self._facts[index] or self.fact(index)
-            result = judge(definition, value, plan.bounds[slot])  # type: ignore[arg-type]
-            if value.value is None:
-                reason = "unknown: " + value.detail
-            elif plan.boolean[slot]:
-                reason = value.detail
-            else:
-                reason = value.detail + plan.wanted[slot]
-            found = Finding(result, reason, value.evidence)
-        else:
-            findings = self._findings
-            parts = [findings[p] or self.finding(p) for p in plan.parts[slot]]
-            decisive, other = _DECIDES[definition.operator]  # type: ignore[union-attr]
-            results = [p.result for p in parts]
-            result = decisive if decisive in results else other if results.count(other) == len(results) else UNKNOWN
-            reasons: list[str] = []
-            evidence_list: list[str] = []
-            for part in parts:
-                if part.reason not in reasons:
-                    reasons.append(part.reason)
-                for e in part.evidence:
-                    if e not in evidence_list:
-                        evidence_list.append(e)
-            text = reasons[0] if len(reasons) == 1 else plan.joiners[slot].join(["(" + r + ")" for r in reasons])
-            found = Finding(result, text, tuple(evidence_list))
-        self._findings[slot] = found
-        return found
+        """The rule or combination in `plan.rules[slot]` judged for this patient."""
+        return Finding(self.results[slot], self.reasons[slot], self.evidence[slot])
 
     def finding_json(self, slot: int) -> str:
         """The JSON of a finding from its result on: `"met", "reason": ..., "evidence": [...]}`."""
-        found = self._json[slot]
+        return self.rule_json[slot] or (f'"{self.results[slot]}", "reason": {_encode(self.reasons[slot])}, '
+                                        f'"evidence": {_evidence_json(self.evidence[slot])}}}')
+
+    def head(self) -> str:
+        """The start of this patient's JSON lines: `{"patient": "Patient/<id>"`."""
+        found = self._head
         if found is None:
-            f = self.finding(slot)
-            found = self._json[slot] = (f'"{f.result}", "reason": {_encode(f.reason)}, '
-                                        f'"evidence": {_evidence_json(f.evidence)}}}')
+            found = self._head = '{"patient": ' + _encode(self.patient.reference)
         return found
 
+    def cited_json(self, slots: tuple[int, ...]) -> str:
+        """The evidence of some rules, each resource once, as a JSON list."""
+        if len(slots) == 1:
+            evidence = self.evidence[slots[0]]
+            if not evidence:
+                return "[]"
+            if len(evidence) == 1:
+                return "[" + _encode(evidence[0]) + "]"
+        else:
+            evidence = tuple(e for slot in slots for e in self.evidence[slot])
+        return _evidence_json(tuple(dict.fromkeys(evidence)))
+
     def verdict(self, plan: TrialPlan) -> Verdict:
-        nodes = plan.nodes
-        findings = self._findings
-        results: list[str] = [UNKNOWN] * len(nodes)
-        for i in plan.order:
-            node = nodes[i]
-            if node.slot is not None:
-                results[i] = (findings[node.slot] or self.finding(node.slot)).result
-            elif node.children:
-                results[i] = combine(node.combine or "all-of", [results[c] for c in node.children])
-        verdict = ELIGIBLE
-        for i in plan.decisive:
-            r = results[i]
-            if r == nodes[i].loses:
-                verdict = INELIGIBLE
-                break
-            if r == UNKNOWN:
-                verdict = NEEDS_REVIEW
-        return Verdict(self.patient.reference, plan.trial.id, verdict, tuple(results), plan, self)
+        found = plan.outcome(self.results)
+        return Verdict(self.patient.reference, plan.trial.id, found[1], found[0], plan, self)
 
 
 class Verdict:
@@ -479,7 +594,7 @@ class Verdict:
         if self._done is not None:
             return self._done[i][0]
         if node.slot is not None:
-            return self._screening.finding(node.slot).reason  # type: ignore[union-attr]
+            return self._screening.reasons[node.slot]  # type: ignore[union-attr]
         if node.children and not node.manual:
             return self._plan.parent_reason(node, self.results)
         return self._lines()[i][0]
@@ -512,9 +627,8 @@ class Verdict:
         """Every resource the verdict cites, once, in order of first use."""
         if self._screening is not None:
             s = self._screening
-            findings = s._findings
-            return list(dict.fromkeys(e for slot in self._plan.slots
-                                      for e in (findings[slot] or s.finding(slot)).evidence))
+            evidence = s.evidence
+            return list(dict.fromkeys([e for slot in self._plan.slots for e in evidence[slot]]))
         return list(dict.fromkeys(e for r in self.criteria for x in r.walk() for e in x.evidence))
 
     def to_dict(self) -> dict[str, Any]:
@@ -524,28 +638,9 @@ class Verdict:
 
     def to_json(self) -> str:
         """`to_dict` as one line of JSON, built from fragments cached per trial and per finding."""
-        screening, plan, results = self._screening, self._plan, self.results
-        if screening is None:
+        if self._screening is None:
             return json.dumps(self.to_dict(), ensure_ascii=False)
-        nodes = plan.nodes
-        parts: list[str] = [""] * len(nodes)
-        evidence: dict[int, tuple[str, ...]] = {}
-        for i in plan.order:
-            node = nodes[i]
-            if node.fixed is not None:
-                parts[i] = node.fixed
-                evidence[i] = ()
-            elif node.slot is not None:
-                parts[i] = node.head + screening.finding_json(node.slot)
-                if node.top is False:
-                    evidence[i] = screening.finding(node.slot).evidence
-            else:
-                reason, found = self._line(i, evidence)
-                evidence[i] = found
-                parts[i] = (f'{node.head}"{results[i]}", "reason": {_encode(reason)}, '
-                            f'"evidence": {_evidence_json(found)}}}')
-        return (f'{{"patient": {_encode(self.patient)}, "trial": {plan.trial_json}, "verdict": "{self.verdict}", '
-                f'"criteria": [{", ".join(parts)}]}}')
+        return self._plan.to_json(self._screening, self.results, self.verdict)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (between processes) with its criteria worked out, without the patient's data."""
