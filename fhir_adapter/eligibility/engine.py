@@ -226,6 +226,9 @@ class Node:
 _CACHED = 50_000          # distinct sub-item results remembered per trial (more are computed each time)
 
 
+_BYTES = {v: v.encode() for v in VERDICTS}
+
+
 def _percent(text: str) -> str:
     """Text as a constant of a %-format."""
     return text.replace("%", "%%")
@@ -311,7 +314,7 @@ class TrialPlan:
                 text.append(_percent(node.head) + "%s")
                 places.append(node.slot if node.slot is not None else -tail + 2 + lines.index(i))
         text.append("]}")
-        self._format = "".join(text)
+        self._format = "".join(text).encode()                  # bytes: most of a line is fixed non-ASCII text
         self._pick_values = operator.itemgetter(*places)
 
     def outcome(self, rule_results: list[str]) -> tuple[tuple[str, ...], str]:
@@ -340,7 +343,7 @@ class TrialPlan:
             deciding = [c for c in node.children if results[c] == mine] or list(node.children)
             slots = tuple(dict.fromkeys(slot for c in deciding for slot in self._cited(c, results)))
             reason = self.parent_reason(node, results)
-            found = (f'"{mine}", "reason": {_encode(reason)}, "evidence": ', slots)
+            found = (f'"{mine}", "reason": {_encode(reason)}, "evidence": '.encode(), slots)
             if len(self._line_pieces) < _CACHED:
                 self._line_pieces[(i, key)] = found
         return found
@@ -353,13 +356,13 @@ class TrialPlan:
             return (node.slot,)
         return self._line_piece(i, tuple(results[d] for d in _below(self.nodes, i)), results)[1]
 
-    def to_json(self, screening: PatientScreening, results: tuple[str, ...], verdict: str) -> str:
-        """One verdict's line of screening.json."""
-        lines = [""] * (len(self._lines))
+    def to_json(self, screening: PatientScreening, results: tuple[str, ...], verdict: str) -> bytes:
+        """One verdict's line of screening.json, UTF-8."""
+        lines = [b""] * (len(self._lines))
         for i, place, key in self._lines:
             text, slots = self._line_piece(i, key(results), results)
-            lines[place] = text + screening.cited_json(slots) + "}"
-        values = screening.rule_json + [screening.head(), verdict] + lines
+            lines[place] = text + screening.cited_json(slots).encode() + b"}"
+        values = screening.rule_json + [screening.head(), _BYTES[verdict]] + lines
         return self._format % self._pick_values(values)
 
     def parent_reason(self, node: Node, results: tuple[str, ...]) -> str:
@@ -461,7 +464,7 @@ class PatientScreening:
         results: list[str] = [UNKNOWN] * (n + 1)            # and UNKNOWN at the end, for lines without a rule
         reasons: list[str] = [""] * n
         evidence: list[tuple[str, ...]] = [()] * n
-        rule_json: list[str] = [""] * n
+        rule_json: list[bytes] = [b""] * n
         for slot, index, definition, bounds, boolean, wanted, parts, op, joiner, written in plan.table:
             if index >= 0:
                 found = facts[index]
@@ -484,12 +487,12 @@ class PatientScreening:
             evidence[slot] = cited
             if written:
                 rule_json[slot] = ('"' + result + '", "reason": ' + _encode(reason) + ', "evidence": '
-                                   + ("[" + ", ".join(map(_encode, cited)) + "]}" if cited else "[]}"))
+                                   + ("[" + ", ".join(map(_encode, cited)) + "]}" if cited else "[]}")).encode()
         self.results = results
         self.reasons = reasons
         self.evidence = evidence
         self.rule_json = rule_json
-        self._head: str | None = None
+        self._head: bytes | None = None
 
     def fact(self, index: int) -> Fact:
         """The fact at `plan.fact_keys[index]` for this patient."""
@@ -501,14 +504,14 @@ class PatientScreening:
 
     def finding_json(self, slot: int) -> str:
         """The JSON of a finding from its result on: `"met", "reason": ..., "evidence": [...]}`."""
-        return self.rule_json[slot] or (f'"{self.results[slot]}", "reason": {_encode(self.reasons[slot])}, '
-                                        f'"evidence": {_evidence_json(self.evidence[slot])}}}')
+        return (self.rule_json[slot].decode() or f'"{self.results[slot]}", "reason": {_encode(self.reasons[slot])}, '
+                                                 f'"evidence": {_evidence_json(self.evidence[slot])}}}')
 
-    def head(self) -> str:
-        """The start of this patient's JSON lines: `{"patient": "Patient/<id>"`."""
+    def head(self) -> bytes:
+        """The start of this patient's JSON lines: `{"patient": "Patient/<id>"`, UTF-8."""
         found = self._head
         if found is None:
-            found = self._head = '{"patient": ' + _encode(self.patient.reference)
+            found = self._head = ('{"patient": ' + _encode(self.patient.reference)).encode()
         return found
 
     def cited_json(self, slots: tuple[int, ...]) -> str:
@@ -638,8 +641,12 @@ class Verdict:
 
     def to_json(self) -> str:
         """`to_dict` as one line of JSON, built from fragments cached per trial and per finding."""
+        return self.to_json_bytes().decode()
+
+    def to_json_bytes(self) -> bytes:
+        """`to_json` encoded in UTF-8 (made as bytes: what screening.json is written from)."""
         if self._screening is None:
-            return json.dumps(self.to_dict(), ensure_ascii=False)
+            return json.dumps(self.to_dict(), ensure_ascii=False).encode()
         return self._plan.to_json(self._screening, self.results, self.verdict)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -104,7 +104,7 @@ class Part:
             self._json.write(b"[\n")
             self._csv_file.write((",".join(CSV_COLUMNS) + "\n").encode())
         self.funnels = {t.id: Funnel(t.id) for t in self.trials}
-        self._pending_json: list[str] = []
+        self._pending_json: list[bytes] = []
         self._pending_rows: list[list[str]] = []
         self._counts: dict[tuple[str, str, tuple[str, ...]], list] = {}
 
@@ -113,7 +113,7 @@ class Part:
         if key != self._last:
             self._patients += 1
             self._last = key
-        self._pending_json.append(verdict_json(verdict))
+        self._pending_json.append(verdict.to_json_bytes())
         self._pending_rows.append(verdict_row(verdict))
         counted = self._counts.get((verdict.trial, verdict.verdict, verdict.results))
         if counted is None:
@@ -132,8 +132,9 @@ class Part:
     def _flush(self) -> None:
         lines = self._pending_json
         if lines:
-            text = ",\n".join(lines)
-            self._json.write(((",\n" + text) if self._lines else text).encode())
+            if self._lines:
+                self._json.write(b",\n")
+            self._json.write(b",\n".join(lines))
             self._lines += len(lines)
             self._csv.writerows(self._pending_rows)
             self._csv_file.write(self._csv_buffer.getvalue().encode())
