@@ -434,7 +434,8 @@ class _Referral(_History):
         self.course = (r.choices(("rrms", "spms", "ppms"), (0.55, 0.3, 0.15)) if active
                        else r.choices(("spms", "ppms"), (0.55, 0.45)))[0]
         self.sex = "female" if r.random() < (0.68 if self.course != "ppms" else 0.5) else "male"
-        self.age = r.uniform(21, 50.9) if active else r.uniform(27, 55.9)
+        youngest = 21 if self.course == "rrms" else 30     # progressive MS starts later
+        self.age = r.uniform(youngest, 50.9) if active else r.uniform(youngest + 2, 55.9)
         if self.defect == "too-old":
             self.age = r.uniform(51.1, 54.9) if active else r.uniform(56.1, 58.9)
         duration = r.uniform(2.3, 9.7) if active else r.uniform(2.5, 14.5)
@@ -562,28 +563,27 @@ class _Referral(_History):
 
     def labs(self, pregnant: bool) -> list[LabResult]:
         """The pre-screening work-up of the last months, and the CSF of the diagnosis."""
-        r, today, defect, out = self.rng, self.today, self.defect, []
+        r, today, defect, tests = self.rng, self.today, self.defect, []
         day = today - self.days(7, 120)
         if defect != "no-egfr":
-            out.append(self._lab(day, "egfr", round(r.uniform(44, 58) if defect == "low-egfr"
-                                                    else min(150.0, max(62.0, r.gauss(98, 13))), 0)))
+            tests.append((day, "egfr", round(r.uniform(44, 58) if defect == "low-egfr"
+                                             else min(150.0, max(62.0, r.gauss(98, 13))), 0), None))
         if defect != "no-platelets":
-            out.append(self._lab(day, "platelets", round(r.uniform(70, 95) if defect == "low-platelets"
-                                                         else max(140.0, r.gauss(250, 50)), 0)))
-        out.append(self._lab(day, "white-cells", round(max(3.5, r.gauss(6.5, 1.4)), 1)))
+            tests.append((day, "platelets", round(r.uniform(70, 95) if defect == "low-platelets"
+                                                  else max(140.0, r.gauss(250, 50)), 0), None))
+        tests.append((day, "white-cells", round(max(3.5, r.gauss(6.5, 1.4)), 1), None))
         serology = ["hiv", "hbsag", "hcv", "syphilis", "htlv"]
         missing = r.choice(serology) if defect == "no-serology" else None
         positive = r.choice(("hbsag", "hcv")) if defect == "positive-serology" else None
-        for test in serology:
-            if test != missing:
-                out.append(self._lab(day, test, result="positive" if test == positive else "negative"))
+        tests.extend((day, test, None, "positive" if test == positive else "negative")
+                     for test in serology if test != missing)
         if defect != "no-csf" and (self.course == "ppms" or r.random() < 0.6):
-            out.append(self._lab(self.diagnosed, "csf-oligoclonal-bands",
-                                 result="positive" if r.random() < 0.93 else "negative"))
+            tests.append((self.diagnosed, "csf-oligoclonal-bands", None,
+                          "positive" if r.random() < 0.93 else "negative"))
         if self.sex == "female":
             when = today - (self.days(45, 150) if defect == "no-pregnancy-test" else self.days(1, 25))
-            out.append(self._lab(when, "pregnancy-test", result="negative"))
-        return sorted(out, key=lambda lab: lab.date)
+            tests.append((when, "pregnancy-test", None, "negative"))
+        return [self._lab(*test) for test in sorted(tests, key=lambda t: t[0])]
 
     def status(self) -> tuple[list[StatusFact], bool]:
         """Women are asked whether they breastfeed."""
