@@ -14,7 +14,7 @@ known only to the month), and some therapies stop close to the washout limits of
 
 As in a tertiary MS centre that runs MSC trials, a small share of patients (`REFERRED_SHARE`) were referred
 for trial screening: they have the profile the trials recruit (active relapsing or progressive MS, EDSS 3.0
-to 7.0, 2 to 15 years of disease, aged 19 to 55, a recent MRI, EDSS progression or relapses as the trials
+to 7.0, 2 to 15 years of disease, aged 21 to 55, a recent MRI, EDSS progression or relapses as the trials
 ask, disease-modifying therapy stopped beyond the washouts) and the pre-screening work-up of the last
 months (infection serologies, blood count, eGFR, pregnancy test and breastfeeding status for women). Some
 of them still fail one criterion or miss one test, so screening on the reference date finds eligible,
@@ -308,13 +308,17 @@ class _History:
             value = self.edss_at(day) + r.gauss(0, 0.3)
             if worsening and (self.today - day).days < 200:
                 value += 1.0
-            score = edss_step(value)
-            systems: tuple[tuple[str, int], ...] = ()
-            if r.random() < 0.2:
-                systems = tuple((concept, min(top, max(0, int(round(score / 1.6 + r.gauss(0, 0.7))))))
-                                for _, concept, top in FUNCTIONAL_SYSTEMS)
-            out.append(EdssAssessment(self.row("E"), self.mrn, day.isoformat(), score, systems))
+            out.append(self._assessment(day, edss_step(value)))
         return out
+
+    def _assessment(self, day: dt.date, score: float) -> EdssAssessment:
+        """An EDSS assessment, with functional-system grades for some."""
+        r = self.rng
+        systems: tuple[tuple[str, int], ...] = ()
+        if r.random() < 0.2:
+            systems = tuple((concept, min(top, max(0, int(round(score / 1.6 + r.gauss(0, 0.7))))))
+                            for _, concept, top in FUNCTIONAL_SYSTEMS)
+        return EdssAssessment(self.row("E"), self.mrn, day.isoformat(), score, systems)
 
     def mri(self) -> list[MriExam]:
         r, out = self.rng, []
@@ -530,15 +534,7 @@ class _Referral(_History):
                 break
             value = min(value, value - 0.35 * self.rate + r.gauss(0, 0.3))
             visits.append((day, value))
-        out = []
-        for day, value in sorted(visits):
-            score = edss_step(max(1.0, value))
-            systems: tuple[tuple[str, int], ...] = ()
-            if r.random() < 0.2:
-                systems = tuple((concept, min(top, max(0, int(round(score / 1.6 + r.gauss(0, 0.7))))))
-                                for _, concept, top in FUNCTIONAL_SYSTEMS)
-            out.append(EdssAssessment(self.row("E"), self.mrn, day.isoformat(), score, systems))
-        return out
+        return [self._assessment(day, edss_step(max(1.0, value))) for day, value in sorted(visits)]
 
     def mri(self) -> list[MriExam]:
         r, today, out = self.rng, self.today, []
