@@ -42,8 +42,7 @@ from __future__ import annotations
 import datetime as dt
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import terminology
 from ..criteria import FACTS, Window
@@ -63,8 +62,7 @@ LACTATION_FOR = 183
 SAME_RELAPSE = 30           # relapse records closer than this are one relapse
 
 
-@dataclass(frozen=True, slots=True)
-class Fact:
+class Fact(NamedTuple):
     """One fact for one patient. `value` None: unknown, and `detail` says what is missing.
 
     For numbers, `value` is the lowest and `upper` the highest the fact may be (None: exactly `value`).
