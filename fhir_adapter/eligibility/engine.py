@@ -101,6 +101,14 @@ def _inside(value: float, bounds: tuple[float, float, bool, bool]) -> bool:
     return (value > low or (value == low and not low_open)) and (value < high or (value == high and not high_open))
 
 
+_PRESENT, _CODES, _INTERVAL = 0, 1, 2
+
+
+def _test(rule: Rule) -> int:
+    """How `judge` decides a rule: by presence, by codes, or by an interval."""
+    return _PRESENT if rule.present is not None else _CODES if rule.codes else _INTERVAL
+
+
 def judge(rule: Rule, found: Fact, bounds: tuple[float, float, bool, bool] | None = None) -> str:
     """met / not-met / unknown for a rule given the fact's value (number bounds decide only if both agree).
 
@@ -239,11 +247,21 @@ def _below(nodes: tuple[Node, ...], i: int) -> tuple[int, ...]:
     return (i,) + tuple(d for c in nodes[i].children for d in _below(nodes, c))
 
 
+class _Pick:
+    """Picks some places of a list, as a tuple (for fewer than two places; `operator.itemgetter` otherwise)."""
+
+    def __init__(self, places: tuple[int, ...]) -> None:
+        self.places = places
+
+    def __call__(self, values: list[str]) -> tuple[str, ...]:
+        return tuple(values[p] for p in self.places)
+
+
 def _getter(slots: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
-    """A function picking the given places of a list, as a tuple."""
+    """A function picking the given places of a list, as a tuple (picklable, for worker processes)."""
     if len(slots) >= 2:
         return operator.itemgetter(*slots)  # type: ignore[return-value]
-    return lambda values: tuple(values[s] for s in slots)
+    return _Pick(slots)
 
 
 class TrialPlan:
@@ -365,6 +383,10 @@ class TrialPlan:
         values = screening.rule_json + [screening.head(), _BYTES[verdict]] + lines
         return self._format % self._pick_values(values)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (candidates sent back from worker processes) without the cache of combined lines."""
+        return {**self.__dict__, "_line_pieces": {}}
+
     def parent_reason(self, node: Node, results: tuple[str, ...]) -> str:
         key = (node.index, tuple(results[i] for i in node.children))
         found = self._parent_reasons.get(key)
@@ -432,9 +454,12 @@ class Plan:
         #: per fact: its evaluator, subject and window; per slot, in order: what judging it needs
         self.calls = tuple((_evaluator(name), subject, window) for name, subject, window in self.fact_keys)
         written = frozenset().union(*(t.json_slots for t in self.trials))     # rules whose JSON a line shows
-        self.table = tuple((slot, fact_at[slot], rules[slot], self.bounds[slot], boolean[slot], self.wanted[slot],
-                            parts[slot], getattr(rules[slot], "operator", None), self.joiners[slot], slot in written)
-                           for slot in range(len(rules)))
+        # rules (facts compared with expectations), then combinations (each after its parts), in slot order
+        self.compared = tuple((slot, fact_at[slot], rule, _test(rule), _bounds(rule),  # type: ignore[arg-type]
+                               "" if boolean[slot] else self.wanted[slot], slot in written)
+                              for slot, rule in enumerate(rules) if fact_at[slot] >= 0)
+        self.combined = tuple((slot, parts[slot], _DECIDES[rules[slot].operator], self.joiners[slot],  # type: ignore[union-attr]
+                               slot in written) for slot in range(len(rules)) if fact_at[slot] < 0)
 
 
 def _evaluator(name: str) -> Evaluator:
@@ -465,29 +490,41 @@ class PatientScreening:
         reasons: list[str] = [""] * n
         evidence: list[tuple[str, ...]] = [()] * n
         rule_json: list[bytes] = [b""] * n
-        for slot, index, definition, bounds, boolean, wanted, parts, op, joiner, written in plan.table:
-            if index >= 0:
-                found = facts[index]
-                if found.value is None:
-                    result = UNKNOWN
-                    reason = "unknown: " + found.detail
-                else:
-                    result = judge(definition, found, bounds)  # type: ignore[arg-type]
-                    reason = found.detail if boolean else found.detail + wanted
-                cited = found.evidence
+        for slot, index, rule, test, bounds, wanted, written in plan.compared:
+            found = facts[index]
+            value = found.value
+            if value is None:
+                result = UNKNOWN
+                reason = "unknown: " + found.detail
             else:
-                decisive, other = _DECIDES[op]
-                mine = [results[p] for p in parts]
-                result = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
-                texts = list(dict.fromkeys([reasons[p] for p in parts]))
-                reason = texts[0] if len(texts) == 1 else joiner.join(["(" + r + ")" for r in texts])
-                cited = tuple(dict.fromkeys([e for p in parts for e in evidence[p]]))
+                if test == _INTERVAL and found.upper is None:
+                    low, high, low_open, high_open = bounds
+                    result = MET if ((value > low or (value == low and not low_open))
+                                     and (value < high or (value == high and not high_open))) else NOT_MET
+                elif test == _PRESENT:
+                    result = MET if bool(value) is rule.present else NOT_MET
+                else:
+                    result = judge(rule, found, bounds)
+                reason = found.detail + wanted
+            cited = found.evidence
             results[slot] = result
             reasons[slot] = reason
             evidence[slot] = cited
             if written:
-                rule_json[slot] = ('"' + result + '", "reason": ' + _encode(reason) + ', "evidence": '
-                                   + ("[" + ", ".join(map(_encode, cited)) + "]}" if cited else "[]}")).encode()
+                listed = ", ".join(map(_encode, cited))
+                rule_json[slot] = f'"{result}", "reason": {_encode(reason)}, "evidence": [{listed}]}}'.encode()
+        for slot, parts, (decisive, other), joiner, written in plan.combined:
+            mine = [results[p] for p in parts]
+            result = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
+            texts = list(dict.fromkeys([reasons[p] for p in parts]))
+            reason = texts[0] if len(texts) == 1 else joiner.join(["(" + r + ")" for r in texts])
+            cited = tuple(dict.fromkeys([e for p in parts for e in evidence[p]]))
+            results[slot] = result
+            reasons[slot] = reason
+            evidence[slot] = cited
+            if written:
+                listed = ", ".join(map(_encode, cited))
+                rule_json[slot] = f'"{result}", "reason": {_encode(reason)}, "evidence": [{listed}]}}'.encode()
         self.results = results
         self.reasons = reasons
         self.evidence = evidence
