@@ -471,11 +471,17 @@ def _evaluator(name: str) -> Evaluator:
 
 # ------------------------------------------------------------------------------------------ per patient
 
+def _finding_json(result: str, reason: str, evidence: tuple[str, ...]) -> bytes:
+    """A finding's JSON from its result on: `"met", "reason": ..., "evidence": [...]}`, UTF-8."""
+    listed = ", ".join(map(_encode, evidence))
+    return f'"{result}", "reason": {_encode(reason)}, "evidence": [{listed}]}}'.encode()
+
+
 class PatientScreening:
     """One patient at one screening date: every fact and every rule judged once, shared by every trial.
 
-    Rules are judged in slot order (a combination's parts come before it), into flat lists of results,
-    reasons and evidence; their JSON fragments are made when first needed.
+    Facts are compared with their rules first, then combinations in slot order (their parts come before
+    them), into flat lists of results, reasons and evidence, with the JSON of each finding a trial shows.
     """
 
     __slots__ = ("patient", "clock", "plan", "_facts", "results", "reasons", "evidence", "rule_json", "_head")
@@ -511,8 +517,7 @@ class PatientScreening:
             reasons[slot] = reason
             evidence[slot] = cited
             if written:
-                listed = ", ".join(map(_encode, cited))
-                rule_json[slot] = f'"{result}", "reason": {_encode(reason)}, "evidence": [{listed}]}}'.encode()
+                rule_json[slot] = _finding_json(result, reason, cited)
         for slot, parts, (decisive, other), joiner, written in plan.combined:
             mine = [results[p] for p in parts]
             result = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
@@ -523,8 +528,7 @@ class PatientScreening:
             reasons[slot] = reason
             evidence[slot] = cited
             if written:
-                listed = ", ".join(map(_encode, cited))
-                rule_json[slot] = f'"{result}", "reason": {_encode(reason)}, "evidence": [{listed}]}}'.encode()
+                rule_json[slot] = _finding_json(result, reason, cited)
         self.results = results
         self.reasons = reasons
         self.evidence = evidence
