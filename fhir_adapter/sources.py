@@ -37,20 +37,31 @@ def read_json(path: str | Path) -> Any:
     return _decode(text, str(path))
 
 
-def files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Expand directories to the .json and .ndjson files under them, in a stable order."""
+def walk(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
+    """Each file, and whether it was found by expanding a directory (True) rather than named (False)."""
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
+            yield from ((f, True) for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES))
         elif p.exists() or str(p) == "-":
-            yield p
+            yield p, False
         else:
             raise InputError(f"{p}: no such file or directory")
 
 
+def files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Expand directories to the .json and .ndjson files under them, in a stable order."""
+    for path, _ in walk(paths):
+        yield path
+
+
+def is_resource(document: Any) -> bool:
+    """Whether a parsed JSON document is a FHIR resource (an object with a resourceType)."""
+    return isinstance(document, dict) and "resourceType" in document
+
+
 def _from_document(document: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if not isinstance(document, dict) or "resourceType" not in document:
+    if not is_resource(document):
         raise InputError(f"{where}: not a FHIR resource (no resourceType)")
     if document["resourceType"] == "Bundle" and isinstance(document.get("entry"), list):
         yield where, document
@@ -66,34 +77,57 @@ def _ndjson(stream: TextIO, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     for number, line in enumerate(stream, 1):
         if line.strip():
             resource = _decode(line, where, number - 1)
-            if not isinstance(resource, dict) or "resourceType" not in resource:
+            if not is_resource(resource):
                 raise InputError(f"{where}:{number}: not a FHIR resource (no resourceType)")
             yield f"{where}:{number}", resource
 
 
-def documents(paths: Iterable[str | Path]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each top-level JSON object: a whole Bundle once, each NDJSON line once."""
-    for path in files(paths):
-        if str(path) == "-":
-            text = sys.stdin.read()
-            try:  # one JSON document, or else NDJSON
-                yield "<stdin>", json.loads(text)
-            except json.JSONDecodeError:
-                yield from _ndjson(iter(text.splitlines(keepends=True)), "<stdin>")
-        elif path.suffix == ".ndjson":
-            with path.open(encoding="utf-8") as stream:
-                yield from _ndjson(stream, str(path))
-        else:
-            yield str(path), read_json(path)
+def file_documents(path: Path, found: bool = False, skipped: list[Path] | None = None,
+                   ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each top-level JSON object of one file (or `-`, stdin): a whole Bundle once, each NDJSON line once.
+
+    With `skipped`, a .json file `found` in a directory that is not a FHIR resource (the `summary.json` that
+    `patients map` writes beside its NDJSON) is listed there instead of being an error; a file named
+    explicitly must always be FHIR.
+    """
+    if str(path) == "-":
+        text = sys.stdin.read()
+        try:  # one JSON document, or else NDJSON
+            yield "<stdin>", json.loads(text)
+        except json.JSONDecodeError:
+            yield from _ndjson(iter(text.splitlines(keepends=True)), "<stdin>")
+    elif path.suffix == ".ndjson":
+        with path.open(encoding="utf-8") as stream:
+            yield from _ndjson(stream, str(path))
+    else:
+        document = read_json(path)
+        if found and skipped is not None and not is_resource(document):
+            skipped.append(path)
+            return
+        yield str(path), document
 
 
-def resources(paths: Iterable[str | Path], *, bundles: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every resource with its location; a Bundle's entries are unpacked (and the Bundle too if `bundles`)."""
-    for where, document in documents(paths):
-        for location, resource in _from_document(document, where):
-            if resource is document and resource.get("resourceType") == "Bundle" and not bundles:
-                continue
-            yield location, resource
+def documents(paths: Iterable[str | Path], skipped: list[Path] | None = None,
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each top-level JSON object of every file in the paths; `skipped` as in `file_documents`."""
+    for path, found in walk(paths):
+        yield from file_documents(path, found, skipped)
+
+
+def unpack(document: Any, where: str, *, bundles: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The resources of one document with their locations: a Bundle's entries (and the Bundle if `bundles`)."""
+    for location, resource in _from_document(document, where):
+        if resource is document and resource.get("resourceType") == "Bundle" and not bundles:
+            continue
+        yield location, resource
+
+
+def resources(paths: Iterable[str | Path], *, bundles: bool = False, skipped: list[Path] | None = None,
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every resource in the paths with its location; `bundles` as in `unpack`, `skipped` as in
+    `file_documents`."""
+    for where, document in documents(paths, skipped):
+        yield from unpack(document, where, bundles=bundles)
 
 
 def write_ndjson(path: str | Path, items: Iterable[dict[str, Any]]) -> int:

@@ -115,3 +115,22 @@ def test_reports_are_valid_with_no_patient_and_with_empty_parts(tmp_path, worker
     screen_files([tmp_path / "one"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
     assert [v["patient"] for v in json.loads((tmp_path / "out" / "screening.json").read_text())] == ["Patient/p1"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "screening.csv", "screening.json"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_what_patients_map_writes_is_screened_as_it_is(tmp_path, workers):
+    """`patients map` writes summary.json beside the NDJSON: screening the directory reports it, not crash."""
+    from fhir_adapter.cli import main
+    from fhir_adapter.paths import EXAMPLES
+
+    assert main(["patients", "map", str(EXAMPLES / "ehr" / "cohort"), "--out", str(tmp_path / "fhir"),
+                 "--allow-rejects"]) == 0
+    summary = tmp_path / "fhir" / "summary.json"
+    assert summary.exists()
+    result = screen_files([tmp_path / "fhir"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
+    assert [str(p) for p in result.problems if "summary.json" in p.where] == [
+        f"{summary}: not a FHIR resource (no resourceType): not read"]
+    patients = sum(1 for _ in (tmp_path / "fhir" / "Patient.ndjson").open())
+    assert result.screening.patients == patients > 0
+    with pytest.raises(InputError, match="summary.json: not a FHIR resource"):
+        load([summary])             # named explicitly, it must be FHIR

@@ -111,20 +111,8 @@ def run(args: argparse.Namespace) -> int:
 def read_inputs(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Path]]:
     """Every resource in the paths. In a directory, JSON files that are not FHIR (such as the `summary.json`
     that `patients map` writes) are skipped and listed; a file named explicitly must be FHIR."""
-    items: list[tuple[str, dict]] = []
     skipped: list[Path] = []
-    for path in paths:
-        if not Path(path).is_dir():
-            items += sources.resources([path])
-            continue
-        for file in sources.files([path]):
-            if file.suffix == ".json":
-                document = sources.read_json(file)
-                if not isinstance(document, dict) or "resourceType" not in document:
-                    skipped.append(file)
-                    continue
-            items += sources.resources([file])
-    return items, skipped
+    return list(sources.resources(paths, skipped=skipped)), skipped
 
 
 def report(result: PushResult, server: str, failed_path: Path, out: TextIO | None = None,

@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..sources import InputError, files, resources
-from .data import PatientIndex, drug_concepts, subject_of
+from ..sources import InputError, file_documents, unpack, walk
+from .data import PatientIndex, Problem, drug_concepts, subject_of
 
 _PATIENT_TYPE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
 _ID = re.compile(rb'"id"\s*:\s*"([^"]+)"')
@@ -133,12 +133,16 @@ def load_share(paths: Iterable[str | Path], part: int = 0, parts: int = 1,
     """One worker's share of the input: its patients indexed, and lines it parsed that belong to another."""
     index = PatientIndex()
     strays: list[tuple[str, dict[str, Any]]] = []
-    for path in files(paths):
+    skipped: list[Path] = []
+    for path, found in walk(paths):
         if path.suffix == ".ndjson":
             _ndjson_share(path, part, parts, index, strays)
-        else:                                   # Bundles and single resources: every worker reads them
-            for where, resource in resources([path]):
-                _keep(resource, where, True, part, parts, index, strays)
+            continue
+        for where, document in file_documents(path, found, skipped):   # Bundles and single resources:
+            for location, resource in unpack(document, where):         # every worker reads them
+                _keep(resource, location, True, part, parts, index, strays)
+    if part == 0:
+        index.problems += (Problem(str(path), "not a FHIR resource (no resourceType): not read") for path in skipped)
     return index, strays
 
 
@@ -196,7 +200,7 @@ def map_shares(paths: Iterable[str | Path], task: Task, workers: int | None = No
     With one worker (or where processes cannot fork) it all runs in this process.
     """
     paths = [str(p) for p in paths]
-    list(files(paths))                                  # a missing path fails here, with its name
+    list(walk(paths))                                   # a missing path fails here, with its name
     workers = workers or workers_available()
     if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
         with no_gc():
