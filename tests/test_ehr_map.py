@@ -199,9 +199,11 @@ def test_csv_details_quoted_newlines_blank_lines_bom_nul(tmp_path):
 def test_blocks_cut_only_between_rows(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text('h\n"a\nb"\nc\n"d\ne\nf"\ng\n', encoding="utf-8")
-    got = list(blocks(path, rows=1))
-    assert [(first, b"".join(lines)) for first, lines in got] == [
-        (2, b'"a\nb"\n'), (4, b"c\n"), (5, b'"d\ne\nf"\n'), (8, b"g\n")]
+    assert list(blocks(path, size=1)) == [(2, b'"a\nb"\n'), (4, b"c\n"), (5, b'"d\ne\nf"\n'), (8, b"g\n")]
+    assert list(blocks(path, size=4)) == [(2, b'"a\nb"\nc\n'), (5, b'"d\ne\nf"\n'), (8, b"g\n")]
+    assert list(blocks(path, size=1000)) == [(2, b'"a\nb"\nc\n"d\ne\nf"\ng\n')]
+    path.write_text('h\na\n"b\nc', encoding="utf-8")       # no final line end, a quote left open
+    assert list(blocks(path, size=3)) == [(2, b"a\n"), (3, b'"b\nc')]
 
 
 def test_missing_patients_table_and_missing_column_are_input_errors(tmp_path):

@@ -35,7 +35,7 @@ from .mapping import RESOURCE_TYPES, FhirMapper
 from .model import TABLES
 from .seen import SeenKeys
 
-BLOCK_ROWS = 1000
+BLOCK_BYTES = 64 * 1024       # a block of rows sent to a worker: about 1,000 rows of a typical extract
 SMALL_EXTRACT = 2_000_000          # bytes: below this, one process is faster than starting workers
 REJECTS = "rejects.csv"
 SUMMARY = "summary.json"
@@ -233,21 +233,23 @@ def read_header(path: Path, cmap: ColumnMap) -> list[str]:
     return [name.strip() for name in next(csv.reader([text], delimiter=cmap.delimiter))]
 
 
-def blocks(path: Path, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, list[bytes]]]:
-    """(first line number, lines) after the header, cut only between rows (quoted newlines stay together)."""
+def blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(first line number, text) of about `size` bytes after the header, cut only between rows: at a line
+    end with an even number of quotes before it in the block (a quoted newline stays in its row)."""
     with path.open("rb") as stream:
         stream.readline()
-        number, lines, quoted = 2, [], False
-        for line in stream:
-            lines.append(line)
-            if line.count(b'"') & 1:
-                quoted = not quoted
-            if not quoted and len(lines) >= rows:
-                yield number, lines
-                number += len(lines)
-                lines = []
-        if lines:
-            yield number, lines
+        number, carry = 2, b""
+        while chunk := stream.read(size):
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n") + 1
+            while cut and data.count(b'"', 0, cut) & 1:
+                cut = data.rfind(b"\n", 0, cut - 1) + 1
+            block, carry = data[:cut], data[cut:]
+            if block:
+                yield number, block
+                number += block.count(b"\n")
+        if carry:
+            yield number, carry
 
 
 # --- running blocks -----------------------------------------------------------------------------------
@@ -265,20 +267,20 @@ class _Runner:
         else:
             _init_worker(job)
 
-    def run(self, table: str, items: Iterator[tuple[int, list[bytes]]]) -> Iterator[tuple[int, list[bytes], Block]]:
+    def run(self, table: str, items: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, Block]]:
         if self.pool is None:
-            for first, lines in items:
-                yield first, lines, _run_block(table, first, b"".join(lines))   # as a worker gets it
+            for first, text in items:
+                yield first, text, _run_block(table, first, text)
             return
-        pending: deque[tuple[int, list[bytes], Any]] = deque()
-        for first, lines in items:
-            pending.append((first, lines, self.pool.apply_async(_run_block, (table, first, b"".join(lines)))))
+        pending: deque[tuple[int, bytes, Any]] = deque()
+        for first, text in items:
+            pending.append((first, text, self.pool.apply_async(_run_block, (table, first, text))))
             if len(pending) > 2 * self.workers + 2:
-                first_, lines_, result = pending.popleft()
-                yield first_, lines_, result.get()
+                first_, text_, result = pending.popleft()
+                yield first_, text_, result.get()
         while pending:
-            first_, lines_, result = pending.popleft()
-            yield first_, lines_, result.get()
+            first_, text_, result = pending.popleft()
+            yield first_, text_, result.get()
 
     def close(self) -> None:
         if self.pool is not None:
@@ -419,13 +421,15 @@ def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _
     mrn_column = cmap.table(name).column("mrn").column
     encoding = _encoding(cmap)
     is_patients = name == "patients"
-    for first, lines, (outcomes, made) in runner.run(name, blocks(path)):
+    for first, text, (outcomes, made) in runner.run(name, blocks(path)):
+        lines: list[bytes] | None = None      # the block's lines, cut when a row of it is rejected
         count.read += len(outcomes)
         made_count = dict.fromkeys(made, 0)
         dropped: dict[str, set[int]] = {}     # per type, positions of resources whose row is refused here
         converted = [o for o in outcomes if len(o) == 5]
         earlier = seen.known(o[2] for o in converted)                   # keys of earlier blocks
         known_mrns = set() if is_patients else patients.known(o[3] for o in converted)
+        added: list[str] = []
         for outcome in outcomes:
             if len(outcome) == 5:
                 line, n, key, mrn, kinds = outcome
@@ -438,7 +442,7 @@ def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _
                 else:
                     outcome = None
                     earlier.add(key)       # a later row of this block with the key is a duplicate too
-                    seen.add(key)
+                    added.append(key)
                     count.converted += 1
                 for rtype in kinds:
                     if outcome is not None:
@@ -447,15 +451,18 @@ def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _
                 if outcome is None:
                     continue
             line, n, column, reason = outcome
-            original = b"".join(lines[line - first:line - first + n]).decode(encoding, "backslashreplace")
+            if lines is None:
+                lines = text.split(b"\n")
+            original = b"\n".join(lines[line - first:line - first + n]).decode(encoding, "backslashreplace")
             reject = Reject(name, path.name, line, column, reason)
             output.rejects.writerow([name, path.name, line, column or "", reason, original.rstrip("\r\n")])
             count.rejected += 1
             if len(summary.first_rejects) < keep:
                 summary.first_rejects.append(reject)
-        for rtype, text in made.items():
+        seen.update(added)
+        for rtype, ndjson in made.items():
             if rtype in dropped:
-                kept = [t for i, t in enumerate(text.split(b"\n")[:-1]) if i not in dropped[rtype]]
+                kept = [t for i, t in enumerate(ndjson.split(b"\n")[:-1]) if i not in dropped[rtype]]
                 output.write(rtype, b"".join(t + b"\n" for t in kept), len(kept))
             else:
-                output.write(rtype, text, made_count[rtype])
+                output.write(rtype, ndjson, made_count[rtype])
