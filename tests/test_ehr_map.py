@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,26 @@ def test_two_workers_write_the_same_as_one(tmp_path, cohort_extract):
     assert two.workers == 2 and one.resources == two.resources and one.resource_count > 1000
     for t in TYPES:
         assert (tmp_path / "one" / f"{t}.ndjson").read_bytes() == (tmp_path / "two" / f"{t}.ndjson").read_bytes()
+
+
+def test_workers_drop_duplicates_and_orphans_and_write_bundles_as_one_does(tmp_path, cohort_extract):
+    """On a pool, blocks come back through spool files: rows refused by the main process (a duplicate row
+    id, an orphan MRN) are cut out of them, bundles read them, and the spool is removed."""
+    extract = tmp_path / "extract"
+    shutil.copytree(cohort_extract, extract)
+    edss = (extract / "edss.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    header, rows = edss[0], edss[1:]
+    orphan = rows[5].split(",", 2)
+    orphan[1] = "NOBODY"
+    (extract / "edss.csv").write_text(header + "".join(rows) + rows[3] + ",".join(orphan), encoding="utf-8")
+    one = map_extract(extract, tmp_path / "one", workers=1, bundle_size=500)
+    two = map_extract(extract, tmp_path / "two", workers=2, bundle_size=500)
+    assert two.workers == 2 and one.tables["edss"].rejected == two.tables["edss"].rejected == 2
+    assert one.resources == two.resources
+    for t in TYPES:
+        assert (tmp_path / "one" / f"{t}.ndjson").read_bytes() == (tmp_path / "two" / f"{t}.ndjson").read_bytes()
+    assert [Path(b).read_bytes() for b in one.bundles] == [Path(b).read_bytes() for b in two.bundles]
+    assert not list((tmp_path / "two").glob(".spool-*"))
 
 
 def test_no_validate_writes_the_same_resources(tmp_path, cohort_extract):

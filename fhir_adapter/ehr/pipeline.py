@@ -18,6 +18,8 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -111,8 +113,9 @@ class MapSummary:
 
 # --- the work of one block (in a worker, or inline) ---------------------------------------------------
 
-#: What a worker returns for a block: the outcome of each row, and per resource type the NDJSON made (UTF-8).
-Block = tuple[list[tuple[Any, ...]], dict[str, bytes]]
+#: What a worker returns for a block: the outcome of each row, and per resource type the NDJSON made (UTF-8),
+#: or from a pool worker where it spooled it (`Spooled`).
+Block = tuple[list[tuple[Any, ...]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Job:
@@ -196,11 +199,14 @@ class _Worker:
 
 
 _WORKER: _Worker | None = None
+_SPOOL: Any = None      # a pool worker's spool file: the NDJSON it makes, read back by the main process
 
 
-def _init_worker(job: Job) -> None:
-    global _WORKER
+def _init_worker(job: Job, spool_dir: str | None = None) -> None:
+    global _WORKER, _SPOOL
     _WORKER = _Worker(job)
+    if spool_dir is not None:
+        _SPOOL = (Path(spool_dir) / f"worker-{os.getpid()}.ndjson").open("wb")
 
 
 def _run_block(table: str, first_line: int, text: bytes) -> Block:
@@ -211,6 +217,22 @@ def _run_block(table: str, first_line: int, text: bytes) -> Block:
     if not lines[-1]:
         lines.pop()
     return _WORKER.block(table, first_line, lines)
+
+
+#: Where a pool worker put a block's NDJSON of one resource type: (spool file, offset, length).
+Spooled = tuple[str, int, int]
+
+
+def _run_spooled(table: str, first_line: int, text: bytes) -> tuple[list[tuple[Any, ...]], dict[str, Spooled]]:
+    """`_run_block` in a pool worker: the NDJSON goes to the worker's spool file, only where it is comes back
+    (the main process copies it to the output inside the kernel instead of receiving it through a pipe)."""
+    outcomes, made = _run_block(table, first_line, text)
+    spooled = {}
+    for rtype, ndjson in made.items():
+        spooled[rtype] = (_SPOOL.name, _SPOOL.tell(), len(ndjson))
+        _SPOOL.write(ndjson)
+    _SPOOL.flush()
+    return outcomes, spooled
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -257,13 +279,15 @@ def blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
 class _Runner:
     """Runs blocks inline or on a pool, yielding results in order with a bounded number in flight."""
 
-    def __init__(self, job: Job, workers: int) -> None:
+    def __init__(self, job: Job, workers: int, out_dir: Path) -> None:
         self.workers = workers
         self.pool = None
+        self.spool: str | None = None
         if workers > 1:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(job,))
+            self.spool = tempfile.mkdtemp(prefix=".spool-", dir=out_dir)
+            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(job, self.spool))
         else:
             _init_worker(job)
 
@@ -274,7 +298,7 @@ class _Runner:
             return
         pending: deque[tuple[int, bytes, Any]] = deque()
         for first, text in items:
-            pending.append((first, text, self.pool.apply_async(_run_block, (table, first, text))))
+            pending.append((first, text, self.pool.apply_async(_run_spooled, (table, first, text))))
             if len(pending) > 2 * self.workers + 2:
                 first_, text_, result = pending.popleft()
                 yield first_, text_, result.get()
@@ -286,11 +310,18 @@ class _Runner:
         if self.pool is not None:
             self.pool.close()
             self.pool.join()
+        self._remove_spool()
 
     def terminate(self) -> None:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+        self._remove_spool()
+
+    def _remove_spool(self) -> None:
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool = None
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -304,7 +335,11 @@ class _Output:
         for stale in [*(out_dir / f"{t}.ndjson" for t in RESOURCE_TYPES), out_dir / REJECTS, out_dir / SUMMARY,
                       *sorted((out_dir / "bundles").glob("bundle-*.json"))]:
             stale.unlink(missing_ok=True)
-        self.files = {t: (out_dir / f"{t}.ndjson").open("wb") for t in RESOURCE_TYPES}   # UTF-8 from the workers
+        for spool in out_dir.glob(".spool-*"):     # left by a run that was killed
+            shutil.rmtree(spool, ignore_errors=True)
+        # UTF-8 from the workers, written in blocks: unbuffered, so that spooled blocks can be copied in too
+        self.files = {t: (out_dir / f"{t}.ndjson").open("wb", buffering=0) for t in RESOURCE_TYPES}
+        self._spools: dict[str, int] = {}
         self.counts = dict.fromkeys(RESOURCE_TYPES, 0)
         self._rejects_stream = (out_dir / REJECTS).open("w", encoding="utf-8", newline="")
         self.rejects = csv.writer(self._rejects_stream)
@@ -329,6 +364,33 @@ class _Output:
                 self._flush_bundle(self._pending[:self.bundle_size])
                 del self._pending[:self.bundle_size]
 
+    def read(self, spooled: Spooled) -> bytes:
+        """A spooled block's NDJSON."""
+        path, offset, length = spooled
+        return os.pread(self._spool(path), length, offset)
+
+    def copy(self, rtype: str, spooled: Spooled, count: int) -> None:
+        """Append a spooled block of `count` resources, copied inside the kernel where it can be."""
+        path, offset, length = spooled
+        if self.bundle_size or not hasattr(os, "copy_file_range"):
+            self.write(rtype, self.read(spooled), count)
+            return
+        source, target = self._spool(path), self.files[rtype].fileno()
+        while length:
+            try:
+                done = os.copy_file_range(source, target, length, offset)
+            except OSError:         # a file system or kernel that cannot: through this process
+                done = os.write(target, os.pread(source, length, offset))
+            if not done:
+                raise OSError(f"{path}: spool file shorter than expected")
+            offset, length = offset + done, length - done
+        self.counts[rtype] += count
+
+    def _spool(self, path: str) -> int:
+        if path not in self._spools:
+            self._spools[path] = os.open(path, os.O_RDONLY)
+        return self._spools[path]
+
     def _flush_bundle(self, lines: list[str]) -> None:
         path = self.out_dir / "bundles" / f"bundle-{len(self.bundles) + 1:05d}.json"
         sources.write_json(path, bundle.transaction(json.loads(line) for line in lines))
@@ -340,6 +402,9 @@ class _Output:
             self._pending = []
         for stream in self.files.values():
             stream.close()
+        for fd in self._spools.values():
+            os.close(fd)
+        self._spools.clear()
         self._rejects_stream.close()
 
 
@@ -383,7 +448,7 @@ def map_extract(extract_dir: Path, out_dir: Path, fhir_version: str = "R4", *, v
         workers = 1 if size < SMALL_EXTRACT else (os.cpu_count() or 1)
     summary.workers = max(1, workers)
     output = _Output(out_dir, bundle_size)
-    runner = _Runner(job, summary.workers)
+    runner = _Runner(job, summary.workers, out_dir)
     patients = SeenKeys()
     try:
         for name, path in paths.items():
@@ -462,7 +527,10 @@ def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _
         seen.update(added)
         for rtype, ndjson in made.items():
             if rtype in dropped:
-                kept = [t for i, t in enumerate(ndjson.split(b"\n")[:-1]) if i not in dropped[rtype]]
+                whole = ndjson if isinstance(ndjson, bytes) else output.read(ndjson)
+                kept = [t for i, t in enumerate(whole.split(b"\n")[:-1]) if i not in dropped[rtype]]
                 output.write(rtype, b"".join(t + b"\n" for t in kept), len(kept))
-            else:
+            elif isinstance(ndjson, bytes):
                 output.write(rtype, ndjson, made_count[rtype])
+            else:
+                output.copy(rtype, ndjson, made_count[rtype])
