@@ -21,9 +21,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -489,11 +491,20 @@ def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _
     for first, text, (outcomes, made) in runner.run(name, blocks(path)):
         lines: list[bytes] | None = None      # the block's lines, cut when a row of it is rejected
         count.read += len(outcomes)
+        converted = [o for o in outcomes if len(o) == 5]
+        keys = [o[2] for o in converted]
+        earlier = seen.known(keys)                                      # keys of earlier blocks
+        mrns = set() if is_patients else {o[3] for o in converted}
+        known_mrns = patients.known(mrns) if mrns else set()
+        if len(converted) == len(outcomes) and not earlier and len(known_mrns) == len(mrns) \
+                and len(set(keys)) == len(keys):
+            # the usual block: every row converted in the worker, and none refused here
+            count.converted += len(keys)
+            seen.update(keys)
+            _write(output, made, Counter(chain.from_iterable(map(itemgetter(4), converted))))
+            continue
         made_count = dict.fromkeys(made, 0)
         dropped: dict[str, set[int]] = {}     # per type, positions of resources whose row is refused here
-        converted = [o for o in outcomes if len(o) == 5]
-        earlier = seen.known(o[2] for o in converted)                   # keys of earlier blocks
-        known_mrns = set() if is_patients else patients.known(o[3] for o in converted)
         added: list[str] = []
         for outcome in outcomes:
             if len(outcome) == 5:
@@ -525,12 +536,18 @@ def _map_rows(name: str, path: Path, cmap: ColumnMap, runner: _Runner, output: _
             if len(summary.first_rejects) < keep:
                 summary.first_rejects.append(reject)
         seen.update(added)
-        for rtype, ndjson in made.items():
-            if rtype in dropped:
-                whole = ndjson if isinstance(ndjson, bytes) else output.read(ndjson)
-                kept = [t for i, t in enumerate(whole.split(b"\n")[:-1]) if i not in dropped[rtype]]
-                output.write(rtype, b"".join(t + b"\n" for t in kept), len(kept))
-            elif isinstance(ndjson, bytes):
-                output.write(rtype, ndjson, made_count[rtype])
-            else:
-                output.copy(rtype, ndjson, made_count[rtype])
+        _write(output, made, made_count, dropped)
+
+
+def _write(output: _Output, made: dict[str, Any], counts: dict[str, int],
+           dropped: dict[str, set[int]] | None = None) -> None:
+    """A block's resources to the output, but for those at the `dropped` positions of their type."""
+    for rtype, ndjson in made.items():
+        if dropped and rtype in dropped:
+            whole = ndjson if isinstance(ndjson, bytes) else output.read(ndjson)
+            kept = [t for i, t in enumerate(whole.split(b"\n")[:-1]) if i not in dropped[rtype]]
+            output.write(rtype, b"".join(t + b"\n" for t in kept), len(kept))
+        elif isinstance(ndjson, bytes):
+            output.write(rtype, ndjson, counts[rtype])
+        else:
+            output.copy(rtype, ndjson, counts[rtype])
