@@ -1,9 +1,10 @@
 """`map_extract`: an extract directory to NDJSON per resource type, streamed, on every core.
 
-The main process reads each table in blocks of lines (never a whole file), hands the blocks to worker
+The main process reads each table in blocks of rows (never a whole file), hands the blocks to worker
 processes, and writes what comes back in order. A worker decodes and parses its block, converts each row
 to a fact (`convert`), writes its resources as JSON text through the compiled templates (`mapping`,
-`compiled`), validates them (`checking`) and returns the block's NDJSON per resource type. The main process
+`compiled`), validates them (`checking`), appends the block's NDJSON per resource type to its spool file and
+returns where it put it; the main process copies it into the output inside the kernel. The main process
 keeps only the MRNs of the patients converted (to refuse orphan rows) and the row ids of the table being
 read (to refuse duplicates), the older ones on disk (`seen`); everything else flows through.
 
