@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial, Verdict
+from ..eligibility.load import order_key
 
 CSV_COLUMNS = ("patient", "trial", "verdict", "met", "not_met", "unknown", "ineligible_because", "missing",
                "manual_review", "evidence")
@@ -212,14 +213,16 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
         statuses.extend(part.statuses)
     rank = {ELIGIBLE: 0, NEEDS_REVIEW: 1}
     for trial_id, kept in candidates.items():
-        kept.sort(key=lambda v: (rank[v.verdict], v.patient))
+        # the first of each verdict in the output's order, as one part alone keeps them (whatever the number
+        # of workers), then shown by patient id
+        kept.sort(key=lambda v: (rank[v.verdict], order_key(v.patient.removeprefix("Patient/"))))
         by_verdict = {ELIGIBLE: 0, NEEDS_REVIEW: 0}
         trimmed = []
         for v in kept:
             by_verdict[v.verdict] += 1
             if by_verdict[v.verdict] <= html_candidates:
                 trimmed.append(v)
-        candidates[trial_id] = trimmed
+        candidates[trial_id] = sorted(trimmed, key=lambda v: (rank[v.verdict], v.patient))
     statuses.sort()
     if not parts or not parts[0].final or parts[0].json_path.parent != out:
         raise ValueError(f"the parts to join must start with part 0, written into {out}")
