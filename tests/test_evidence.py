@@ -206,7 +206,7 @@ SHAPES = [
     {"linkId": "c", "kind": "inclusion", "text": "course", "rule": _rule("ms-subtype", any_of=["rrms", "spms"])},
     {"linkId": "d", "kind": "inclusion", "text": "duration", "rule": _rule("disease-duration", above=2, at_most=15)},
     {"linkId": "e", "kind": "inclusion", "text": "EDSS", "rule": _rule("edss", above=3.5, below=7)},
-    {"linkId": "f", "kind": "inclusion", "text": "EDSS", "rule": _rule("edss", range=[4.5, 4.5])},
+    {"linkId": "f", "kind": "inclusion", "text": "EDSS", "rule": _rule("edss", range=[4.5, 4.5], window="12 mo")},
     {"linkId": "g", "kind": "inclusion", "text": "no progression",
      "rule": _rule("edss-progression", window="12 mo", present=False)},
     {"linkId": "h", "kind": "exclusion", "text": "relapses",
