@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -244,6 +245,21 @@ def test_workers_drop_duplicates_and_orphans_and_write_bundles_as_one_does(tmp_p
         assert (tmp_path / "one" / f"{t}.ndjson").read_bytes() == (tmp_path / "two" / f"{t}.ndjson").read_bytes()
     assert [Path(b).read_bytes() for b in one.bundles] == [Path(b).read_bytes() for b in two.bundles]
     assert not list((tmp_path / "two").glob(".spool-*"))
+
+
+def test_spooled_blocks_are_copied_where_the_kernel_cannot(tmp_path, cohort_extract, monkeypatch):
+    one = map_extract(cohort_extract, tmp_path / "one", workers=1)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    two = map_extract(cohort_extract, tmp_path / "two", workers=2)
+    assert two.workers == 2 and one.resources == two.resources and calls
+    for t in TYPES:
+        assert (tmp_path / "one" / f"{t}.ndjson").read_bytes() == (tmp_path / "two" / f"{t}.ndjson").read_bytes()
 
 
 def test_no_validate_writes_the_same_resources(tmp_path, cohort_extract):

@@ -359,7 +359,7 @@ class _Output:
         """Append `count` resources of one type (NDJSON in UTF-8, one per line)."""
         if not count:
             return
-        self.files[rtype].write(text)
+        _write_all(self.files[rtype], text)
         self.counts[rtype] += count
         if self.bundle_size:
             self._pending.extend(text.decode().split("\n")[:-1])   # not splitlines: U+2028 may be in a resource
@@ -382,10 +382,14 @@ class _Output:
         while length:
             try:
                 done = os.copy_file_range(source, target, length, offset)
-            except OSError:         # a file system or kernel that cannot: through this process
-                done = os.write(target, os.pread(source, length, offset))
-            if not done:
-                raise OSError(f"{path}: spool file shorter than expected")
+            except OSError:
+                done = 0
+            if not done:    # a file system or kernel that cannot: through this process
+                data = os.pread(source, length, offset)
+                if len(data) != length:
+                    raise OSError(f"{path}: the spool file ends before byte {offset + length}")
+                _write_all(self.files[rtype], data)
+                break
             offset, length = offset + done, length - done
         self.counts[rtype] += count
 
@@ -409,6 +413,13 @@ class _Output:
             os.close(fd)
         self._spools.clear()
         self._rejects_stream.close()
+
+
+def _write_all(stream: Any, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file (whose `write` may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view):]
 
 
 # --- the whole run ------------------------------------------------------------------------------------
