@@ -209,7 +209,8 @@ def _init_worker(job: Job, spool_dir: str | None = None) -> None:
     global _WORKER, _SPOOL
     _WORKER = _Worker(job)
     if spool_dir is not None:
-        _SPOOL = (Path(spool_dir) / f"worker-{os.getpid()}.ndjson").open("wb")
+        # not .ndjson: a spool left by a killed run is never read as input by push, validate or screen
+        _SPOOL = (Path(spool_dir) / f"worker-{os.getpid()}.spool").open("wb")
 
 
 def _run_block(table: str, first_line: int, text: bytes) -> Block:
