@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -153,7 +153,8 @@ class _Worker:
         reader = csv.reader(texts, delimiter=self.job.cmap.delimiter)
         converter, mapper, check = self.converters[table], self.mapper, self.check
         out: list[tuple[Any, ...]] = []
-        made: dict[str, list[str]] = {}
+        made: dict[str, list[str]] = defaultdict(list)
+        is_patients = table == "patients"
         start = 0
         while True:
             try:
@@ -180,18 +181,29 @@ class _Worker:
                 out.append((line, count, exc.column, exc.reason))
                 continue
             written = mapper.texts(table, fact, check)
-            bad_resource = next(((rtype, issues) for rtype, _, issues in written if issues), None)
-            if bad_resource:
-                rtype, issues = bad_resource
+            if check is not None:
+                refused = self._refused(written)
+                if refused:
+                    out.append((line, count, None, refused))
+                    continue
+            if len(written) == 1:                   # most rows make one resource
+                rtype = written[0][0]
+                made[rtype].append(written[0][1])
+                kinds: tuple[str, ...] = (rtype,)
+            else:
+                for rtype, text, _ in written:
+                    made[rtype].append(text)
+                kinds = tuple([w[0] for w in written])
+            out.append((line, count, fact.mrn if is_patients else fact.row_id, fact.mrn, kinds))
+        return out, {rtype: ("\n".join(texts) + "\n").encode() for rtype, texts in made.items() if texts}
+
+    def _refused(self, written: list[tuple[str, str, list[Any]]]) -> str | None:
+        """Why a row is refused: the first of its resources that is not valid, or None."""
+        for rtype, _, issues in written:
+            if issues:
                 shown = "; ".join(f"{i.location}: {i.message}" for i in issues[:3])
-                out.append((line, count, None, f"the {rtype} it makes is not valid FHIR "
-                                               f"{self.job.fhir_version}: {shown}"))
-                continue
-            for rtype, text, _ in written:
-                made.setdefault(rtype, []).append(text)
-            key = fact.mrn if table == "patients" else fact.row_id
-            out.append((line, count, key, fact.mrn, tuple(rtype for rtype, _, _ in written)))
-        return out, {rtype: ("\n".join(texts) + "\n").encode() for rtype, texts in made.items()}
+                return f"the {rtype} it makes is not valid FHIR {self.job.fhir_version}: {shown}"
+        return None
 
     def _encoding_error(self, table: str, cells: list[str], exc: UnicodeDecodeError) -> tuple[str | None, str]:
         header = self.headers[table]
