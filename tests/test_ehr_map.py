@@ -394,3 +394,14 @@ def test_duplicates_and_orphans_are_found_among_keys_moved_to_disk(tmp_path, mon
     directory = keys._dir
     keys.close()
     assert directory is not None and not directory.exists()
+
+
+def test_keys_on_disk_are_all_found_and_absent_ones_never():
+    """The hash bitmap in front of the disk only spares queries: it never hides a stored key."""
+    keys = seen.SeenKeys(limit=1000)
+    stored = [f"row-{n}" for n in range(30_000)]
+    for start in range(0, len(stored), 700):
+        keys.update(stored[start:start + 700])
+    absent = [f"other-{n}" for n in range(30_000)]
+    assert keys.known(stored) == set(stored) and keys.known(absent) == set() and len(keys) == 30_000
+    keys.close()
