@@ -40,7 +40,7 @@ from .mapping import RESOURCE_TYPES, FhirMapper
 from .model import TABLES
 from .seen import SeenKeys
 
-BLOCK_BYTES = 64 * 1024       # a block of rows sent to a worker: about 1,000 rows of a typical extract
+BLOCK_BYTES = 256 * 1024      # a block of rows sent to a worker: about 5,000 rows of a typical extract
 SMALL_EXTRACT = 2_000_000          # bytes: below this, one process is faster than starting workers
 REJECTS = "rejects.csv"
 SUMMARY = "summary.json"
