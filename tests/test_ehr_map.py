@@ -247,7 +247,9 @@ def test_workers_drop_duplicates_and_orphans_and_write_bundles_as_one_does(tmp_p
     assert not list((tmp_path / "two").glob(".spool-*"))
 
 
-def test_spooled_blocks_are_copied_where_the_kernel_cannot(tmp_path, cohort_extract, monkeypatch):
+@pytest.mark.parametrize("kernel", ["refuses", "lacks"])
+def test_spooled_blocks_are_copied_where_the_kernel_cannot(tmp_path, cohort_extract, monkeypatch, kernel):
+    """copy_file_range failing (another file system) or missing (macOS, Windows): read and written instead."""
     one = map_extract(cohort_extract, tmp_path / "one", workers=1)
     calls = []
 
@@ -255,9 +257,12 @@ def test_spooled_blocks_are_copied_where_the_kernel_cannot(tmp_path, cohort_extr
         calls.append(args)
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(os, "copy_file_range", refuse)
+    if kernel == "refuses":
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    else:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
     two = map_extract(cohort_extract, tmp_path / "two", workers=2)
-    assert two.workers == 2 and one.resources == two.resources and calls
+    assert two.workers == 2 and one.resources == two.resources and bool(calls) == (kernel == "refuses")
     for t in TYPES:
         assert (tmp_path / "one" / f"{t}.ndjson").read_bytes() == (tmp_path / "two" / f"{t}.ndjson").read_bytes()
 

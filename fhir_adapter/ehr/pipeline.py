@@ -355,7 +355,7 @@ class _Output:
             shutil.rmtree(spool, ignore_errors=True)
         # UTF-8 from the workers, written in blocks: unbuffered, so that spooled blocks can be copied in too
         self.files = {t: (out_dir / f"{t}.ndjson").open("wb", buffering=0) for t in RESOURCE_TYPES}
-        self._spools: dict[str, int] = {}
+        self._spools: dict[str, Any] = {}      # spool files being read, by path
         self.counts = dict.fromkeys(RESOURCE_TYPES, 0)
         self._rejects_stream = (out_dir / REJECTS).open("w", encoding="utf-8", newline="")
         self.rejects = csv.writer(self._rejects_stream)
@@ -383,32 +383,35 @@ class _Output:
     def read(self, spooled: Spooled) -> bytes:
         """A spooled block's NDJSON."""
         path, offset, length = spooled
-        return os.pread(self._spool(path), length, offset)
+        stream = self._spool(path)
+        stream.seek(offset)
+        data = stream.read(length)
+        if len(data) != length:
+            raise OSError(f"{path}: the spool file ends before byte {offset + length}")
+        return data
 
     def copy(self, rtype: str, spooled: Spooled, count: int) -> None:
         """Append a spooled block of `count` resources, copied inside the kernel where it can be."""
         path, offset, length = spooled
-        if self.bundle_size or not hasattr(os, "copy_file_range"):
-            self.write(rtype, self.read(spooled), count)
-            return
-        source, target = self._spool(path), self.files[rtype].fileno()
-        while length:
-            try:
-                done = os.copy_file_range(source, target, length, offset)
-            except OSError:
-                done = 0
-            if not done:    # a file system or kernel that cannot: through this process
-                data = os.pread(source, length, offset)
-                if len(data) != length:
-                    raise OSError(f"{path}: the spool file ends before byte {offset + length}")
-                _write_all(self.files[rtype], data)
-                break
-            offset, length = offset + done, length - done
-        self.counts[rtype] += count
+        if not self.bundle_size and hasattr(os, "copy_file_range"):
+            source, target = self._spool(path).fileno(), self.files[rtype].fileno()
+            while length:
+                try:
+                    done = os.copy_file_range(source, target, length, offset)
+                except OSError:
+                    break
+                if not done:
+                    break
+                offset, length = offset + done, length - done
+            if not length:
+                self.counts[rtype] += count
+                return
+        # bundles need the text; elsewhere a system or file system that cannot copy: through this process
+        self.write(rtype, self.read((path, offset, length)), count)
 
-    def _spool(self, path: str) -> int:
+    def _spool(self, path: str) -> Any:
         if path not in self._spools:
-            self._spools[path] = os.open(path, os.O_RDONLY)
+            self._spools[path] = open(path, "rb", buffering=0)  # noqa: SIM115 - open for the run, closed in close()
         return self._spools[path]
 
     def _flush_bundle(self, lines: list[str]) -> None:
@@ -422,8 +425,8 @@ class _Output:
             self._pending = []
         for stream in self.files.values():
             stream.close()
-        for fd in self._spools.values():
-            os.close(fd)
+        for spool in self._spools.values():
+            spool.close()
         self._spools.clear()
         self._rejects_stream.close()
 
