@@ -22,15 +22,14 @@ def resource_id(resource_type: str, system: str, value: str) -> str:
     if not (resource_type and system and value):
         raise ValueError(f"resource_id needs a type, a system and a value, got {resource_type!r}, "
                          f"{system!r}, {value!r}")
-    digest = bytearray(_sha1(_NAMESPACE_BYTES + f"{resource_type}|{system}|{value}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50   # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80   # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = _sha1(_NAMESPACE_BYTES + f"{resource_type}|{system}|{value}".encode()).hexdigest()
+    # the first 16 bytes, with the version (5) in the 13th hex digit and the RFC 4122 variant in the 17th
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 _NAMESPACE_BYTES = NAMESPACE.bytes
 _sha1 = hashlib.sha1
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}   # 10xx in binary
 
 
 def reference(resource_type: str, system: str, value: str) -> str:

@@ -20,6 +20,13 @@ def test_ids_are_deterministic_and_distinguish_each_part():
     assert a not in others and len(others) == 3
 
 
+def test_ids_are_the_uuid5_of_type_system_and_value():
+    """What `uuid.uuid5` gives, version and variant bits included, for values hitting every hex digit."""
+    for n in range(2000):
+        parts = ("Observation", f"https://example.org/rows/{n % 7}", f"row-{n}-\u00e9")
+        assert ids.resource_id(*parts) == str(uuid.uuid5(ids.NAMESPACE, "|".join(parts)))
+
+
 def test_ids_refuse_missing_parts():
     with pytest.raises(ValueError, match="needs a type, a system and a value"):
         ids.resource_id("Patient", "urn:mrn", "")
