@@ -101,14 +101,13 @@ def lab_catalog() -> tuple[dict[str, LabTest], dict[str, str]]:
 
 def _iso_date(text: str) -> str | None:
     """`YYYY-MM-DD` checked as a calendar date, or None if the text is not in that form."""
-    if len(text) == 10 and text[4] == "-" and text[7] == "-":
-        y, m, d = text[:4], text[5:7], text[8:]
-        if y.isdigit() and m.isdigit() and d.isdigit():
-            try:
-                dt.date(int(y), int(m), int(d))
-            except ValueError:
-                raise _FieldError(f"{text!r} is not a calendar date") from None
-            return text
+    if len(text) == 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit() and text[5:7].isdigit() \
+            and text[8:].isdigit():
+        try:
+            dt.date.fromisoformat(text)         # also refuses digits other than 0-9, which isdigit() takes
+        except ValueError:
+            raise _FieldError(f"{text!r} is not a calendar date") from None
+        return text
     return None
 
 
