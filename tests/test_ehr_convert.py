@@ -107,6 +107,8 @@ def test_status_row():
     ("edss", dict(edss_id="E", mrn="M", date="2024-02-30", score="3.0"), "date", "is not a calendar date"),
     ("edss", dict(edss_id="E", mrn="M", date="\u0662\u0660\u0662\u0664-\u0660\u0661-\u0660\u0662", score="3.0"), "date",
      "is not a calendar date"),   # Arabic-Indic digits: not a FHIR date
+    ("diagnoses", dict(diagnosis_id="D", mrn="M", diagnosis="rrms", onset_date="\u0662\u0660\u0661\u0665"),
+     "onset_date", "is not a date"),   # a partial date too
     ("relapses", dict(relapse_id="R", mrn="M", onset_date="2025-02-01"), "onset_date", "is in the future"),
     ("patients", dict(mrn="M", birth_date="1880-01-01", sex="male"), "birth_date", "before 1900"),
     ("edss", dict(edss_id="E", mrn="M", date="2024-03", score="3.0"), "date", "is not a date"),  # no partial here

@@ -113,6 +113,8 @@ def _iso_date(text: str) -> str | None:
 
 def _partial(text: str) -> str | None:
     """`YYYY` or `YYYY-MM`, or None."""
+    if not text.isascii():                  # isdigit() takes other scripts' digits; FHIR dates are 0-9
+        return None
     if len(text) == 4 and text.isdigit():
         return text
     if len(text) == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit() and 1 <= int(text[5:]) <= 12:
