@@ -283,6 +283,9 @@ class CompiledTemplate:
         for name, value in context.items():
             key.append(name)
             kind = type(value)
+            if kind is str and name not in open_names:    # a closed text (an identifier system): itself
+                key.append(value)
+                continue
             shape = shapes[kind] if kind in shapes else self._shape(value)
             if shape is not None:
                 fields, _, getter = shape
