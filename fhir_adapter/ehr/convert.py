@@ -177,6 +177,21 @@ def _integer(number: Callable[[str], float]) -> Callable[[str], int]:
     return parse
 
 
+def _remembered(parse: Callable[[str], str], limit: int = 4096) -> Callable[[str], str]:
+    """`parse` with its answers remembered by exact text: a coded column repeats a few values."""
+    known: dict[str, str] = {}
+
+    def remembered(text: str) -> str:
+        found = known.get(text)
+        if found is None:
+            found = parse(text)                 # an unknown value raises, and is not remembered
+            if len(known) < limit:
+                known[text] = found
+        return found
+
+    return remembered
+
+
 def _choice(column: Column, choices: tuple[str, ...], what: str) -> Callable[[str], str]:
     table = {normalise(c): c for c in choices}
     for alias, target in column.values.items():
@@ -191,7 +206,7 @@ def _choice(column: Column, choices: tuple[str, ...], what: str) -> Callable[[st
                               f"(or add an alias to the column map)")
         return found
 
-    return parse
+    return _remembered(parse)
 
 
 def _concept(column: Column, choices: tuple[str, ...], what: str) -> Callable[[str], str]:
@@ -222,7 +237,7 @@ def _concept(column: Column, choices: tuple[str, ...], what: str) -> Callable[[s
                               + (" or code" if systems else "") + " (add an alias to the column map)")
         return found
 
-    return parse
+    return _remembered(parse)
 
 
 # --- rows --------------------------------------------------------------------------------------------
