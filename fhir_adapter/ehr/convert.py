@@ -147,7 +147,7 @@ def date_parser(formats: tuple[str, ...], partial: bool, latest: str) -> Callabl
             raise _FieldError(f"{value} is before {EARLIEST[:4]}")
         return value
 
-    return parse
+    return _remembered(parse, limit=65_536)     # a table's dates repeat: a few thousand days a decade
 
 
 def number_parser(decimal: str) -> Callable[[str], float]:
@@ -178,7 +178,7 @@ def _integer(number: Callable[[str], float]) -> Callable[[str], int]:
 
 
 def _remembered(parse: Callable[[str], str], limit: int = 4096) -> Callable[[str], str]:
-    """`parse` with its answers remembered by exact text: a coded column repeats a few values."""
+    """`parse` with its answers remembered by exact text, up to `limit` of them: codes and dates repeat."""
     known: dict[str, str] = {}
 
     def remembered(text: str) -> str:
