@@ -134,22 +134,27 @@ class Job:
 class _Worker:
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.encoding = _encoding(job.cmap)
+        encoding = _encoding(job.cmap)          # rows: the header took any byte-order mark
+        self.block_encoding = "utf-8" if encoding == "utf-8-sig" else encoding
         self.converters = {t: RowConverter(t, job.cmap, h, job.extracted_on) for t, h in job.headers.items()}
         self.mapper = FhirMapper.for_map(job.fhir_version, job.cmap)
         self.check = FilledCheck(job.fhir_version) if job.validate else None
         self.headers = job.headers
 
-    def block(self, table: str, first_line: int, lines: list[bytes]) -> Block:
+    def block(self, table: str, first_line: int, text: bytes) -> Block:
         """Outcomes in row order: (line, n_lines, key, mrn, (resource type, ...)) or (line, n_lines, column,
         reason); and per resource type the NDJSON text of the converted rows' resources, in row order."""
-        texts, bad = [], {}
-        for i, raw in enumerate(lines):
-            try:
-                texts.append(raw.decode(self.encoding))
-            except UnicodeDecodeError as exc:
-                texts.append(raw.decode(self.encoding, "replace"))
-                bad[i] = exc
+        bad: dict[int, UnicodeDecodeError] = {}
+        try:     # the whole block at once (the header took any byte-order mark); line by line if it fails
+            texts = _lines(text.decode(self.block_encoding), "\n")
+        except UnicodeDecodeError:
+            texts = []
+            for i, raw in enumerate(_lines(text, b"\n")):
+                try:
+                    texts.append(raw.decode(self.block_encoding))
+                except UnicodeDecodeError as exc:
+                    texts.append(raw.decode(self.block_encoding, "replace"))
+                    bad[i] = exc
         reader = csv.reader(texts, delimiter=self.job.cmap.delimiter)
         converter, mapper, check = self.converters[table], self.mapper, self.check
         out: list[tuple[Any, ...]] = []
@@ -225,14 +230,20 @@ def _init_worker(job: Job, spool_dir: str | None = None) -> None:
         _SPOOL = (Path(spool_dir) / f"worker-{os.getpid()}.spool").open("wb")
 
 
+def _lines(text: Any, end: Any) -> list[Any]:
+    """The lines of a block with their line ends, cut at `end` only (a CR or U+2028 stays inside its line)."""
+    lines = text.split(end)
+    last = lines.pop()
+    lines = [line + end for line in lines]
+    if last:
+        lines.append(last)
+    return lines
+
+
 def _run_block(table: str, first_line: int, text: bytes) -> Block:
-    """A block sent as one bytes object (cheaper through the pipe than its lines), cut into lines again."""
+    """A block, sent as one bytes object (cheaper through the pipe than its lines)."""
     assert _WORKER is not None
-    lines = [line + b"\n" for line in text.split(b"\n")]
-    lines[-1] = lines[-1][:-1]
-    if not lines[-1]:
-        lines.pop()
-    return _WORKER.block(table, first_line, lines)
+    return _WORKER.block(table, first_line, text)
 
 
 #: Where a pool worker put a block's NDJSON of one resource type: (spool file, offset, length).
