@@ -145,7 +145,7 @@ class _Worker:
         """Outcomes in row order: (line, n_lines, key, mrn, (resource type, ...)) or (line, n_lines, column,
         reason); and per resource type the NDJSON text of the converted rows' resources, in row order."""
         bad: dict[int, UnicodeDecodeError] = {}
-        try:     # the whole block at once (the header took any byte-order mark); line by line if it fails
+        try:     # the whole block at once; line by line where it fails, to find the rows with bad bytes
             texts = _lines(text.decode(self.block_encoding), "\n")
         except UnicodeDecodeError:
             texts = []
@@ -196,11 +196,11 @@ class _Worker:
                 made[rtype].append(written[0][1])
                 kinds: tuple[str, ...] = (rtype,)
             else:
-                for rtype, text, _ in written:
-                    made[rtype].append(text)
+                for rtype, resource, _ in written:
+                    made[rtype].append(resource)
                 kinds = tuple([w[0] for w in written])
             out.append((line, count, fact.mrn if is_patients else fact.row_id, fact.mrn, kinds))
-        return out, {rtype: ("\n".join(texts) + "\n").encode() for rtype, texts in made.items() if texts}
+        return out, {rtype: ("\n".join(resources) + "\n").encode() for rtype, resources in made.items()}
 
     def _refused(self, written: list[tuple[str, str, list[Any]]]) -> str | None:
         """Why a row is refused: the first of its resources that is not valid, or None."""
