@@ -215,8 +215,14 @@ def test_disease_duration_from_an_onset_age():
     found = chart.fact("disease-duration")                  # onset 2015-05-02 .. 2016-05-01: 9 to 10 years
     assert (found.value, found.upper) == (9, 10) and "2015-05-02 and 2016-05-01" in found.detail
     months = Chart(born="1990-05-02")
-    months.condition("rrms", onsetAge={"value": 300, "code": "mo"})     # not in years: not used
-    assert months.fact("disease-duration").value is None
+    months.condition("rrms", onsetAge={"value": 301, "code": "mo"})     # onset 2015-06-02 .. 2015-07-01
+    found = months.fact("disease-duration")
+    assert found.value == 9 and found.upper is None and "MS onset 2015-06-02" in found.detail
+    days = Chart(born="1990-05-02")
+    days.condition("rrms", onsetAge={"value": 9000, "code": "d"})       # not read, and said so
+    assert days.fact("disease-duration").value is None
+    assert [p.message for p in index_resources(days.resources).problems] == [
+        'onsetAge {"value": 9000, "code": "d"} is not an age in years or months: the onset is taken as unknown']
 
 
 def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_onsets():

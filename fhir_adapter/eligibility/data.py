@@ -12,7 +12,7 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
   or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
   text or display as a last resort;
-- MS onset as onsetDateTime, onsetPeriod or onsetAge (years); an active MedicationStatement without
+- MS onset as onsetDateTime, onsetPeriod or onsetAge (years or months); an active MedicationStatement without
   effective[x] counts from its dateAsserted;
 - EDSS as valueQuantity, valueInteger, a numeric valueString or valueDecimal (which neither R4 nor R5
   Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
@@ -31,7 +31,9 @@ dropped: it becomes a `Problem` naming where it came from.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,7 +84,8 @@ class Condition:
     abated: Day | None
     active: bool
     ref: str
-    onset_age: int | None = None                # onsetAge in whole years, until the birth date resolves it
+    onset_age: tuple[int, int] | None = None    # onsetAge as (months, precision in months), until the birth
+                                                # date resolves it: 25 years is (300, 12), 30 months (30, 1)
 
 
 @dataclass(slots=True)
@@ -428,29 +431,42 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     return True
 
 
-def _years_after(d: Day, years: int) -> Day:
+def _months_after(d: Day, months: int) -> Day:
+    """The same day `months` later (the month's last day where it has fewer: 29 February + 12 months is the 28th)."""
     when = dt.date.fromordinal(d)
-    try:
-        return when.replace(year=when.year + years).toordinal()
-    except ValueError:                            # 29 February
-        return when.replace(year=when.year + years, day=28).toordinal()
+    year, month = divmod(when.month - 1 + months, 12)
+    year, month = when.year + year, month + 1
+    return dt.date(year, month, min(when.day, calendar.monthrange(year, month)[1])).toordinal()
 
 
-def _onset_from_age(birth: tuple[Day, Day], years: int) -> tuple[Day, Day]:
-    """The days an onset at `years` of age may mean: from that birthday to the day before the next one.
+def _onset_from_age(birth: tuple[Day, Day], age: tuple[int, int]) -> tuple[Day, Day]:
+    """The days an onset at an age (months, precision) may mean: from the day that age is reached to the day
+    before the next one (the next birthday for an age in years).
 
-    >>> [dt.date.fromordinal(d).isoformat() for d in _onset_from_age((day("1990-05-02"),) * 2, 25)]
+    >>> [dt.date.fromordinal(d).isoformat() for d in _onset_from_age((day("1990-05-02"),) * 2, (300, 12))]
     ['2015-05-02', '2016-05-01']
+    >>> [dt.date.fromordinal(d).isoformat() for d in _onset_from_age((day("1990-01-31"),) * 2, (1, 1))]
+    ['1990-02-28', '1990-03-30']
     """
-    return _years_after(birth[0], years), _years_after(birth[1], years + 1) - 1
+    months, precision = age
+    return _months_after(birth[0], months), _months_after(birth[1], months + precision) - 1
 
 
-def _onset_age(r: dict[str, Any]) -> int | None:
+#: onsetAge units (UCUM code or unit text) in months: years and months; other units are not read.
+_AGE_UNITS = {"a": 12, "yr": 12, "year": 12, "years": 12, "mo": 1, "month": 1, "months": 1}
+
+
+def _onset_age(r: dict[str, Any]) -> tuple[int, int] | str | None:
+    """An onsetAge as (months, precision in months); None without one; a text saying why it is not usable."""
     age = r.get("onsetAge")
-    if not isinstance(age, dict) or (age.get("code") or age.get("unit")) not in ("a", "yr", "years", "year"):
+    if age is None:
         return None
-    value = _number(age.get("value"))
-    return int(value) if value is not None and value >= 0 else None
+    unit = (age.get("code") or age.get("unit")) if isinstance(age, dict) else None
+    value = _number(age.get("value")) if isinstance(age, dict) else None
+    if unit not in _AGE_UNITS or value is None or value < 0:
+        return f"onsetAge {json.dumps(age)} is not an age in years or months"
+    per = _AGE_UNITS[unit]
+    return int(value) * per, per
 
 
 def _skipped(r: dict[str, Any]) -> bool:
@@ -479,8 +495,11 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
     clinical = {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding") or () if isinstance(c, dict)}
     active = not clinical or bool(clinical & {"active", "recurrence", "relapse"})
     abated = day(r.get("abatementDateTime")) or day((r.get("abatementPeriod") or {}).get("end"))
-    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref,
-                                  _onset_age(r) if onset is None else None))
+    age = _onset_age(r) if onset is None else None
+    if isinstance(age, str):
+        index.problems.append(Problem(where, f"{age}: the onset is taken as unknown"))
+        age = None
+    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age))
     return True
 
 
