@@ -109,3 +109,27 @@ def test_cli_input_out_and_usage_errors(tmp_path, monkeypatch, capsys):
     assert main(["screen", "--input", str(tmp_path / "in"), "--write-back", "--out", str(tmp_path / "x")]) == 2
     with pytest.raises(SystemExit):
         main(["screen", "--input", str(tmp_path / "in"), "--as-of", "June", "--out", str(tmp_path / "x")])
+
+
+def test_a_part_is_appended_once_when_the_kernel_copy_stops_midway(tmp_path, monkeypatch):
+    """copy_file_range copying a first piece and then failing: the rest follows, nothing twice."""
+    import errno
+    import os
+
+    from fhir_adapter.report.writers import _append
+
+    calls = []
+
+    def first_piece_then_fail(source, target, count, *args):
+        calls.append(count)
+        if len(calls) > 1:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return os.write(target, os.read(source, min(count, 1000)))   # as the kernel would: both offsets move
+
+    monkeypatch.setattr(os, "copy_file_range", first_piece_then_fail, raising=False)
+    part = tmp_path / "part"
+    part.write_bytes(bytes(range(256)) * 40)
+    with (tmp_path / "whole").open("wb") as target:
+        target.write(b"head")
+        _append(target, part)
+    assert (tmp_path / "whole").read_bytes() == b"head" + part.read_bytes() and len(calls) == 2

@@ -175,9 +175,7 @@ def _append(target: BinaryIO, path: Path) -> None:
                     if n == 0:
                         break
                     copied += n
-            except OSError:
-                copied = 0
-                source.seek(0)
+            except OSError:         # the rest through this process, after what the kernel copied
                 target.seek(0, os.SEEK_END)
         if copied < size:
             source.seek(copied)
