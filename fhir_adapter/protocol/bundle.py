@@ -17,6 +17,7 @@ from .. import ids
 from ..render import check_version
 from ..sources import write_json
 from ..validation.structure import structure_issues
+from .evidence import code_system, evidence_variable
 from .model import Protocol
 from .resources import render_resources
 
@@ -27,24 +28,11 @@ class MappingError(ValueError):
     """A protocol whose resources do not validate (a mapping bug or an input the templates cannot carry)."""
 
 
-def _evidence(protocol: Protocol, fhir_version: str) -> dict[str, Any] | None:
-    """The trial's EvidenceVariable (fhir_adapter.protocol.evidence), when it has criteria."""
-    if not protocol.criteria:
-        return None
-    from . import evidence
-    return evidence.evidence_variable(protocol, fhir_version)
-
-
-def _code_system(fhir_version: str) -> dict[str, Any]:
-    from . import evidence
-    return evidence.code_system(fhir_version)
-
-
 def protocol_resources(protocol: Protocol, fhir_version: str = "R4",
                        parent: Protocol | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """The resources of one protocol (without the umbrella's), and warnings."""
     version = check_version(fhir_version)
-    evidence = _evidence(protocol, version)
+    evidence = evidence_variable(protocol, version) if protocol.criteria else None
     resources, warnings = render_resources(protocol, version, evidence, parent)
     if evidence:
         resources.insert(2 if len(resources) > 1 else 1, evidence)
@@ -60,7 +48,7 @@ def trial_bundle(protocol: Protocol, fhir_version: str = "R4",
     resources, warnings = protocol_resources(protocol, version, parent)
     if parent is not None:
         resources.extend(protocol_resources(parent, version)[0])  # its warnings come with its own bundle
-    resources.append(_code_system(version))
+    resources.append(code_system(version))
     unique: dict[tuple[str, str], dict[str, Any]] = {}
     for resource in resources:
         unique.setdefault((resource["resourceType"], resource["id"]), resource)

@@ -26,7 +26,7 @@ import yaml
 
 from ..paths import MAPPINGS
 from ..sources import InputError, read_json
-from .model import EUDRACT, Age, Arm, Citation, Identifier, Party, Protocol, Site, fhir_date
+from .model import Age, Arm, Citation, Identifier, Party, Protocol, Site, eudract_identifier, fhir_date
 
 TABLES = MAPPINGS / "ctgov.yaml"
 NCT_PATTERN = re.compile(r"^NCT\d{8}$")
@@ -41,6 +41,12 @@ OFFICIAL_ROLES = {"PRINCIPAL_INVESTIGATOR": "primary-investigator", "STUDY_CHAIR
 def tables() -> dict[str, Any]:
     """The registry-code tables of `mappings/ctgov.yaml`."""
     return yaml.safe_load(TABLES.read_text(encoding="utf-8"))
+
+
+def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """An optional sub-object of the record; {} when it is missing or not an object."""
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 class _Reader:
@@ -143,10 +149,10 @@ def parse_study(study: Any, where: str) -> Protocol:
         r.warn(f"{path}.briefTitle", "no title; the NCT id is used")
     status = r.module(section, "statusModule")
     design = r.module(section, "designModule")
-    info = design.get("designInfo") if isinstance(design.get("designInfo"), dict) else {}
-    masking_info = info.get("maskingInfo") if isinstance(info.get("maskingInfo"), dict) else {}
+    info = _object(design, "designInfo")
+    masking_info = _object(info, "maskingInfo")
     eligibility = r.module(section, "eligibilityModule")
-    enrollment = design.get("enrollmentInfo") if isinstance(design.get("enrollmentInfo"), dict) else {}
+    enrollment = _object(design, "enrollmentInfo")
     count = enrollment.get("count")
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
         r.warn("protocolSection.designModule.enrollmentInfo.count", f"{count!r} is not a whole number; not used")
@@ -203,9 +209,9 @@ def parse_study(study: Any, where: str) -> Protocol:
 
 def _identifiers(r: _Reader, ident: dict[str, Any]) -> tuple[Identifier, ...]:
     found = []
-    org = ident.get("organization") if isinstance(ident.get("organization"), dict) else {}
+    org = _object(ident, "organization")
     assigner = r.text(org.get("fullName"), "protocolSection.identificationModule.organization.fullName")
-    org_info = ident.get("orgStudyIdInfo") if isinstance(ident.get("orgStudyIdInfo"), dict) else {}
+    org_info = _object(ident, "orgStudyIdInfo")
     if value := r.text(org_info.get("id"), "protocolSection.identificationModule.orgStudyIdInfo.id"):
         found.append(Identifier(value, "org", None, assigner))
     for path, item in r.objects(ident.get("secondaryIdInfos"), "protocolSection.identificationModule.secondaryIdInfos"):
@@ -213,7 +219,7 @@ def _identifiers(r: _Reader, ident: dict[str, Any]) -> tuple[Identifier, ...]:
             continue
         kind = str(item.get("type") or "other").lower()
         if kind == "eudract_number":
-            found.append(Identifier(value, "eudract", EUDRACT, "European Medicines Agency"))
+            found.append(eudract_identifier(value))
         else:
             found.append(Identifier(value, kind, None, r.text(item.get("domain"), f"{path}.domain")))
     return tuple(found)
@@ -264,7 +270,7 @@ def _arms(r: _Reader, module: dict[str, Any]) -> tuple[Arm, ...]:
 
 def _parties(r: _Reader, sponsors: dict[str, Any], contacts: dict[str, Any]) -> tuple[Party, ...]:
     parties = []
-    lead = sponsors.get("leadSponsor") if isinstance(sponsors.get("leadSponsor"), dict) else {}
+    lead = _object(sponsors, "leadSponsor")
     if name := r.text(lead.get("name"), "protocolSection.sponsorCollaboratorsModule.leadSponsor.name"):
         parties.append(Party(name, "lead-sponsor"))
     collaborators = "protocolSection.sponsorCollaboratorsModule.collaborators"

@@ -20,7 +20,6 @@ from ..paths import MAPPINGS
 from ..sources import InputError
 from .model import (
     CTGOV,
-    EUDRACT,
     PROTOCOL_SYSTEM,
     Arm,
     Aspiration,
@@ -31,6 +30,7 @@ from .model import (
     Protocol,
     Schedule,
     Site,
+    eudract_identifier,
     fhir_date,
 )
 
@@ -67,8 +67,8 @@ def read_curated(path: str | Path) -> dict[str, Any]:
 class _Fields:
     """Typed access to one curated file's keys; every error names the file and the key."""
 
-    def __init__(self, data: dict[str, Any], where: str) -> None:
-        self.data, self.where = data, where
+    def __init__(self, where: str) -> None:
+        self.where = where
 
     def fail(self, key: str, message: str) -> InputError:
         return InputError(f"{self.where}: {key}: {message}")
@@ -87,11 +87,15 @@ class _Fields:
             raise self.fail(key, f"expected a list, got {type(value).__name__}")
         return tuple(t for i, v in enumerate(value) if (t := self.text(v, f"{key}[{i}]")))
 
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+    def mapping(self, value: Any, key: str, known: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """A mapping (None: empty); with `known`, any other key is an error."""
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
+        unknown = sorted(set(value) - set(known)) if known is not None else []
+        if unknown:
+            raise self.fail(key, f"unknown key(s) {', '.join(unknown)}")
         return value
 
     def objects(self, value: Any, key: str, required: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
@@ -166,7 +170,7 @@ def _arms(f: _Fields, value: Any, registry: tuple[Arm, ...], periods: int) -> tu
 
 def merge(protocol: Protocol | None, data: dict[str, Any], where: str) -> Protocol:
     """The registry protocol (or None) with the curated facts of `data` applied; criteria read last."""
-    f = _Fields(data, where)
+    f = _Fields(where)
     nct = f.text(data.get("nct_id"), "nct_id")
     if protocol is None:
         if not nct or not f.text(data.get("title"), "title"):
@@ -203,7 +207,7 @@ def merge(protocol: Protocol | None, data: dict[str, Any], where: str) -> Protoc
     identifiers = list(protocol.identifiers)
     for value in f.texts(data.get("eudract"), "eudract"):
         if not any(x.value == value for x in identifiers):
-            identifiers.append(Identifier(value, "eudract", EUDRACT, "European Medicines Agency"))
+            identifiers.append(eudract_identifier(value))
     for where_, item in f.objects(data.get("identifiers"), "identifiers", ("value", "kind")):
         identifiers.append(Identifier(str(item["value"]), str(item["kind"]),
                                       f.text(item.get("system"), f"{where_}.system"),
@@ -225,17 +229,11 @@ def merge(protocol: Protocol | None, data: dict[str, Any], where: str) -> Protoc
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise f.fail("enrollment", f"expected a whole number, got {count!r}")
         changes["enrollment"] = count
-    intervention = f.mapping(data.get("intervention"), "intervention")
+    intervention = f.mapping(data.get("intervention"), "intervention", ("product", "placebo", "route", "dose"))
     if intervention:
-        unknown = sorted(set(intervention) - {"product", "placebo", "route", "dose"})
-        if unknown:
-            raise f.fail("intervention", f"unknown key(s) {', '.join(unknown)}")
         changes["intervention"] = Intervention(**{k: f.text(v, f"intervention.{k}") for k, v in intervention.items()})
-    schedule = f.mapping(data.get("schedule"), "schedule")
+    schedule = f.mapping(data.get("schedule"), "schedule", ("periods", "aspirations", "follow_up", "assessments"))
     if schedule:
-        unknown = sorted(set(schedule) - {"periods", "aspirations", "follow_up", "assessments"})
-        if unknown:
-            raise f.fail("schedule", f"unknown key(s) {', '.join(unknown)}")
         changes["schedule"] = _schedule(f, schedule)
     warnings = list(protocol.warnings)
     if "arms" in data:

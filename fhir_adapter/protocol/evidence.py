@@ -51,9 +51,9 @@ from ..criteria import (
     definition_from_dict,
 )
 from ..paths import MAPPINGS
-from ..render import check_version, render
+from ..render import check_version, quantity, render
+from .model import CTGOV
 
-CTGOV = "https://clinicaltrials.gov"
 CANONICAL = "https://w3id.org/fhir-adapter/EvidenceVariable/"
 STRUCTURE = "https://w3id.org/fhir-adapter/StructureDefinition/"
 LINK_ID = STRUCTURE + "criterion-link-id"        # R4B: the criterion's linkId (valueString)
@@ -62,7 +62,6 @@ RULE = STRUCTURE + "criterion-rule"              # R4B: the rule, its YAML form 
 SUBJECT = STRUCTURE + "criterion-subject"        # R5: the rule's subject (valueCode)
 EXCLUSIVE = STRUCTURE + "exclusive-bound"        # R5: low, high or both bounds of a Range are exclusive
 EXPRESSION_LANGUAGE = "text/x-fhir-adapter-criterion"
-UCUM = "http://unitsofmeasure.org"
 LOCAL_SOURCE = MAPPINGS / "codesystems" / "ms.yaml"
 COMPARATORS = {(False, "low"): ">=", (True, "low"): ">", (False, "high"): "<=", (True, "high"): "<"}
 R4B_COMBINATION = {"all-of": "intersection", "any-of": "union"}
@@ -120,10 +119,8 @@ def _unit(rule: Rule) -> str | None:
 
 def _quantity(value: Decimal | int, unit: str | None, comparator: str | None = None) -> dict[str, Any]:
     number = _number(value) if isinstance(value, Decimal) else value
-    out: dict[str, Any] = {"value": number} if comparator is None else {"comparator": comparator, "value": number}
-    if unit:
-        out.update({"unit": unit, "system": UCUM, "code": unit})
-    return out
+    out = quantity(number, unit) if unit else {"value": number}
+    return out if comparator is None else {"comparator": comparator, **out}
 
 
 def _interval(rule: Rule) -> tuple[str, dict[str, Any], str | None]:
@@ -161,8 +158,8 @@ def _subject_value(subject: str) -> dict[str, Any]:
 
 def window_range(window: Window) -> dict[str, Any]:
     """A look-back window as a Range of time relative to the screening date (`18 mo`: -18 mo to 0 mo)."""
-    unit = {"unit": WINDOW_UNITS[window.unit], "system": UCUM, "code": window.unit}
-    return {"low": {"value": -window.value, **unit}, "high": {"value": 0, **unit}}
+    unit = WINDOW_UNITS[window.unit]
+    return {"low": quantity(-window.value, window.unit, unit), "high": quantity(0, window.unit, unit)}
 
 
 def window_text(window: Window) -> str:
@@ -195,6 +192,11 @@ def expression(definition: Rule | Combination) -> str:
         return f"{text} {COMPARATORS[rule.low_open, 'low']} {_number(rule.low)}"
     assert rule.high is not None
     return f"{text} {COMPARATORS[rule.high_open, 'high']} {_number(rule.high)}"
+
+
+def _manual_review() -> dict[str, Any]:
+    """The type of a line without a rule: screening leaves it to a person."""
+    return {"coding": [local_coding("manual-review")], "text": "manual review"}
 
 
 # ------------------------------------------------------------------------------------------ writing: R5
@@ -251,7 +253,7 @@ def _r5_characteristic(criterion: Criterion, top: bool) -> dict[str, Any]:
     elif criterion.rule is not None:
         _r5_definition(criterion.rule, out)
     else:
-        out["manual"] = {"coding": [local_coding("manual-review")], "text": "manual review"}
+        out["manual"] = _manual_review()
     return out
 
 
@@ -281,7 +283,7 @@ def _r4_characteristic(criterion: Criterion, top: bool, groups: list[dict[str, A
         if isinstance(rule, Rule) and rule.window is not None:
             out["time_from_start"] = {"description": window_text(rule.window), "range": window_range(rule.window)}
     else:
-        out["manual"] = {"coding": [local_coding("manual-review")], "text": "manual review"}
+        out["manual"] = _manual_review()
     return out
 
 
@@ -314,10 +316,10 @@ def evidence_variable(protocol: Any, fhir_version: str = "R4") -> dict[str, Any]
     }
     if version == "R5":
         context["characteristics"] = [_r5_characteristic(c, True) for c in criteria]
-        return render("EvidenceVariable.json.j2", version, ev=context)
-    groups: list[dict[str, Any]] = []
-    context["characteristics"] = [_r4_characteristic(c, True, groups) for c in criteria]
-    context["groups"] = groups
+    else:
+        groups: list[dict[str, Any]] = []
+        context["characteristics"] = [_r4_characteristic(c, True, groups) for c in criteria]
+        context["groups"] = groups
     return render("EvidenceVariable.json.j2", version, ev=context)
 
 
@@ -368,7 +370,7 @@ def _read_codes(fact: str, value: dict[str, Any], where: str) -> list[str]:
     return codes
 
 
-def _read_window(characteristic: dict[str, Any], where: str) -> str | None:
+def _read_window(characteristic: dict[str, Any], where: str) -> Window | None:
     events = characteristic.get("timeFromEvent") or ()
     if not events:
         return None
@@ -376,7 +378,7 @@ def _read_window(characteristic: dict[str, Any], where: str) -> str | None:
     if low.get("value") is None or low.get("code") not in WINDOW_UNITS:
         raise CriterionError(f"{where}.timeFromEvent[0].range.low: a value and a unit of {', '.join(WINDOW_UNITS)}")
     strict = any(e.get("url") == EXCLUSIVE and e.get("valueCode") == "low" for e in events[0].get("extension") or ())
-    return f"{'< ' if strict else ''}{abs(int(Decimal(str(low['value']))))} {low['code']}"
+    return Window(abs(int(Decimal(str(low["value"])))), low["code"], strict)
 
 
 def _r5_rule(characteristic: dict[str, Any], where: str) -> Rule | Combination | None:

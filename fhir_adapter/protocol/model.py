@@ -31,6 +31,11 @@ class Identifier:
     assigner: str | None = None
 
 
+def eudract_identifier(number: str) -> Identifier:
+    """A EudraCT number, as the European Medicines Agency assigns it."""
+    return Identifier(number, "eudract", EUDRACT, "European Medicines Agency")
+
+
 @dataclass(frozen=True)
 class Arm:
     """An arm (comparison group). `sequence` names what it gets in each period (`msc`, `placebo`) when curated."""

@@ -11,12 +11,12 @@ from html import escape
 from typing import Any
 
 from .. import terminology
-from ..criteria import Window
+from ..criteria import WINDOW_UNITS, Window
 from ..render import quantity, render
 from .ctgov import tables
-from .model import Age, Arm, Protocol
+from .model import Age, Arm, Intervention, Protocol
 
-UCUM_DURATIONS = {"d": "days", "wk": "weeks", "mo": "months", "a": "years", "h": "hours", "min": "minutes"}
+UCUM_DURATIONS = {**WINDOW_UNITS, "h": "hours", "min": "minutes"}
 ACTIVITY_CANONICAL = "https://w3id.org/fhir-adapter/ActivityDefinition/"
 
 
@@ -179,11 +179,12 @@ def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: b
     sponsor = next((r for r in refs["parties"] if r["party"].role == "lead-sponsor"), None)
     investigator = next((r for r in refs["parties"] if r["party"].role == "primary-investigator"), None)
     phase = _phase(protocol)
+    design_text = _design_text(protocol)
     context = {
         "narrative": narrative(
             f"{protocol.label} ({protocol.nct_id}): {protocol.title}",
             ", ".join(p for p in (f"status {protocol.status}" if protocol.status else None,
-                                  phase["text"] if phase else None, _design_text(protocol)) if p),
+                                  phase["text"] if phase else None, design_text) if p),
             f"Part of {parent.label}." if parent else None,
             items=[f"{arm.label}: {arm.description}" if arm.description else arm.label for arm in protocol.arms]),
         "system": protocol.id_system,
@@ -199,7 +200,7 @@ def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: b
         "purpose": _purpose(protocol),
         "phase": phase,
         "design": _design(protocol),
-        "design_text": _design_text(protocol),
+        "design_text": design_text,
         "conditions": _conditions(protocol),
         "keywords": [{"text": k} for k in protocol.keywords],
         "description": protocol.summary,
@@ -274,24 +275,37 @@ def _procedure(name: str) -> dict[str, Any]:
     return codeable(tables()["procedures"][name])
 
 
+def _step_code(step: str) -> dict[str, Any]:
+    return _procedure("msc-administration" if step == "msc" else "placebo-administration")
+
+
+def _activity_key(protocol: Protocol, step: str) -> str:
+    """The business key of a step's ActivityDefinition; its canonical URL is ACTIVITY_CANONICAL + key."""
+    return f"{protocol.nct_id}-{step}"
+
+
+def _route(iv: Intervention) -> str | None:
+    """The route in words (lower case), for titles and descriptions."""
+    return terminology.concept(iv.route).display.lower() if iv.route else None
+
+
+def _product(iv: Intervention, step: str) -> str:
+    return (iv.product or "Mesenchymal stem cells") if step == "msc" else (iv.placebo or "Placebo")
+
+
 def _step_text(step: str, protocol: Protocol) -> tuple[str, str]:
     iv = protocol.intervention
-    route = terminology.concept(iv.route).display.lower() if iv.route else None
+    what, route = _product(iv, step), _route(iv)
     if step == "msc":
-        what = iv.product or "Mesenchymal stem cells"
-        parts = [what, iv.dose, route]
-        return f"{what}", ", ".join(p for p in parts if p)
-    what = iv.placebo or "Placebo"
+        return what, ", ".join(p for p in (what, iv.dose, route) if p)
     return f"Placebo ({what.lower()})", ", ".join(p for p in (what, route) if p)
 
 
 def activity_context(protocol: Protocol, step: str) -> dict[str, Any]:
     """An ActivityDefinition for a step of the arm sequences (`msc` or `placebo`): product, route, dose."""
     iv = protocol.intervention
-    product = (iv.product or "Mesenchymal stem cells") if step == "msc" else (iv.placebo or "Placebo")
     title, description = _step_text(step, protocol)
-    key = f"{protocol.nct_id}-{step}"
-    code = _procedure("msc-administration" if step == "msc" else "placebo-administration")
+    key = _activity_key(protocol, step)
     return {
         "narrative": narrative(f"{protocol.label} ({protocol.nct_id}): {title}", description),
         "system": protocol.id_system,
@@ -301,8 +315,8 @@ def activity_context(protocol: Protocol, step: str) -> dict[str, Any]:
         "name": machine_name(f"{protocol.label} {step}"),
         "title": f"{protocol.label}: {title}",
         "description": description,
-        "code": code,
-        "product": product,
+        "code": _step_code(step),
+        "product": _product(iv, step),
         "dose": iv.dose if step == "msc" else None,
         "route": terminology.codeable_concept(iv.route) if iv.route else None,
     }
@@ -335,8 +349,8 @@ def plan_actions(protocol: Protocol, fhir_version: str) -> list[dict[str, Any]]:
             if arm.sequence:
                 step = arm.sequence[number - 1]
                 title, description = _step_text(step, protocol)
-                code = _procedure("msc-administration" if step == "msc" else "placebo-administration")
-                definition = ACTIVITY_CANONICAL + f"{protocol.nct_id}-{step}"
+                code = _step_code(step)
+                definition = ACTIVITY_CANONICAL + _activity_key(protocol, step)
             else:
                 title = f"Interventions of arm '{arm.label}'"
                 description = "; ".join(arm.interventions) or arm.description
@@ -374,10 +388,9 @@ def plan_context(protocol: Protocol, fhir_version: str) -> dict[str, Any] | None
     if not actions:
         return None
     iv = protocol.intervention
-    route = terminology.concept(iv.route).display.lower() if iv.route else None
     summary = "; ".join(p for p in (
         f"{len(protocol.schedule.periods)}-period crossover" if len(protocol.schedule.periods) > 1 else None,
-        iv.product, iv.dose, route) if p)
+        iv.product, iv.dose, _route(iv)) if p)
     return {
         "narrative": narrative(f"Protocol of {protocol.label} ({protocol.nct_id})", summary or None,
                                items=[a["title"] + (f": {a['description']}" if a["description"] else "")
