@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
         sample = per_resource_sample(items, args.sample)
         with LocalServer() as server:
-            FhirClient(server.base_url).capabilities()
+            with FhirClient(server.base_url) as probe:
+                probe.capabilities()
             cpu = cpu_seconds(server.process.pid)  # type: ignore[union-attr]
             seconds, failed = post_each(server.base_url, sample, args.workers)
             post_cpu = server_cpu(server, cpu, len(sample))

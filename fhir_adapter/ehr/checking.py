@@ -217,18 +217,13 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 @functools.cache
-def _aliases(model: type[Any]) -> dict[str, Any]:
-    return {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
-
-
-@functools.cache
 def _elements(model: type[Any]) -> dict[str, tuple[Any, bool, Any]]:
     """Each element of a model by its JSON name: (element type, is a list, model class of a complex type)."""
     out = {}
-    for name, annotation in _aliases(model).items():
-        element, is_list = _unwrap(annotation)
+    for name, f in model.model_fields.items():
+        element, is_list = _unwrap(f.annotation)
         klass = getattr(element, "get_model_klass", None)
-        out[name] = (element, is_list, klass() if klass is not None else None)
+        out[f.alias or name] = (element, is_list, klass() if klass is not None else None)
     return out
 
 
@@ -239,22 +234,19 @@ def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
 
 def _leaf_validators(model: type[Any], value: dict[str, Any], out: list[Any]) -> bool:
     """The validators of a valid resource's leaves, in `_shape` order; False if a part cannot be followed."""
-    fields = _aliases(model)
+    elements = _elements(model)
     for name, item in value.items():
         if name == "resourceType":
             out.append(_equals(type(item), item))
             continue
-        annotation = fields.get(name)
-        if annotation is None:
+        if name not in elements:
             return False
-        element, is_list = _unwrap(annotation)
-        items = item if is_list and type(item) is list else [item]
+        element, is_list, klass = elements[name]
         if is_list != (type(item) is list):
             return False
-        klass = getattr(element, "get_model_klass", None)
-        for one in items:
+        for one in (item if is_list else [item]):
             if klass is not None:
-                if type(one) is not dict or not _leaf_validators(klass(), one, out):
+                if type(one) is not dict or not _leaf_validators(klass, one, out):
                     return False
             elif type(one) in (dict, list) or one is None:
                 return False
@@ -358,9 +350,10 @@ class FilledCheck:
         """Issues of the resource `variant.join(slots)` (its text `text`)."""
         validators = self._variants.get(variant, _UNSEEN)
         if validators is None or validators is _UNSEEN:
-            found = self.full.issues(json.loads(text))
+            resource = json.loads(text)
+            found = self.full.issues(resource)
             if validators is _UNSEEN and not found:
-                self._variants[variant] = self._validators(variant, json.loads(text)["resourceType"], len(slots))
+                self._variants[variant] = self._validators(variant, resource["resourceType"], len(slots))
             return found
         if not self._verdicts.all_valid(validators, slots, _by_json):
             return structure_issues(json.loads(text), self.fhir_version)

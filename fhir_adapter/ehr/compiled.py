@@ -43,7 +43,8 @@ import jinja2
 
 from .. import render
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: A resource as compact JSON text, as `patients map` writes it (and the plain render's serialisation).
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_string = json.encoder.encode_basestring   # what the encoder uses for str (ensure_ascii off)
 _MARK = "@@fhir-adapter-slot-"
 _SLOT = re.compile(r'"@@fhir-adapter-slot-(\d+)@@"')
@@ -140,17 +141,17 @@ class _Variant:
                 out.append(_encode_string(value))
             elif kind is int or kind is float:     # what the JSON encoder writes for them
                 out.append(int.__repr__(value) if kind is int else
-                           float.__repr__(value) if math.isfinite(value) else _dumps(value))
+                           float.__repr__(value) if math.isfinite(value) else compact_json(value))
             elif kind is bool:
                 out.append("true" if value else "false")
             elif kind is dict and value and all(type(k) is str and type(v) in _PLAIN and v != ""
                                                 for k, v in value.items()):
-                out.append(_dumps(value))          # flat and nothing to prune: the JSON round trip changes nothing
+                out.append(compact_json(value))   # flat and nothing to prune: the JSON round trip changes nothing
             else:   # containers, dates: as the plain render sees them after its JSON round trip
                 value = render.prune(json.loads(render.to_json(value)))
                 if value is None or value == "" or value == [] or value == {}:
                     return None
-                out.append(_dumps(value))
+                out.append(compact_json(value))
         return out
 
     def join(self, slots: list[str]) -> str:
@@ -238,7 +239,7 @@ class CompiledTemplate:
         self.to_json = environment.filters["json"]
         self.open_names = open_names
         self.variants: dict[tuple[Any, ...], _Variant | None] = {}
-        self._fields: dict[type, Any] = {}
+        self._shapes: dict[type, Any] = {}     # per fact class, `_shape`'s answer
 
     def text(self, context: dict[str, Any]) -> str | None:
         """The pruned resource as compact JSON text, or None: render this row the plain way."""
@@ -261,25 +262,26 @@ class CompiledTemplate:
         slots = variant.slots_text(context)
         return (variant, slots) if slots is not None else None
 
-    def _shape(self, value: Any) -> tuple[tuple[str, ...], tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None:
-        """(dataclass fields, properties, a getter of their values) of a fact class; None for other values."""
+    def _shape(self, value: Any) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None:
+        """(dataclass fields, a getter of their values and then its properties') of a fact class; None for
+        other values."""
         cls = type(value)
-        if cls in self._fields:
-            return self._fields[cls]
+        if cls in self._shapes:
+            return self._shapes[cls]
         if not dataclasses.is_dataclass(cls):
-            self._fields[cls] = None
+            self._shapes[cls] = None
             return None
         fields = tuple(f.name for f in dataclasses.fields(cls))
         properties = tuple(n for n in dir(cls) if isinstance(getattr(cls, n, None), property))
         names = fields + properties
         getter = operator.attrgetter(*names) if len(names) > 1 else lambda v: (getattr(v, names[0]),)
-        shape = self._fields[cls] = (fields, properties, getter)
+        shape = self._shapes[cls] = (fields, getter)
         return shape
 
     def _key(self, context: dict[str, Any]) -> tuple[Any, ...]:
         key: list[Any] = []
         open_names = self.open_names
-        shapes = self._fields
+        shapes = self._shapes
         for name, value in context.items():
             key.append(name)
             kind = type(value)
@@ -288,7 +290,7 @@ class CompiledTemplate:
                 continue
             shape = shapes[kind] if kind in shapes else self._shape(value)
             if shape is not None:
-                fields, _, getter = shape
+                fields, getter = shape
                 key.append(kind)
                 values = getter(value)
                 for f, v in zip(fields, values, strict=False):   # then the properties' values, as they are
@@ -323,7 +325,7 @@ class CompiledTemplate:
             return None
         finally:
             self._env.filters = saved
-        skeleton = _dumps(render.prune(json.loads(text)))
+        skeleton = compact_json(render.prune(json.loads(text)))
         parts = _SLOT.split(skeleton)
         pieces, emitted = parts[0::2], [int(i) for i in parts[1::2]]
         if any(_LEAK.search(piece) for piece in pieces):
@@ -334,7 +336,6 @@ class CompiledTemplate:
         if isinstance(value, _Marker):
             return f'"{_MARK}{value.index}@@"'
         return self.to_json(value)
-
 
 
 class _Recorders(dict):  # type: ignore[type-arg]

@@ -21,11 +21,10 @@ from .. import render
 from ..validation.structure import Issue
 from .checking import FilledCheck
 from .columns import ColumnMap
-from .compiled import CompiledTemplate
+from .compiled import CompiledTemplate, compact_json
 from .model import Fact, MriExam, PatientRecord, StatusFact
 
 Resource = dict[str, Any]
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 #: MRI measures: (attribute of MriExam, lesion concept, value slot).
 MRI_MEASURES = (
@@ -87,11 +86,12 @@ class FhirMapper:
         for template, context in self._map[table](fact):
             filled = self._compiled[template].fill(context)
             if filled is not None:
-                text = filled[0].join(filled[1])
-                issues = check.issues(filled[0], filled[1], text) if check else []
+                variant, slots = filled
+                text = variant.join(slots)
+                issues = check.issues(variant, slots, text) if check else []
             else:
                 resource = self._render(template, context)
-                text = _dumps(resource)
+                text = compact_json(resource)
                 issues = check.full.issues(resource) if check else []
             out.append((TEMPLATE_TYPES[template], text, issues))
         return out

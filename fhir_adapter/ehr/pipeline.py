@@ -120,6 +120,7 @@ class MapSummary:
 #: or from a pool worker where it spooled it (`Spooled`).
 Block = tuple[list[tuple[Any, ...]], dict[str, Any]]
 
+
 @dataclass(frozen=True)
 class Job:
     """What a worker needs, picklable: the column map, the headers, the version and the checks."""
