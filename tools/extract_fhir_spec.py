@@ -231,12 +231,10 @@ class Extraction:
 
 def _project_codesystems(package: Package) -> dict[str, list[str]]:
     """The codes of the code systems `mappings/terminology.yaml` uses that the package holds complete."""
-    import yaml
+    from fhir_adapter import terminology
 
-    terminology = Path(__file__).resolve().parent.parent / "mappings" / "terminology.yaml"
-    systems = yaml.safe_load(terminology.read_text(encoding="utf-8"))["systems"].values()
     found = {}
-    for url in sorted(systems):
+    for url in sorted(terminology.load().systems.values()):
         cs = package.codesystems.get(url)
         if cs is not None and cs.get("content") == "complete":
             found[url] = sorted(set(_codes(cs.get("concept", []))))

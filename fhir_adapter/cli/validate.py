@@ -76,8 +76,7 @@ def _skipped_lines(summary: Any) -> list[str]:
 def _text(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: TextIO) -> None:
     for result in results:
         for issue in result.issues:
-            rule = f" [{issue.rule}]" if issue.rule else ""
-            out.write(f"{issue.source}: {issue.severity}: {issue.location}: {issue.message}{rule}\n")
+            out.write(f"{issue.source}: {issue}\n")
     counts = summary.severities
     verdict = "FAILED" if summary.failed(args.fail_on) else "valid"
     out.write(f"{summary.resources} resource(s) ({args.fhir_version}): {counts['error']} error(s), "
@@ -114,12 +113,14 @@ def _json(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: T
 
 
 def _junit(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: TextIO) -> None:
-    failing = ("error", "warning") if args.fail_on == "warning" else ("error",)
+    from ..validation.validator import failing
+
+    levels = failing(args.fail_on)
     cases: list[str] = []
     failures = 0
     for result in results:
-        bad = [i for i in result.issues if i.severity in failing]
-        other = [i for i in result.issues if i.severity not in failing]
+        bad = [i for i in result.issues if i.severity in levels]
+        other = [i for i in result.issues if i.severity not in levels]
         name = quoteattr(f"{result.label} ({result.source})")
         classname = quoteattr(result.source.split("#")[0].rsplit(":", 1)[0] if ":" in result.source
                               and result.source.rsplit(":", 1)[1].isdigit() else result.source.split("#")[0])

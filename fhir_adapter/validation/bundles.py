@@ -73,7 +73,7 @@ def bundle_issues(bundle: dict[str, Any], *, allow_external: bool = False) -> li
                                      rule="bundle-request"))
             url = request.get("url")
             if request.get("method") == "PUT" and rtype and isinstance(url, str) and "?" not in url and \
-                    isinstance(rid, str) and url.split("?")[0].rstrip("/") != f"{rtype}/{rid}":
+                    isinstance(rid, str) and url.rstrip("/") != f"{rtype}/{rid}":
                 out.append(Issue("error", f"{where}.request.url", f"PUT {url} does not match the resource "
                                  f"{rtype}/{rid}", rule="bundle-request"))
     out.extend(_unresolved(entries, full_urls, typed_ids, kind, allow_external))

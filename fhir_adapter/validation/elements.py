@@ -182,9 +182,9 @@ class ElementCheck:
                 continue
             values = value if isinstance(value, list) else (value,)
             many = isinstance(value, list)
+            sub = element.tree()
             for invariant in element.invariants:
                 for i, item in enumerate(values):
-                    sub = element.tree()
                     if self.evaluator.holds(invariant, item, element.path, resource,
                                             sub.children if sub is not None else None, self._root) is False:
                         self._failed(invariant, f"{location}.{name}[{i}]" if many else f"{location}.{name}", out)
@@ -201,7 +201,6 @@ class ElementCheck:
                                 where = f"{location}.{name}[{i}]" if many else f"{location}.{name}"
                                 self._walk(sub, item, where, item, out, extensions)
                 continue
-            sub = element.tree()
             if sub is None:
                 continue
             for i, item in enumerate(values):

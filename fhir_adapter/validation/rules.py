@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
@@ -23,6 +22,7 @@ import yaml
 
 from .. import terminology
 from ..paths import MAPPINGS
+from ..sources import read_json
 from .spec import spec
 from .structure import Issue
 
@@ -46,12 +46,11 @@ def known_codes() -> dict[str, frozenset[str]]:
         for url, codes in spec(version).get("codesystems", {}).items():
             known.setdefault(url, set()).update(codes)
     project = terminology.system("ms")
-    files = sorted(CODESYSTEMS.glob("*.json")) if CODESYSTEMS.is_dir() else []
-    for path in files:
-        resource = json.loads(path.read_text(encoding="utf-8"))
+    for path in sorted(CODESYSTEMS.glob("*.json")):
+        resource = read_json(path)
         if resource.get("resourceType") == "CodeSystem" and resource.get("url"):
             known[resource["url"]] = _defined(resource.get("concept", []))
-    for path in sorted(CODESYSTEMS.glob("*.yaml")) if CODESYSTEMS.is_dir() else []:
+    for path in sorted(CODESYSTEMS.glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}   # CodeSystem data (protocol.evidence)
         if (data.get("codesystem") or {}).get("url"):
             known[data["codesystem"]["url"]] = _defined(data.get("concepts", []))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from ..paths import MAPPINGS
@@ -46,7 +46,7 @@ class ValueSet:
     codes: dict[str, tuple[str, ...]] | None
     not_enumerable: str = ""
 
-    @property
+    @cached_property
     def all_codes(self) -> frozenset[str]:
         return frozenset(c for codes in (self.codes or {}).values() for c in codes)
 
@@ -136,12 +136,11 @@ def element_tree(type_name: str, fhir_version: str = "R4") -> Tree | None:
             if not child.startswith(prefix) or not child or "." in child[len(prefix):]:
                 continue
             name = child[len(prefix):]
-            binding = child_info.get("binding")
+            binding = valueset(child_info["binding"], version) if child_info.get("binding") else None
+            own = () if child_info.get("backbone") else tuple(known[k] for k in child_info.get("invariants", ()))
             for json_name, type_ in _json_names(name, child_info.get("types", [])):
-                own = () if child_info.get("backbone") else tuple(known[k] for k in child_info.get("invariants", ()))
-                element = Element(name.removesuffix("[x]"), type_, child_info.get("max", "1") != "1",
-                                  valueset(binding, version) if binding else None, f"{data['base']}.{child}", own,
-                                  _version=version)
+                element = Element(name.removesuffix("[x]"), type_, child_info.get("max", "1") != "1", binding,
+                                  f"{data['base']}.{child}", own, _version=version)
                 if child_info.get("backbone"):
                     element._tree = tree_of(child)
                 elif "same_as" in child_info:

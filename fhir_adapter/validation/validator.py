@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from typing import Any
 
 from ..ehr.checking import ShapeCheck
 from ..render import check_version
-from ..sources import InputError, files, read_json
+from ..sources import InputError, is_resource, read_json, walk
 from .bundles import bundle_issues
 from .elements import ElementCheck
 from .rules import rule_issues
@@ -70,8 +71,12 @@ class Summary:
         self.best_practice.update(counts.best_practice)
 
     def failed(self, fail_on: str = "error") -> bool:
-        levels = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
-        return any(self.severities[s] for s in levels)
+        return any(self.severities[s] for s in failing(fail_on))
+
+
+def failing(fail_on: str = "error") -> tuple[str, ...]:
+    """The severities that fail a run with `--fail-on` at `fail_on`."""
+    return SEVERITIES[: SEVERITIES.index(fail_on) + 1]
 
 
 @dataclass
@@ -217,24 +222,26 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
         results = _worker.lines(source, first, payload)
     elif kind == "bytes":
         try:
-            lines: list[str | bytes] = list(payload.decode("utf-8").split("\n"))
+            lines: list[str | bytes] = payload.decode("utf-8").split("\n")
         except UnicodeDecodeError:  # find the lines that are not UTF-8; they are reported, the others checked
             lines = [_utf8_or_bytes(line) for line in payload.split(b"\n")]
         results = _worker.lines(source, first, lines)
     elif kind == "file":
         try:
             document = read_json(source)
-            text = Path(source).read_text(encoding="utf-8")
         except InputError as exc:
             results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
                                                                  source=source),))]
         else:
-            if first and not (isinstance(document, dict) and "resourceType" in document):
+            if first and not is_resource(document):
                 # a JSON file beside the resources (a run's summary.json): said, not judged
                 results = [Result(source, "(not a resource)", (Issue(
                     "information", "(file)", "not a FHIR resource (no resourceType): not validated",
                     rule="not-a-resource", source=source),))]
             else:
+                # the text only gives a Bundle's entries their lines (`_entry_lines`)
+                bundle = is_resource(document) and document["resourceType"] == "Bundle"
+                text = Path(source).read_text(encoding="utf-8") if bundle else None
                 results = _worker.document(source, document, text)
     else:  # a parsed document
         results = _worker.document(source, payload)
@@ -269,15 +276,8 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[str, str, int, Any]]:
             yield "bytes", str(path), number, rest
 
 
-def _expand(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
-    """Each file to read, and whether it was found in a directory (rather than named)."""
-    for given in paths:
-        for path in files([given]):
-            yield path, path != Path(given)
-
-
 def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, int, Any]]:
-    for path, found in _expand(paths):
+    for path, found in walk(paths):
         if str(path) == "-":
             text = stdin.read()
             try:  # one JSON document, or else NDJSON
@@ -300,8 +300,6 @@ def validate(paths: Iterable[str | Path], fhir_version: str = "R4", *, allow_ext
     `every_resource`: a result for every resource (a JUnit report needs them); otherwise only the results
     with findings, the clean resources being counted in the summary.
     """
-    import sys
-
     summary = Summary()
     tasks = _tasks(list(paths), stdin or sys.stdin)
     workers = workers or os.cpu_count() or 1
