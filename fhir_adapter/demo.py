@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sources
 from .client import FhirClient, PushResult
 
 MARKER = ".fhir-adapter-demo"
@@ -118,7 +119,6 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
     """Run the whole demo; returns what it did. `say` receives one line per stage; `progress(label)` may give a
     progress callback for each push."""
     from . import server as local
-    from .cli.push import read_inputs
     from .ehr import generate_cohort, map_extract
 
     say = say or (lambda line: None)
@@ -168,7 +168,7 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
             for label, paths in (("trials", result.trial_bundles), ("patients", result.patient_files)):
                 if not paths:
                     continue
-                items, _skipped = read_inputs([str(p) for p in paths])
+                items = list(sources.resources(paths))
                 pushed_types.update(dict.fromkeys(r.get("resourceType") for _, r in items))
                 pushed = client.push(items, fhir_release=fhir_version, compare=False,
                                      progress=progress(f"push {label}") if progress else None)

@@ -60,6 +60,10 @@ def _subtype(*names: str) -> dict:
     return _rule("ms-subtype", any_of=list(names))
 
 
+# MESEMS (Toulouse and Genova word them alike): RRMS with >= 1 relapse in 12 months, >= 2 in 24 months or >= 1
+# GEL in 12 months; PPMS with EDSS progression, >= 1 GEL and oligoclonal bands
+_ACTIVE_RRMS = _all(_subtype("rrms"), _any(_relapses("12 mo", 1), _relapses("24 mo", 2), _GEL_12))
+_ACTIVE_PPMS = _all(_subtype("ppms"), _PROGRESSION_12, _GEL_12, _CSF)
 _PREGNANT = _rule("pregnant", present=True)
 _EGFR_OR_RENAL = _any(_rule("lab-value", subject="egfr", below=60),
                       _rule("condition", subject="renal-failure", present=True))
@@ -78,13 +82,13 @@ TOULOUSE = Trial("NCT02403947", "MESEMS Toulouse", _criteria(
         {"linkId": "inc-2.1", "text": "Relapsing remitting MS (RRMS) ... as evidenced by one or more of the "
                                       "following: >= 1 relapse in past 12 months, >= 2 relapses in last 24 months, "
                                       ">= 1 GEL at MRI performed within the last 12 months",
-         "rule": _all(_subtype("rrms"), _any(_relapses("12 mo", 1), _relapses("24 mo", 2), _GEL_12))},
+         "rule": _ACTIVE_RRMS},
         {"linkId": "inc-2.2", "text": "Secondary progressive MS (SPMS) ... with >= 1 relapse in the last twelve "
                                       "months, or without on-going relapses but with >= 1 GEL in the last 12 months",
          "rule": _all(_subtype("spms"), _any(_relapses("12 mo", 1), _GEL_12))},
         {"linkId": "inc-2.3", "text": "Primary progressive MS (PPMS): EDSS increase in the last twelve months, "
                                       ">= 1 GEL within the last 12 months, positive CSF (oligoclonal banding)",
-         "rule": _all(_subtype("ppms"), _PROGRESSION_12, _GEL_12, _CSF)}]},
+         "rule": _ACTIVE_PPMS}]},
     {"linkId": "inc-3", "kind": "inclusion", "text": "EDSS (Expanded Disability Status Scale) 3.0 to 6.5",
      "rule": _rule("edss", range=[3.0, 6.5])},
     {"linkId": "inc-4", "kind": "inclusion", "text": "Women of childbearing age with an effective contraception."},
@@ -123,14 +127,14 @@ GENOVA = Trial("NCT01854957", "MESEMS Genova", _criteria(
         {"linkId": "inc-1a", "text": "Relapsing remitting MS (RRMS) ... i. >=1 clinically documented relapse in past "
                                      "12 months ii. >=2 clinically documented relapses in last 24 months iii. >=1 GEL "
                                      "at MRI performed within the last 12 months",
-         "rule": _all(_subtype("rrms"), _any(_relapses("12 mo", 1), _relapses("24 mo", 2), _GEL_12))},
+         "rule": _ACTIVE_RRMS},
         {"linkId": "inc-1b", "text": "Secondary progressive MS (SPMS) ... as evidenced by both: i. an increase of >=1 "
                                      "point of the EDSS (if EDSS <= 5.0) or 0.5 EDSS point (if EDSS >= 5.5) in the "
                                      "last 12 months ii. >=1 clinically documented relapse or >= 1 GEL at MRI within "
                                      "the last twelve months",
          "rule": _all(_subtype("spms"), _PROGRESSION_12, _any(_relapses("12 mo", 1), _GEL_12))},
         {"linkId": "inc-1c", "text": "Primary progressive MS (PPMS) patients with all the following features",
-         "rule": _all(_subtype("ppms"), _PROGRESSION_12, _GEL_12, _CSF)}]},
+         "rule": _ACTIVE_PPMS}]},
     {"linkId": "inc-2", "kind": "inclusion", "text": "Age 18 to 50 years", "rule": _rule("age", range=[18, 50])},
     {"linkId": "inc-3", "kind": "inclusion", "text": "Disease duration 2 to 10 years (included)",
      "rule": _rule("disease-duration", range=[2, 10])},

@@ -431,8 +431,9 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     return True
 
 
-def _months_after(d: Day, months: int) -> Day:
-    """The same day `months` later (the month's last day where it has fewer: 29 February + 12 months is the 28th)."""
+def months_after(d: Day, months: int) -> Day:
+    """The same day `months` later (earlier if negative), or the month's last day where it has fewer
+    (29 February + 12 months is the 28th)."""
     when = dt.date.fromordinal(d)
     year, month = divmod(when.month - 1 + months, 12)
     year, month = when.year + year, month + 1
@@ -449,7 +450,7 @@ def _onset_from_age(birth: tuple[Day, Day], age: tuple[int, int]) -> tuple[Day, 
     ['1990-02-28', '1990-03-30']
     """
     months, precision = age
-    return _months_after(birth[0], months), _months_after(birth[1], months + precision) - 1
+    return months_after(birth[0], months), months_after(birth[1], months + precision) - 1
 
 
 #: onsetAge units (UCUM code or unit text) in months: years and months; other units are not read.

@@ -22,7 +22,7 @@ import datetime as dt
 import json
 import operator
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -242,11 +242,6 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def _below(nodes: tuple[Node, ...], i: int) -> tuple[int, ...]:
-    """A line and every line under it, parents first."""
-    return (i,) + tuple(d for c in nodes[i].children for d in _below(nodes, c))
-
-
 class _Pick:
     """Picks some places of a list, as a tuple (for fewer than two places; `operator.itemgetter` otherwise)."""
 
@@ -267,11 +262,10 @@ def _getter(slots: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
 class TrialPlan:
     """A trial's criteria flattened in reading order (parents before sub-items), evaluated sub-items first."""
 
-    def __init__(self, trial: Trial, slot: Callable[[Rule | Combination], int]) -> None:
+    def __init__(self, trial: Trial, slot_of: Callable[[Rule | Combination], int]) -> None:
         self.trial = trial
         self.trial_json = _encode(trial.id)
         nodes: list[Node] = []
-        slot_of = slot
 
         def add(c: Criterion, top: bool) -> int:
             index = len(nodes)
@@ -286,8 +280,8 @@ class TrialPlan:
             node = Node(index, c, slot, children, c.combine, manual, top, NOT_MET if c.kind == "inclusion" else MET,
                         head)
             if manual:
-                node = Node(*(getattr(node, f) for f in Node.__slots__ if f != "fixed"),
-                            fixed=f'{head}"{UNKNOWN}", "reason": {_encode(node.manual_reason)}, "evidence": []}}')
+                node = replace(node, fixed=f'{head}"{UNKNOWN}", "reason": {_encode(node.manual_reason)}, '
+                                           '"evidence": []}')
             nodes[index] = node
             return index
 
@@ -312,7 +306,8 @@ class TrialPlan:
         self._decisive = tuple((i, nodes[i].loses) for i in self.decisive)
         lines = [i for i in range(len(nodes)) if nodes[i].fixed is None and nodes[i].slot is None]
         self.json_slots = frozenset(n.slot for n in nodes if n.fixed is None and n.slot is not None)
-        below: dict[int, tuple[int, ...]] = {}
+        below: dict[int, tuple[int, ...]] = {}     # a line and every line under it, parents first
+        self._below = below
         for i in self.order:
             below[i] = (i,) + tuple(d for c in nodes[i].children for d in below[c])
         # combined lines, sub-items first: (line, its place among the combined lines, its subtree's places)
@@ -372,7 +367,7 @@ class TrialPlan:
             return ()
         if node.slot is not None:
             return (node.slot,)
-        return self._line_piece(i, tuple(results[d] for d in _below(self.nodes, i)), results)[1]
+        return self._line_piece(i, tuple(results[d] for d in self._below[i]), results)[1]
 
     def to_json(self, screening: PatientScreening, results: tuple[str, ...], verdict: str) -> bytes:
         """One verdict's line of screening.json, UTF-8."""
@@ -407,59 +402,40 @@ class Plan:
     judged once per patient for all trials; every distinct (fact, subject, window) gets one place."""
 
     def __init__(self, trials: Iterable[Trial]) -> None:
-        self._slot_of: dict[Rule | Combination, int] = {}
-        self._fact_of: dict[tuple[str, str | None, Any], int] = {}
-        rules: list[Rule | Combination] = []
-        parts: list[tuple[int, ...]] = []
-        fact_at: list[int] = []
-        boolean: list[bool] = []
-        bounds: list[tuple[float, float, bool, bool] | None] = []
-        wanted: list[str] = []
-        self.fact_keys: list[tuple[str, str | None, Any]] = []
+        slot_of: dict[Rule | Combination, int] = {}
+        fact_of: dict[tuple[str, str | None, Any], int] = {}        # (fact, subject, window) -> its place
+        parts: list[tuple[int, ...]] = []                           # per slot: its parts' slots (combinations)
+        fact_at: list[int] = []                                     # per slot: its fact's place, -1: combination
 
         def slot(definition: Rule | Combination) -> int:
-            found = self._slot_of.get(definition)
+            found = slot_of.get(definition)
             if found is not None:
                 return found
             if isinstance(definition, Combination):
                 inner = tuple(slot(part) for part in definition.parts)
-                fact_index, is_boolean = -1, False
+                fact_index = -1
             else:
                 inner = ()
-                key = (definition.fact, definition.subject, definition.window)
-                fact_index = self._fact_of.get(key, -1)
-                if fact_index < 0:
-                    fact_index = self._fact_of[key] = len(self.fact_keys)
-                    self.fact_keys.append(key)
-                is_boolean = FACTS[definition.fact]["value"] == "boolean"
-            found = self._slot_of[definition] = len(rules)
-            rules.append(definition)
+                fact_index = fact_of.setdefault((definition.fact, definition.subject, definition.window), len(fact_of))
+            found = slot_of[definition] = len(parts)
             parts.append(inner)
             fact_at.append(fact_index)
-            boolean.append(is_boolean)
-            numeric = isinstance(definition, Rule) and (definition.low is not None or definition.high is not None)
-            bounds.append(_bounds(definition) if numeric else None)  # type: ignore[arg-type]
-            wanted.append(f"; wanted {describe(definition)}" if isinstance(definition, Rule) else "")
             return found
 
         self.trials = [TrialPlan(t, slot) for t in trials]
-        self.rules: tuple[Rule | Combination, ...] = tuple(rules)
-        self.parts: tuple[tuple[int, ...], ...] = tuple(parts)
-        self.fact_at: tuple[int, ...] = tuple(fact_at)
-        self.boolean: tuple[bool, ...] = tuple(boolean)
-        self.bounds = tuple(bounds)
-        self.wanted: tuple[str, ...] = tuple(wanted)     # "; wanted <the rule in words>" per rule slot
-        self.joiners: tuple[str, ...] = tuple(" and " if isinstance(r, Combination) and r.operator == "all-of"
-                                              else " or " for r in rules)
+        self.rules: tuple[Rule | Combination, ...] = tuple(slot_of)          # in slot order
+        rules = self.rules
         #: per fact: its evaluator, subject and window; per slot, in order: what judging it needs
-        self.calls = tuple((_evaluator(name), subject, window) for name, subject, window in self.fact_keys)
+        self.calls = tuple((_evaluator(name), subject, window) for name, subject, window in fact_of)
         written = frozenset().union(*(t.json_slots for t in self.trials))     # rules whose JSON a line shows
         # rules (facts compared with expectations), then combinations (each after its parts), in slot order
         self.compared = tuple((slot, fact_at[slot], rule, _test(rule), _bounds(rule),  # type: ignore[arg-type]
-                               "" if boolean[slot] else self.wanted[slot], slot in written)
+                               "" if FACTS[rule.fact]["value"] == "boolean" else f"; wanted {describe(rule)}",
+                               slot in written)
                               for slot, rule in enumerate(rules) if fact_at[slot] >= 0)
-        self.combined = tuple((slot, parts[slot], _DECIDES[rules[slot].operator], self.joiners[slot],  # type: ignore[union-attr]
-                               slot in written) for slot in range(len(rules)) if fact_at[slot] < 0)
+        self.combined = tuple((slot, parts[slot], _DECIDES[rule.operator],  # type: ignore[union-attr]
+                               " and " if rule.operator == "all-of" else " or ", slot in written)  # type: ignore[union-attr]
+                              for slot, rule in enumerate(rules) if fact_at[slot] < 0)
 
 
 def _evaluator(name: str) -> Evaluator:
@@ -484,13 +460,13 @@ class PatientScreening:
     them), into flat lists of results, reasons and evidence, with the JSON of each finding a trial shows.
     """
 
-    __slots__ = ("patient", "clock", "plan", "_facts", "results", "reasons", "evidence", "rule_json", "_head")
+    __slots__ = ("patient", "clock", "plan", "results", "reasons", "evidence", "rule_json", "_head")
 
     def __init__(self, patient: PatientData, clock: Clock, plan: Plan) -> None:
         self.patient = patient
         self.clock = clock
         self.plan = plan
-        facts = self._facts = [function(patient, subject, window, clock) for function, subject, window in plan.calls]
+        facts = [function(patient, subject, window, clock) for function, subject, window in plan.calls]
         n = len(plan.rules)
         results: list[str] = [UNKNOWN] * (n + 1)            # and UNKNOWN at the end, for lines without a rule
         reasons: list[str] = [""] * n
@@ -535,18 +511,9 @@ class PatientScreening:
         self.rule_json = rule_json
         self._head: bytes | None = None
 
-    def fact(self, index: int) -> Fact:
-        """The fact at `plan.fact_keys[index]` for this patient."""
-        return self._facts[index]
-
     def finding(self, slot: int) -> Finding:
         """The rule or combination in `plan.rules[slot]` judged for this patient."""
         return Finding(self.results[slot], self.reasons[slot], self.evidence[slot])
-
-    def finding_json(self, slot: int) -> str:
-        """The JSON of a finding from its result on: `"met", "reason": ..., "evidence": [...]}`."""
-        return (self.rule_json[slot].decode() or f'"{self.results[slot]}", "reason": {_encode(self.reasons[slot])}, '
-                                                 f'"evidence": {_evidence_json(self.evidence[slot])}}}')
 
     def head(self) -> bytes:
         """The start of this patient's JSON lines: `{"patient": "Patient/<id>"`, UTF-8."""

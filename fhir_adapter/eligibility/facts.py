@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from .. import terminology
 from ..criteria import FACTS, Window
-from .data import END_UNKNOWN, ONGOING, SEVERITY_RANK, SUBTYPES, Day, PatientData
+from .data import END_UNKNOWN, ONGOING, SEVERITY_RANK, SUBTYPES, Day, PatientData, months_after
 
 INFINITY = float("inf")
 SUBTYPE_NAMES = {"rrms": "relapsing-remitting MS", "spms": "secondary progressive MS",
@@ -126,19 +126,13 @@ class Clock:
 
 
 def _window_start(as_of: dt.date, window: Window) -> Day:
-    return _period_start(as_of, window) + window.strict
-
-
-def _period_start(as_of: dt.date, window: Window) -> Day:
     if window.unit == "d":
-        return as_of.toordinal() - window.value
-    if window.unit == "wk":
-        return as_of.toordinal() - 7 * window.value
-    months = window.value * (12 if window.unit == "a" else 1)
-    year, month = divmod(as_of.year * 12 + as_of.month - 1 - months, 12)
-    month += 1
-    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
-    return dt.date(year, month, min(as_of.day, last)).toordinal()
+        start = as_of.toordinal() - window.value
+    elif window.unit == "wk":
+        start = as_of.toordinal() - 7 * window.value
+    else:
+        start = months_after(as_of.toordinal(), -window.value * (12 if window.unit == "a" else 1))
+    return start + window.strict
 
 
 def whole_years(start: Day, end: Day) -> int:

@@ -116,9 +116,10 @@ class Part:
             self._last = key
         self._pending_json.append(verdict.to_json_bytes())
         self._pending_rows.append(verdict_row(verdict))
-        counted = self._counts.get((verdict.trial, verdict.verdict, verdict.results))
+        outcome = (verdict.trial, verdict.verdict, verdict.results)
+        counted = self._counts.get(outcome)
         if counted is None:
-            self._counts[(verdict.trial, verdict.verdict, verdict.results)] = [verdict.plan, 1]
+            self._counts[outcome] = [verdict.plan, 1]
         else:
             counted[1] += 1
         if verdict.verdict in (ELIGIBLE, NEEDS_REVIEW):
