@@ -49,12 +49,6 @@ def walk(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
             raise InputError(f"{p}: no such file or directory")
 
 
-def files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Expand directories to the .json and .ndjson files under them, in a stable order."""
-    for path, _ in walk(paths):
-        yield path
-
-
 def is_resource(document: Any) -> bool:
     """Whether a parsed JSON document is a FHIR resource (an object with a resourceType)."""
     return isinstance(document, dict) and "resourceType" in document

@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .. import ids, render
+from .. import render
 from ..client import SCREENING_TYPES, FhirClient, ResourceGone, ResourceNotFound
+from ..protocol.evidence import evidence_variable_id
 from .data import PatientIndex
 from .engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial
-from .trials import CTGOV, load_trials, study_reference, trials_from_evidence
+from .trials import load_trials, study_reference, trials_from_evidence
 
 #: Identifier system of the ResearchSubjects that screening writes (value: `<NCT id>|<patient id>`).
 SCREENING_SYSTEM = "https://w3id.org/fhir-adapter/screening"
@@ -55,11 +56,6 @@ def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES, pe
     for reference in sorted(w for w in wanted if isinstance(w, str) and w.startswith("Medication/")):
         index.add(client.read("Medication", reference.split("/", 1)[1]), reference)
     return index.finish()
-
-
-def evidence_variable_id(nct_id: str) -> str:
-    """The id a trial's EvidenceVariable is PUT at by the trial mapping (deterministic, see design.md)."""
-    return ids.resource_id("EvidenceVariable", CTGOV, nct_id)
 
 
 def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_version: str = "R4") -> list[Trial]:

@@ -16,11 +16,9 @@ import yaml
 
 from .. import ids
 from ..criteria import Criterion, CriterionError
-from ..paths import MAPPINGS
+from ..protocol.curated import TRIALS_DIR
+from ..protocol.model import CTGOV
 from .engine import Trial
-
-TRIALS_DIR = MAPPINGS / "trials"
-CTGOV = "https://clinicaltrials.gov"
 
 
 def study_reference(nct_id: str) -> str:

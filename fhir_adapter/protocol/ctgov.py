@@ -152,12 +152,14 @@ def parse_study(study: Any, where: str) -> Protocol:
     info = _object(design, "designInfo")
     masking_info = _object(info, "maskingInfo")
     eligibility = r.module(section, "eligibilityModule")
+    topics = r.module(section, "conditionsModule")
+    contacts = r.module(section, "contactsLocationsModule")
     enrollment = _object(design, "enrollmentInfo")
     count = enrollment.get("count")
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
         r.warn("protocolSection.designModule.enrollmentInfo.count", f"{count!r} is not a whole number; not used")
         count = None
-    conditions = r.texts(r.module(section, "conditionsModule").get("conditions"),
+    conditions = r.texts(topics.get("conditions"),
                          "protocolSection.conditionsModule.conditions")
     study_type = r.text(design.get("studyType"), "protocolSection.designModule.studyType")
     model = info.get("interventionModel") or info.get("observationalModel")
@@ -183,18 +185,18 @@ def parse_study(study: Any, where: str) -> Protocol:
         model=r.text(model, "protocolSection.designModule.designInfo"),
         masking=masking,
         who_masked=tuple(r.code(w, "blinding", f"protocolSection.designModule.designInfo.maskingInfo.whoMasked[{i}]")
-                         for i, w in enumerate(r.items(masking_info.get("whoMasked"), "whoMasked"))
+                         for i, w in enumerate(r.items(masking_info.get("whoMasked"),
+                                                          "protocolSection.designModule.designInfo.maskingInfo.whoMasked"))
                          if isinstance(w, str)),
         conditions=conditions,
         condition_concepts=_condition_concepts(r, conditions),
-        keywords=r.texts(r.module(section, "conditionsModule").get("keywords"),
+        keywords=r.texts(topics.get("keywords"),
                          "protocolSection.conditionsModule.keywords"),
         summary=r.text(r.module(section, "descriptionModule").get("briefSummary"),
                        "protocolSection.descriptionModule.briefSummary"),
         arms=_arms(r, r.module(section, "armsInterventionsModule")),
-        parties=_parties(r, r.module(section, "sponsorCollaboratorsModule"),
-                         r.module(section, "contactsLocationsModule")),
-        sites=_sites(r, r.module(section, "contactsLocationsModule")),
+        parties=_parties(r, r.module(section, "sponsorCollaboratorsModule"), contacts),
+        sites=_sites(r, contacts),
         enrollment=count,
         enrollment_type=r.text(enrollment.get("type"), "protocolSection.designModule.enrollmentInfo.type"),
         sex=r.text(eligibility.get("sex"), "protocolSection.eligibilityModule.sex"),

@@ -194,6 +194,11 @@ def expression(definition: Rule | Combination) -> str:
     return f"{text} {COMPARATORS[rule.high_open, 'high']} {_number(rule.high)}"
 
 
+def evidence_variable_id(nct_id: str) -> str:
+    """The deterministic id of a trial's EvidenceVariable (where screening `--from-server` reads it)."""
+    return ids.resource_id("EvidenceVariable", CTGOV, nct_id)
+
+
 def _manual_review() -> dict[str, Any]:
     """The type of a line without a rule: screening leaves it to a person."""
     return {"coding": [local_coding("manual-review")], "text": "manual review"}
@@ -305,7 +310,7 @@ def evidence_variable(protocol: Any, fhir_version: str = "R4") -> dict[str, Any]
         seen.add(criterion.link_id)
     label = getattr(protocol, "acronym", None) or nct
     context: dict[str, Any] = {
-        "id": ids.resource_id("EvidenceVariable", CTGOV, nct),
+        "id": evidence_variable_id(nct),
         "url": CANONICAL + nct,
         "identifier": [{"system": CTGOV, "value": nct}],
         "name": "Eligibility" + re.sub(r"[^A-Za-z0-9_]", "_", nct),
