@@ -15,7 +15,7 @@ from test_screen import CMM_EM, candidate
 from fhir_adapter.cli import main
 from fhir_adapter.criteria import Criterion
 from fhir_adapter.eligibility import Trial, index_resources, trials
-from fhir_adapter.eligibility.run import screen_index
+from fhir_adapter.eligibility.run import screen_files, screen_index
 
 EVIL = '<script>alert("x")</script> & <b>'
 
@@ -133,3 +133,25 @@ def test_a_part_is_appended_once_when_the_kernel_copy_stops_midway(tmp_path, mon
         target.write(b"head")
         _append(target, part)
     assert (tmp_path / "whole").read_bytes() == b"head" + part.read_bytes() and len(calls) == 2
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "copy_file_range"), reason="no copy_file_range on this system")
+def test_parts_are_joined_inside_the_kernel(tmp_path, monkeypatch):
+    """The parts of a run on two workers reach screening.json through copy_file_range, not through Python
+    (a file opened in append mode made the kernel refuse and every byte went through this process)."""
+    from fhir_adapter.report import writers
+
+    def through_python(*args, **kwargs):
+        raise AssertionError("a part was copied through this process")
+
+    monkeypatch.setattr(writers.shutil, "copyfileobj", through_python)
+    (tmp_path / "in").mkdir()
+    cohort = [candidate(f"p{n}") for n in range(12)]
+    (tmp_path / "in" / "all.ndjson").write_text(
+        "".join(json.dumps(r) + "\n" for patient in cohort for r in patient.resources))
+    run = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    verdicts = json.loads((tmp_path / "out" / "screening.json").read_text())
+    assert run.screening.patients == 12 and len(verdicts) == 12
+    assert sorted(v["patient"] for v in verdicts) == sorted(f"Patient/{p.pid}" for p in cohort)
+    rows = (tmp_path / "out" / "screening.csv").read_text().splitlines()
+    assert len(rows) == 13 and rows[0].startswith("patient,trial,verdict")

@@ -163,6 +163,13 @@ class Part:
                            self._lines)
 
 
+def _end_of(path: Path) -> BinaryIO:
+    """A file opened for writing at its end; not in append mode, which the kernel's copy refuses (EBADF)."""
+    stream = path.open("r+b")
+    stream.seek(0, os.SEEK_END)
+    return stream
+
+
 def _append(target: BinaryIO, path: Path) -> None:
     """Copy a whole file to the end of `target` (in the kernel where it can)."""
     with path.open("rb") as source:
@@ -225,7 +232,7 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
     statuses.sort()
     if not parts or not parts[0].final or parts[0].json_path.parent != out:
         raise ValueError(f"the parts to join must start with part 0, written into {out}")
-    with (out / "screening.json").open("ab") as stream:
+    with _end_of(out / "screening.json") as stream:
         written = parts[0].lines > 0
         for part in parts[1:]:
             if part.lines:
@@ -234,7 +241,7 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
                 _append(stream, part.json_path)
                 written = True
         stream.write(b"\n]\n" if written else b"]\n")
-    with (out / "screening.csv").open("ab") as stream:
+    with _end_of(out / "screening.csv") as stream:
         for part in parts[1:]:
             _append(stream, part.csv_path)
     for part in parts[1:]:
