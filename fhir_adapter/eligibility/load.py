@@ -194,15 +194,21 @@ def workers_available() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def map_shares(paths: Iterable[str | Path], task: Task, workers: int | None = None) -> Iterator[Any]:
+def map_shares(paths: Iterable[str | Path], task: Task, workers: int | None = None,
+               start: Callable[[int], None] | None = None) -> Iterator[Any]:
     """Run `task(index, part)` on each worker's share of the patients; yields the results in part order.
 
-    With one worker (or where processes cannot fork) it all runs in this process.
+    With one worker (or where processes cannot fork) it all runs in this process. `start(parts)`, when given,
+    is called once the paths are found to exist and before any work, with the number of parts.
     """
     paths = [str(p) for p in paths]
     list(walk(paths))                                   # a missing path fails here, with its name
     workers = workers or workers_available()
-    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if "fork" not in multiprocessing.get_all_start_methods():
+        workers = 1
+    if start is not None:
+        start(workers)
+    if workers == 1:
         with no_gc():
             index, _ = load_share(paths)
             result = task(index.finish(), 0)

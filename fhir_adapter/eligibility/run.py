@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import FhirClient, PushResult
+from ..report.regions import Regions
 from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
@@ -34,9 +35,10 @@ class RunResult:
 
 
 def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial], as_of: dt.date,
-                  html_candidates: int, keep_statuses: bool) -> tuple[PartSummary, list[Problem], int, int]:
+                  html_candidates: int, keep_statuses: bool, regions: Regions | None = None,
+                  ) -> tuple[PartSummary, list[Problem], int, int]:
     patients = sorted(index.patients.values(), key=lambda p: order_key(p.id))
-    writer = Part(out, part, trials, html_candidates, keep_statuses)
+    writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
     summary = writer.add_all(screen(patients, trials, as_of))
     return summary, index.problems, index.read, index.used
 
@@ -66,10 +68,15 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
     paths = [str(p) for p in paths]
     started = time.perf_counter()
 
-    def task(index: PatientIndex, part: int) -> Any:
-        return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses)
+    regions: list[Regions] = []
 
-    shares = list(map_shares(paths, task, workers))
+    def start(parts: int) -> None:           # before the workers fork: they write into the regions laid out
+        regions.append(Regions.plan(out / "screening.json", parts))
+
+    def task(index: PatientIndex, part: int) -> Any:
+        return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions[0])
+
+    shares = list(map_shares(paths, task, workers, start))
     screened = time.perf_counter()
     problems = _problems(p for share in shares for p in share[1])
     screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,

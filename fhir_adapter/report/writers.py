@@ -2,10 +2,12 @@
 
 Screening may run in several processes, each with its share of the patients. Each writes its own part
 (`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
-report, and (for write-back) each verdict's status. Part 0 writes straight into the final files; `finish`
-appends the other parts to them (so a run in one process copies nothing). Verdicts
-come patient by patient (trials in order) in a fixed order of the patient ids (`eligibility.load.order_key`),
-which does not depend on how many processes ran.
+report, and (for write-back) each verdict's status. Part 0 writes straight into the final files. Where the file
+system can cut ranges out of a file (`regions`), every part writes into its own region of screening.json
+and `finish` cuts the gaps out, copying nothing (a part but the last then ends with up to a block of spaces
+before the `,` that follows it); elsewhere, and for screening.csv, `finish` appends the other parts' files
+(so a run in one process copies nothing). Verdicts come patient by patient (trials in order) in a fixed order
+of the patient ids (`eligibility.load.order_key`), which does not depend on how many processes ran.
 
 screening.json is a JSON list with one verdict object per line:
 `{"patient": "Patient/<id>", "trial": "<NCT id>", "verdict": ..., "criteria": [{"linkId", "kind", "text",
@@ -25,6 +27,7 @@ from typing import Any, BinaryIO
 
 from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial, Verdict
 from ..eligibility.load import order_key
+from .regions import Regions
 
 CSV_COLUMNS = ("patient", "trial", "verdict", "met", "not_met", "unknown", "ineligible_because", "missing",
                "manual_review", "evidence")
@@ -63,6 +66,8 @@ class PartSummary:
     json_path: Path
     csv_path: Path
     lines: int = 0                                    # verdicts written
+    regions: Regions | None = None                    # the parts share screening.json (`regions.stride`)
+    json_end: int = 0                                 # where this part's JSON stops in its file
 
     @property
     def final(self) -> bool:
@@ -75,7 +80,9 @@ class Part:
     """One process's share of the reports: fed verdicts patient by patient in patient-id order.
 
     Lines are gathered and written in large binary blocks; funnel counts are gathered per distinct
-    (trial, verdict, results) and counted at the end.
+    (trial, verdict, results) and counted at the end. Every part but part 0 starts its JSON with the `,`
+    that separates it from the parts before (`finish` blanks it when those are empty). With `regions` laid
+    out in place, the part writes its JSON into its region of screening.json.
     """
 
     out: Path
@@ -83,6 +90,7 @@ class Part:
     trials: list[Trial]
     html_candidates: int = HTML_CANDIDATES
     keep_statuses: bool = False
+    regions: Regions | None = None
     _patients: int = 0
     _lines: int = 0
     _last: str | None = None
@@ -95,9 +103,15 @@ class Part:
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.number == 0
-        self.json_path = self.out / ("screening.json" if final else f".screening-{self.number}.part")
+        in_place = self.regions is not None and self.regions.stride > 0
+        self.json_path = self.out / ("screening.json" if final or in_place else f".screening-{self.number}.part")
         self.csv_path = self.out / ("screening.csv" if final else f".screening-{self.number}.csv.part")
-        self._json = self.json_path.open("wb")
+        if in_place:
+            self._json = self.regions.open(self.number)  # type: ignore[union-attr]
+            self._limit = self.regions.limit(self.number)  # type: ignore[union-attr]
+        else:
+            self._json = self.json_path.open("wb")
+            self._limit = 1 << 62
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
         self._csv_file = self.csv_path.open("wb")
@@ -134,9 +148,12 @@ class Part:
     def _flush(self) -> None:
         lines = self._pending_json
         if lines:
-            if self._lines:
-                self._json.write(b",\n")
-            self._json.write(b",\n".join(lines))
+            block = b",\n".join(lines)
+            if self._lines or self.number:
+                block = b",\n" + block
+            if self._json.tell() + len(block) > self._limit:
+                raise OSError(f"{self.json_path}: part {self.number} outgrew its region of the file")
+            self._json.write(block)
             self._lines += len(lines)
             self._csv.writerows(self._pending_rows)
             self._csv_file.write(self._csv_buffer.getvalue().encode())
@@ -152,6 +169,7 @@ class Part:
 
     def close(self) -> PartSummary:
         self._flush()
+        end = self._json.tell()
         self._json.close()
         self._csv_file.close()
         for (trial_id, verdict, results), (plan, n) in self._counts.items():
@@ -160,7 +178,7 @@ class Part:
         candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
                       for t in self.trials}
         return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path,
-                           self._lines)
+                           self._lines, self.regions, end)
 
 
 def _end_of(path: Path) -> BinaryIO:
@@ -232,26 +250,42 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
     statuses.sort()
     if not parts or not parts[0].final or parts[0].json_path.parent != out:
         raise ValueError(f"the parts to join must start with part 0, written into {out}")
-    with _end_of(out / "screening.json") as stream:
-        written = parts[0].lines > 0
-        for part in parts[1:]:
-            if part.lines:
-                if written:
-                    stream.write(b",\n")
-                _append(stream, part.json_path)
-                written = True
-        stream.write(b"\n]\n" if written else b"]\n")
+    _join_json(out / "screening.json", parts)
     with _end_of(out / "screening.csv") as stream:
         for part in parts[1:]:
             _append(stream, part.csv_path)
     for part in parts[1:]:
-        part.json_path.unlink(missing_ok=True)
+        if part.json_path != parts[0].json_path:
+            part.json_path.unlink(missing_ok=True)
         part.csv_path.unlink(missing_ok=True)
     screening = Screening(trials, funnels, candidates, statuses, sum(p.patients for p in parts), as_of,
                           list(problems or ()), source)
     from .html import write_html
     write_html(out / "report.html", screening, html_candidates)
     return screening
+
+
+def _join_json(path: Path, parts: list[PartSummary]) -> None:
+    """screening.json made whole: the parts joined (in place or appended), then the list closed."""
+    regions = parts[0].regions
+    in_place = regions is not None and regions.stride > 0
+    first = next((part for part in parts if part.lines), None)
+    if first is not None and first is not parts[0]:     # its leading "," follows nothing: a blank instead
+        with first.json_path.open("r+b") as stream:
+            stream.seek(regions.start(parts.index(first)) if in_place else 0)  # type: ignore[union-attr]
+            stream.write(b" ")
+    if in_place:
+        size = regions.join([part.json_end for part in parts])  # type: ignore[union-attr]
+        stream = path.open("r+b")
+        stream.seek(size)
+    else:
+        stream = _end_of(path)
+        for part in parts[1:]:
+            if part.lines:
+                _append(stream, part.json_path)
+    with stream:
+        stream.write(b"\n]\n" if first is not None else b"]\n")
+        stream.truncate()
 
 
 def unknown_count(verdict: Verdict) -> int:

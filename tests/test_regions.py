@@ -1,0 +1,127 @@
+"""One file written in regions by several processes, joined in place by cutting the gaps out."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+from test_facts import AS_OF
+from test_screen import CMM_EM, candidate
+
+from fhir_adapter.eligibility import index_resources, screen
+from fhir_adapter.eligibility.run import screen_files
+from fhir_adapter.report import regions as regions_module
+from fhir_adapter.report.regions import Regions
+from fhir_adapter.report.writers import Part
+
+# (parts' contents, in part order): a middle part empty, the first, the last, all; one ending on a block
+CASES = [
+    [b"[\nA" * 3, b",\nBBBB" * 9, b"", b",\nDD" * 40],
+    [b"", b",\nB", b",\nC" * 17],
+    [b"[\nA", b",\nB" * 70, b"", b""],
+    [b"", b"", b"", b""],
+    [b"A" * 16, b"B" * 5, b"C" * 3],
+]
+
+
+def write_parts(regions: Regions, contents: list[bytes]) -> list[int]:
+    ends = []
+    for part, content in enumerate(contents):
+        with regions.open(part) as stream:
+            stream.write(content)
+            ends.append(stream.tell())
+    return ends
+
+
+def check_joined(regions: Regions, contents: list[bytes], size: int) -> None:
+    data = regions.path.read_bytes()
+    assert len(data) == size
+    position = 0
+    for part, content in enumerate(contents):       # each part in order, then only spaces up to the next
+        assert data[position:position + len(content)] == content, part
+        position += len(content)
+        if any(contents[part + 1:]):
+            while position % regions.block:
+                assert data[position:position + 1] == b" "
+                position += 1
+    assert position == size
+
+
+def emulated_collapse(fd: int, offset: int, length: int) -> None:
+    """What the kernel does, with its refusals: whole blocks only, not reaching the end of the file."""
+    size = os.fstat(fd).st_size
+    if offset % 16 or length % 16 or offset + length >= size:
+        raise OSError(errno.EINVAL, "Invalid argument")
+    data = os.pread(fd, size, 0)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data[:offset] + data[offset + length:], 0)
+
+
+@pytest.mark.parametrize("contents", CASES)
+def test_join_cuts_the_gaps_and_pads_to_blocks(tmp_path, monkeypatch, contents):
+    """The join's arithmetic on a file system emulated with 16-byte blocks (any machine)."""
+    monkeypatch.setattr(regions_module, "collapse", emulated_collapse)
+    regions = Regions(tmp_path / "out.json", len(contents), stride=256, block=16)
+    (tmp_path / "out.json").write_bytes(b"an earlier run's file, longer than this one: " * 4)
+    ends = write_parts(regions, contents)
+    size = regions.join(ends)
+    os.truncate(regions.path, size)                 # what the caller does after its last bytes
+    check_joined(regions, contents, size)
+
+
+def real_regions(path, parts: int) -> Regions:
+    regions = Regions.plan(path, parts)
+    if not regions.stride:
+        pytest.skip("this file system cannot cut ranges out of files (the writers copy parts instead)")
+    return regions
+
+
+@pytest.mark.parametrize("contents", CASES)
+def test_join_in_place_on_this_file_system(tmp_path, contents):
+    regions = real_regions(tmp_path / "out.json", len(contents))
+    assert not (tmp_path / ".out.json.probe").exists() and not regions.path.exists()
+    assert regions.stride >= 1 << 40                # room for a part of a terabyte
+    ends = write_parts(regions, contents)
+    assert os.stat(regions.path).st_blocks * 512 < 1 << 20      # the terabytes between are holes
+    size = regions.join(ends)
+    check_joined(regions, contents, size)
+
+
+def test_plan_falls_back_to_part_files_where_cutting_fails(tmp_path, monkeypatch):
+    def refused(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(regions_module, "collapse", refused)
+    regions = Regions.plan(tmp_path / "out.json", 2)
+    assert regions.stride == 0 and sorted(tmp_path.iterdir()) == []
+
+
+def cohort_dir(tmp_path):
+    (tmp_path / "in").mkdir()
+    charts = [candidate(f"p{n}", age=20 + n, edss=2.5 + 0.5 * (n % 10), mri=n % 3 != 0) for n in range(30)]
+    (tmp_path / "in" / "all.ndjson").write_text(
+        "".join(json.dumps(r) + "\n" for chart in charts for r in chart.resources))
+    return tmp_path / "in"
+
+
+def test_screening_json_is_the_same_whichever_way_parts_are_joined(tmp_path, monkeypatch):
+    source = cohort_dir(tmp_path)
+    screen_files([source], [CMM_EM], tmp_path / "one", AS_OF, workers=1)
+    screen_files([source], [CMM_EM], tmp_path / "in-place", AS_OF, workers=3)
+    monkeypatch.setattr(regions_module, "_FALLOCATE", None)
+    screen_files([source], [CMM_EM], tmp_path / "copied", AS_OF, workers=3)
+    one = (tmp_path / "one" / "screening.json").read_bytes()
+    assert (tmp_path / "copied" / "screening.json").read_bytes() == one       # part files: the very bytes
+    assert json.loads((tmp_path / "in-place" / "screening.json").read_bytes()) == json.loads(one)
+    assert sorted(p.name for p in (tmp_path / "copied").iterdir()) == ["report.html", "screening.csv",
+                                                                       "screening.json"]
+
+
+def test_a_part_may_not_outgrow_its_region(tmp_path):
+    verdicts = list(screen(index_resources(candidate("p1").resources).patients.values(), [CMM_EM], AS_OF))
+    regions = Regions(tmp_path / "screening.json", 2, stride=4096, block=16)
+    writer = Part(tmp_path, 0, [CMM_EM], regions=regions)
+    with pytest.raises(OSError, match="part 0 outgrew its region"):
+        writer.add_all(verdicts * 10)
