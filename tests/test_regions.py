@@ -15,6 +15,7 @@ from fhir_adapter.eligibility.run import screen_files
 from fhir_adapter.report import regions as regions_module
 from fhir_adapter.report.regions import Regions
 from fhir_adapter.report.writers import Part
+from fhir_adapter.sources import InputError
 
 # (parts' contents, in part order): a middle part empty, the first, the last, all; one ending on a block
 CASES = [
@@ -125,3 +126,27 @@ def test_a_part_may_not_outgrow_its_region(tmp_path):
     writer = Part(tmp_path, 0, [CMM_EM], regions=regions)
     with pytest.raises(OSError, match="part 0 outgrew its region"):
         writer.add_all(verdicts * 10)
+
+
+def test_a_failed_run_leaves_no_file_of_terabytes(tmp_path, monkeypatch):
+    """A run that fails while writing removes its sparse screening.json; one failing on its input keeps the
+    previous run's."""
+    source = cohort_dir(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "Patient.ndjson").write_text('{"resourceType": \n')
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "screening.json").write_text("[]\n")
+    with pytest.raises(InputError):
+        screen_files([tmp_path / "bad"], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    assert (tmp_path / "out" / "screening.json").read_text() == "[]\n"
+    if not Regions.plan(tmp_path / "probe.json", 2).stride:
+        pytest.skip("this file system cannot cut ranges out of files (the writers copy parts instead)")
+
+    def broken(self):
+        self._flush()                                   # both parts write their verdicts, then fail
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Part, "close", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        screen_files([source], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["screening.csv"]     # no hidden parts

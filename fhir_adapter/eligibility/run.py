@@ -43,6 +43,13 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
     return summary, index.problems, index.read, index.used
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _problems(problems: Iterable[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
@@ -76,7 +83,14 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
     def task(index: PatientIndex, part: int) -> Any:
         return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions[0])
 
-    shares = list(map_shares(paths, task, workers, start))
+    try:
+        shares = list(map_shares(paths, task, workers, start))
+    except BaseException:
+        if regions and regions[0].stride and _size(regions[0].path) > regions[0].start(1):
+            regions[0].path.unlink()            # this run's: terabytes, mostly holes, with parts missing
+        for part in out.glob(".screening-*.part"):
+            part.unlink(missing_ok=True)
+        raise
     screened = time.perf_counter()
     problems = _problems(p for share in shares for p in share[1])
     screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,
