@@ -24,7 +24,7 @@ SPAN = 1 << 43                          # 8 TiB shared by the regions: within ex
 def _load_fallocate() -> Any:
     try:
         function = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):   # not Linux (no fallocate in the C library)
+    except (OSError, AttributeError, TypeError):   # not Linux (no fallocate, or no C library by that name)
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
     function.restype = ctypes.c_int
