@@ -495,11 +495,19 @@ class PatientScreening:
             if written:
                 rule_json[slot] = _finding_json(result, reason, cited)
         for slot, parts, (decisive, other), joiner, written in plan.combined:
-            mine = [results[p] for p in parts]
-            result = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
-            texts = list(dict.fromkeys([reasons[p] for p in parts]))
-            reason = texts[0] if len(texts) == 1 else joiner.join(["(" + r + ")" for r in texts])
-            cited = tuple(dict.fromkeys([e for p in parts for e in evidence[p]]))
+            if len(parts) == 2:             # most combinations: the general case below, unrolled
+                a, b = parts
+                ra, rb = results[a], results[b]
+                result = decisive if decisive in (ra, rb) else other if ra == other == rb else UNKNOWN
+                x, y = reasons[a], reasons[b]
+                reason = x if x == y else "(" + x + ")" + joiner + "(" + y + ")"
+                cited = tuple(dict.fromkeys(evidence[a] + evidence[b]))
+            else:
+                mine = [results[p] for p in parts]
+                result = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
+                texts = list(dict.fromkeys([reasons[p] for p in parts]))
+                reason = texts[0] if len(texts) == 1 else joiner.join(["(" + r + ")" for r in texts])
+                cited = tuple(dict.fromkeys([e for p in parts for e in evidence[p]]))
             results[slot] = result
             reasons[slot] = reason
             evidence[slot] = cited
