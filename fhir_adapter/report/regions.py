@@ -86,8 +86,8 @@ class Regions:
         return part * self.stride
 
     def limit(self, part: int) -> int:
-        """The first byte part `part` may not write (the next region's start, less a block for padding)."""
-        return (part + 1) * self.stride - self.block if part + 1 < self.parts else 1 << 62
+        """The first byte part `part` may not write: the next region's start (none for the last part)."""
+        return (part + 1) * self.stride if part + 1 < self.parts else 1 << 62
 
     def join(self, ends: list[int]) -> int:
         """Cut the gaps between the parts (`ends[k]`: where part k stopped writing); returns the joined size.
