@@ -116,7 +116,7 @@ def test_a_part_is_appended_once_when_the_kernel_copy_stops_midway(tmp_path, mon
     import errno
     import os
 
-    from fhir_adapter.report.writers import _append
+    from fhir_adapter.report.regions import append as _append
 
     calls = []
 
@@ -139,12 +139,12 @@ def test_a_part_is_appended_once_when_the_kernel_copy_stops_midway(tmp_path, mon
 def test_parts_are_joined_inside_the_kernel(tmp_path, monkeypatch):
     """The parts of a run on two workers reach screening.json through copy_file_range, not through Python
     (a file opened in append mode made the kernel refuse and every byte went through this process)."""
-    from fhir_adapter.report import writers
+    from fhir_adapter.report import regions
 
     def through_python(*args, **kwargs):
         raise AssertionError("a part was copied through this process")
 
-    monkeypatch.setattr(writers.shutil, "copyfileobj", through_python)
+    monkeypatch.setattr(regions.shutil, "copyfileobj", through_python)
     (tmp_path / "in").mkdir()
     cohort = [candidate(f"p{n}") for n in range(12)]
     (tmp_path / "in" / "all.ndjson").write_text(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import bundle, sources
+from ..copying import kernel_copy
 from ..render import check_version
 from ..sources import InputError
 from .checking import FilledCheck
@@ -405,19 +406,12 @@ class _Output:
     def copy(self, rtype: str, spooled: Spooled, count: int) -> None:
         """Append a spooled block of `count` resources, copied inside the kernel where it can be."""
         path, offset, length = spooled
-        if not self.bundle_size and hasattr(os, "copy_file_range"):
-            source, target = self._spool(path).fileno(), self.files[rtype].fileno()
-            while length:
-                try:
-                    done = os.copy_file_range(source, target, length, offset)
-                except OSError:
-                    break
-                if not done:
-                    break
-                offset, length = offset + done, length - done
-            if not length:
+        if not self.bundle_size:
+            done = kernel_copy(self._spool(path).fileno(), self.files[rtype].fileno(), offset, length)
+            if done == length:
                 self.counts[rtype] += count
                 return
+            offset, length = offset + done, length - done
         # bundles need the text; elsewhere a system or file system that cannot copy: through this process
         self.write(rtype, self.read((path, offset, length)), count)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..client import FhirClient, PushResult
 from ..report.regions import Regions
-from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish
+from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, discard, finish
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
 from .load import map_shares, order_key
@@ -41,13 +41,6 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
     writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
     summary = writer.add_all(screen(patients, trials, as_of))
     return summary, index.problems, index.read, index.used
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _problems(problems: Iterable[Problem]) -> list[Problem]:
@@ -86,10 +79,8 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
     try:
         shares = list(map_shares(paths, task, workers, start))
     except BaseException:
-        if regions and regions[0].stride and _size(regions[0].path) > regions[0].start(1):
-            regions[0].path.unlink()            # this run's: terabytes, mostly holes, with parts missing
-        for part in out.glob(".screening-*.part"):
-            part.unlink(missing_ok=True)
+        if regions:
+            discard(regions[0])
         raise
     screened = time.perf_counter()
     problems = _problems(p for share in shares for p in share[1])

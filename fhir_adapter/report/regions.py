@@ -1,11 +1,12 @@
-"""One output file written by several processes at once, each part in its own region, joined in place.
+"""One output file written by several processes at once, each its part, joined at the end.
 
 Where the file system can cut a range out of a file (Linux `fallocate` with FALLOC_FL_COLLAPSE_RANGE: ext4,
 XFS), part k is written at offset k x `stride` of the one file, which stays sparse (the gaps take no disk),
 and `join` cuts the gaps out: no byte is copied, whatever the parts' size. The cut works in whole blocks,
 so the end of each part but the last is padded with spaces to a block boundary: only for formats that allow
-whitespace there (JSON between values). Elsewhere `Regions.stride` is 0 and the caller writes parts to files
-of their own and copies them (see `writers`).
+whitespace there (JSON between values; `Regions.plan` chooses this layout). Otherwise (`stride` 0) part 0 is
+the file itself, each other part a hidden file beside it, and `join` appends them, inside the kernel where
+it can.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from ..copying import kernel_copy
 
 COLLAPSE_RANGE = 0x08                   # FALLOC_FL_COLLAPSE_RANGE, linux/falloc.h
 SPAN = 1 << 43                          # 8 TiB shared by the regions: within ext4's 16 TiB files
@@ -45,7 +49,8 @@ def collapse(fd: int, offset: int, length: int) -> None:
 
 @dataclass(frozen=True)
 class Regions:
-    """Where each of `parts` writers writes in `path`: part k from `k * stride` (0: one file per part)."""
+    """Where each of `parts` writers writes `path`: part k from `k * stride` of it, or (`stride` 0) part 0
+    in `path` and part k in a file of its own beside it."""
 
     path: Path
     parts: int
@@ -76,39 +81,84 @@ class Regions:
             os.close(fd)
             scratch.unlink()
 
+    @property
+    def in_place(self) -> bool:
+        """Whether the parts share the one file (and `join` cuts the gaps out)."""
+        return self.stride > 0
+
+    def location(self, part: int) -> tuple[Path, int]:
+        """The file part `part` writes and where in it its first byte goes."""
+        if self.in_place or part == 0:
+            return self.path, part * self.stride
+        return self.path.with_name(f".{self.path.name}-{part}.part"), 0
+
     def open(self, part: int) -> BinaryIO:
-        """The shared file opened at part `part`'s region (made if missing; never emptied: `join` cuts it)."""
-        stream = open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b")  # noqa: SIM115 - the caller closes it
-        stream.seek(self.start(part))
+        """Part `part`'s file, open at its start: in place the shared file (made if missing, never emptied:
+        `join` cuts it), otherwise a file of the part's own, emptied."""
+        path, start = self.location(part)
+        if not self.in_place:
+            return path.open("wb")
+        stream = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b")  # noqa: SIM115 - the caller closes it
+        stream.seek(start)
         return stream
 
-    def start(self, part: int) -> int:
-        return part * self.stride
-
     def limit(self, part: int) -> int:
-        """The first byte part `part` may not write: the next region's start (none for the last part)."""
-        return (part + 1) * self.stride if part + 1 < self.parts else 1 << 62
+        """The first byte part `part` may not write: in place the next region's start (none for the last part)."""
+        return (part + 1) * self.stride if self.in_place and part + 1 < self.parts else 1 << 62
 
     def join(self, ends: list[int]) -> int:
-        """Cut the gaps between the parts (`ends[k]`: where part k stopped writing); returns the joined size.
-
-        Parts missing at the end of `ends` (they never ran) count as empty. Whatever the file held beyond the
-        joined size (an earlier run's bytes) is for the caller to truncate after writing its last bytes.
-        """
-        ends = list(ends) + [self.start(k) for k in range(len(ends), self.parts)]
+        """Make `path` the parts one after the other (`ends[k]`: where part k stopped writing in its file);
+        returns the joined size, at which the file ends. Parts missing at the end of `ends` (they never ran)
+        count as empty; the parts' own files are removed."""
+        ends = list(ends) + [self.location(k)[1] for k in range(len(ends), self.parts)]
         with self.path.open("r+b", buffering=0) as stream:
-            fd = stream.fileno()
-            size = os.fstat(fd).st_size
-            for k in reversed(range(1, self.parts)):
-                end, start = ends[k - 1], self.start(k)
-                if start >= size:                   # nothing from part k on: the file ends with part k - 1
-                    size = min(end, size)
-                    os.ftruncate(fd, size)
-                    continue
-                padded = -(-end // self.block) * self.block
-                if padded > end:
-                    os.pwrite(fd, b" " * (padded - end), end)
-                if padded < start:
-                    collapse(fd, padded, start - padded)
-                    size -= start - padded
-            return size
+            size = self._cut(stream.fileno(), ends) if self.in_place else self._append(stream, ends)
+            os.ftruncate(stream.fileno(), size)          # an earlier run's bytes beyond it, if any, go
+        return size
+
+    def _cut(self, fd: int, ends: list[int]) -> int:
+        size = os.fstat(fd).st_size
+        for k in reversed(range(1, self.parts)):
+            end, start = ends[k - 1], self.location(k)[1]
+            if start >= size:                   # nothing from part k on: the file ends with part k - 1
+                size = min(end, size)
+                continue
+            padded = -(-end // self.block) * self.block
+            if padded > end:
+                os.pwrite(fd, b" " * (padded - end), end)
+            if padded < start:
+                collapse(fd, padded, start - padded)
+                size -= start - padded
+        return size
+
+    def _append(self, target: BinaryIO, ends: list[int]) -> int:
+        target.seek(ends[0])
+        for k in range(1, self.parts):
+            path = self.location(k)[0]
+            if ends[k]:
+                append(target, path)
+            path.unlink(missing_ok=True)
+        return target.tell()
+
+    def discard(self) -> None:
+        """Remove what a run that failed while writing the parts left: the parts' own files, and the shared file
+        while it still has its gaps (terabytes of holes, with parts missing)."""
+        for k in range(1, self.parts):
+            path, _ = self.location(k)
+            if path != self.path:
+                path.unlink(missing_ok=True)
+        if self.in_place and self.path.exists() and self.path.stat().st_size > self.stride:
+            self.path.unlink()
+
+
+def append(target: BinaryIO, path: Path) -> None:
+    """Copy a whole file to the end of `target`, inside the kernel where it can."""
+    with path.open("rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        target.flush()
+        copied = kernel_copy(source.fileno(), target.fileno(), 0, size)
+        if copied < size:               # the rest through this process, after what the kernel copied
+            target.seek(0, os.SEEK_END)
+            source.seek(copied)
+            shutil.copyfileobj(source, target, 1 << 20)
+        target.seek(0, os.SEEK_END)

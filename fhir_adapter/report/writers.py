@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial, Verdict
 from ..eligibility.load import order_key
@@ -63,16 +61,11 @@ class PartSummary:
     candidates: dict[str, list[Verdict]]             # per trial: eligible first, then needs-review, by patient
     statuses: list[tuple[str, str, str]]              # (patient, trial, verdict), when asked for
     patients: int
-    json_path: Path
-    csv_path: Path
+    number: int                                       # which part
+    regions: Regions                                  # where the parts of screening.json are
     lines: int = 0                                    # verdicts written
-    regions: Regions | None = None                    # the parts share screening.json (`regions.stride`)
     json_end: int = 0                                 # where this part's JSON stops in its file
-
-    @property
-    def final(self) -> bool:
-        """Whether this part was written straight into screening.json / screening.csv (part 0)."""
-        return self.json_path.name == "screening.json"
+    csv_end: int = 0                                  # and its CSV rows
 
 
 @dataclass
@@ -81,8 +74,8 @@ class Part:
 
     Lines are gathered and written in large binary blocks; funnel counts are gathered per distinct
     (trial, verdict, results) and counted at the end. Every part but part 0 starts its JSON with the `,`
-    that separates it from the parts before (`finish` blanks it when those are empty). With `regions` laid
-    out in place, the part writes its JSON into its region of screening.json.
+    that separates it from the parts before (`finish` blanks it when those are empty). `regions` says where
+    the parts of screening.json go (default: part 0 alone); screening.csv's parts are files of their own.
     """
 
     out: Path
@@ -103,18 +96,13 @@ class Part:
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.number == 0
-        in_place = self.regions is not None and self.regions.stride > 0
-        self.json_path = self.out / ("screening.json" if final or in_place else f".screening-{self.number}.part")
-        self.csv_path = self.out / ("screening.csv" if final else f".screening-{self.number}.csv.part")
-        if in_place:
-            self._json = self.regions.open(self.number)  # type: ignore[union-attr]
-            self._limit = self.regions.limit(self.number)  # type: ignore[union-attr]
-        else:
-            self._json = self.json_path.open("wb")
-            self._limit = 1 << 62
+        if self.regions is None:
+            self.regions = Regions(self.out / "screening.json", self.number + 1)
+        self._json = self.regions.open(self.number)
+        self._limit = self.regions.limit(self.number)
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
-        self._csv_file = self.csv_path.open("wb")
+        self._csv_file = csv_regions(self.regions).open(self.number)
         if final:
             self._json.write(b"[\n")
             self._csv_file.write((",".join(CSV_COLUMNS) + "\n").encode())
@@ -152,7 +140,7 @@ class Part:
             if self._lines or self.number:
                 block = b",\n" + block
             if self._json.tell() + len(block) > self._limit:
-                raise OSError(f"{self.json_path}: part {self.number} outgrew its region of the file")
+                raise OSError(f"{self.regions.path}: part {self.number} outgrew its region of the file")
             self._json.write(block)
             self._lines += len(lines)
             self._csv.writerows(self._pending_rows)
@@ -169,7 +157,7 @@ class Part:
 
     def close(self) -> PartSummary:
         self._flush()
-        end = self._json.tell()
+        json_end, csv_end = self._json.tell(), self._csv_file.tell()
         self._json.close()
         self._csv_file.close()
         for (trial_id, verdict, results), (plan, n) in self._counts.items():
@@ -177,36 +165,20 @@ class Part:
         self._counts = {}
         candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
                       for t in self.trials}
-        return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.json_path, self.csv_path,
-                           self._lines, self.regions, end)
+        return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.number,
+                           self.regions, self._lines, json_end, csv_end)  # type: ignore[arg-type]
 
 
-def _end_of(path: Path) -> BinaryIO:
-    """A file opened for writing at its end; not in append mode, which the kernel's copy refuses (EBADF)."""
-    stream = path.open("r+b")
-    stream.seek(0, os.SEEK_END)
-    return stream
+def csv_regions(regions: Regions) -> Regions:
+    """Where the parts of screening.csv are, for those of screening.json: files of their own, appended at the
+    end (a CSV file has no place for padding, so it is never joined in place)."""
+    return Regions(regions.path.with_name("screening.csv"), regions.parts)
 
 
-def _append(target: BinaryIO, path: Path) -> None:
-    """Copy a whole file to the end of `target` (in the kernel where it can)."""
-    with path.open("rb") as source:
-        size = os.fstat(source.fileno()).st_size
-        target.flush()
-        copied = 0
-        if hasattr(os, "copy_file_range"):
-            try:
-                while copied < size:
-                    n = os.copy_file_range(source.fileno(), target.fileno(), size - copied)
-                    if n == 0:
-                        break
-                    copied += n
-            except OSError:         # the rest through this process, after what the kernel copied
-                target.seek(0, os.SEEK_END)
-        if copied < size:
-            source.seek(copied)
-            shutil.copyfileobj(source, target, 1 << 20)
-        target.seek(0, os.SEEK_END)
+def discard(regions: Regions) -> None:
+    """Remove what a run that failed while writing its parts left (see `Regions.discard`)."""
+    regions.discard()
+    csv_regions(regions).discard()
 
 
 @dataclass
@@ -248,16 +220,10 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
                 trimmed.append(v)
         candidates[trial_id] = sorted(trimmed, key=lambda v: (rank[v.verdict], v.patient))
     statuses.sort()
-    if not parts or not parts[0].final or parts[0].json_path.parent != out:
+    if not parts or parts[0].number != 0 or parts[0].regions.path != out / "screening.json":
         raise ValueError(f"the parts to join must start with part 0, written into {out}")
-    _join_json(out / "screening.json", parts)
-    with _end_of(out / "screening.csv") as stream:
-        for part in parts[1:]:
-            _append(stream, part.csv_path)
-    for part in parts[1:]:
-        if part.json_path != parts[0].json_path:
-            part.json_path.unlink(missing_ok=True)
-        part.csv_path.unlink(missing_ok=True)
+    _join_json(parts)
+    csv_regions(parts[0].regions).join([part.csv_end for part in parts])
     screening = Screening(trials, funnels, candidates, statuses, sum(p.patients for p in parts), as_of,
                           list(problems or ()), source)
     from .html import write_html
@@ -265,27 +231,19 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
     return screening
 
 
-def _join_json(path: Path, parts: list[PartSummary]) -> None:
-    """screening.json made whole: the parts joined (in place or appended), then the list closed."""
+def _join_json(parts: list[PartSummary]) -> None:
+    """screening.json made whole: the parts joined, then the list closed."""
     regions = parts[0].regions
-    in_place = regions is not None and regions.stride > 0
     first = next((part for part in parts if part.lines), None)
-    if first is not None and first is not parts[0]:     # its leading "," follows nothing: a blank instead
-        with first.json_path.open("r+b") as stream:
-            stream.seek(regions.start(parts.index(first)) if in_place else 0)  # type: ignore[union-attr]
+    if first is not None and first.number:              # its leading "," follows nothing: a blank instead
+        path, start = regions.location(first.number)
+        with path.open("r+b") as stream:
+            stream.seek(start)
             stream.write(b" ")
-    if in_place:
-        size = regions.join([part.json_end for part in parts])  # type: ignore[union-attr]
-        stream = path.open("r+b")
+    size = regions.join([part.json_end for part in parts])
+    with regions.path.open("r+b") as stream:
         stream.seek(size)
-    else:
-        stream = _end_of(path)
-        for part in parts[1:]:
-            if part.lines:
-                _append(stream, part.json_path)
-    with stream:
         stream.write(b"\n]\n" if first is not None else b"]\n")
-        stream.truncate()
 
 
 def unknown_count(verdict: Verdict) -> int:
