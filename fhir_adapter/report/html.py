@@ -38,6 +38,11 @@ def percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "0%"
 
 
+def generated_at() -> str:
+    """When a report is made, to the minute, as it says at its foot."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def render_html(screening: Screening, html_candidates: int) -> str:
     trials = []
     for trial in screening.trials:
@@ -53,7 +58,7 @@ def render_html(screening: Screening, html_candidates: int) -> str:
                        "remaining": remaining})
     return environment().get_template("report.html.j2").render(
         screening=screening, trials=trials, percent=percent, version=__version__,
-        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=generated_at(),
         ELIGIBLE=ELIGIBLE, NEEDS_REVIEW=NEEDS_REVIEW, INELIGIBLE=INELIGIBLE, UNKNOWN=UNKNOWN, effect=effect,
         html_candidates=html_candidates)
 
