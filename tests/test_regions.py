@@ -11,7 +11,8 @@ from test_facts import AS_OF
 from test_screen import CMM_EM, candidate
 
 from fhir_adapter.eligibility import index_resources, screen
-from fhir_adapter.eligibility.run import screen_files
+from fhir_adapter.eligibility.run import screen_files, screen_index
+from fhir_adapter.report import html as html_module
 from fhir_adapter.report import regions as regions_module
 from fhir_adapter.report.regions import Regions
 from fhir_adapter.report.writers import Part
@@ -82,7 +83,7 @@ def real_regions(path, parts: int) -> Regions:
 @pytest.mark.parametrize("contents", CASES)
 def test_join_in_place_on_this_file_system(tmp_path, contents):
     regions = real_regions(tmp_path / "out.json", len(contents))
-    assert not (tmp_path / ".out.json.probe").exists() and not regions.path.exists()
+    assert not (tmp_path / "out.json.probe").exists() and regions.path.read_bytes() == b""
     assert regions.stride >= 1 << 40                # room for a part of a terabyte
     ends = write_parts(regions, contents)
     assert os.stat(regions.path).st_blocks * 512 < 1 << 20      # the terabytes between are holes
@@ -96,7 +97,7 @@ def test_plan_falls_back_to_part_files_where_cutting_fails(tmp_path, monkeypatch
 
     monkeypatch.setattr(regions_module, "collapse", refused)
     regions = Regions.plan(tmp_path / "out.json", 2)
-    assert regions.stride == 0 and sorted(tmp_path.iterdir()) == []
+    assert regions.stride == 0 and sorted(tmp_path.iterdir()) == [regions.path]
 
 
 def cohort_dir(tmp_path):
@@ -128,25 +129,64 @@ def test_a_part_may_not_outgrow_its_region(tmp_path):
         writer.add_all(verdicts * 10)
 
 
-def test_a_failed_run_leaves_no_file_of_terabytes(tmp_path, monkeypatch):
-    """A run that fails while writing removes its sparse screening.json; one failing on its input keeps the
-    previous run's."""
-    source = cohort_dir(tmp_path)
+PREVIOUS = {"screening.json": "[]\n", "screening.csv": "patient\n", "report.html": "<p>before</p>\n"}
+
+
+def previous_run(out):
+    out.mkdir()
+    for name, text in PREVIOUS.items():
+        (out / name).write_text(text)
+
+
+def assert_previous_run_kept(out):
+    assert sorted(p.name for p in out.iterdir()) == sorted(PREVIOUS)        # no working files, no parts
+    assert {name: (out / name).read_text() for name in PREVIOUS} == PREVIOUS
+
+
+def test_a_run_failing_on_its_input_keeps_the_previous_reports(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "Patient.ndjson").write_text('{"resourceType": \n')
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "screening.json").write_text("[]\n")
+    previous_run(tmp_path / "out")
     with pytest.raises(InputError):
         screen_files([tmp_path / "bad"], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
-    assert (tmp_path / "out" / "screening.json").read_text() == "[]\n"
-    if not Regions.plan(tmp_path / "probe.json", 2).stride:
-        pytest.skip("this file system cannot cut ranges out of files (the writers copy parts instead)")
+    assert_previous_run_kept(tmp_path / "out")
 
-    def broken(self):
-        self._flush()                                   # both parts write their verdicts, then fail
+
+@pytest.mark.parametrize("layout", ["as planned", "part files"])
+@pytest.mark.parametrize("failing", ["close", "finish"])
+def test_a_run_failing_while_writing_keeps_the_previous_reports_and_leaves_nothing(tmp_path, monkeypatch,
+                                                                                 layout, failing):
+    """Both parts write their verdicts, then one step fails: no sparse file of terabytes, no half reports."""
+    source = cohort_dir(tmp_path)
+    previous_run(tmp_path / "out")
+    if layout == "part files":
+        monkeypatch.setattr(regions_module, "_FALLOCATE", None)
+
+    def closed_then_broken(self):
+        self._flush()
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(Part, "close", broken)
+    def half_written(path, *args):
+        path.write_text("<p>half")
+        raise RuntimeError("disk on fire")
+
+    if failing == "close":
+        monkeypatch.setattr(Part, "close", closed_then_broken)
+    else:                                                   # after the join, while writing report.html
+        monkeypatch.setattr(html_module, "write_html", half_written)
     with pytest.raises(RuntimeError, match="disk on fire"):
         screen_files([source], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["screening.csv"]     # no hidden parts
+    assert_previous_run_kept(tmp_path / "out")
+
+
+def test_screening_in_one_process_replaces_the_reports_only_when_done(tmp_path, monkeypatch):
+    index = index_resources(candidate("p1").resources)
+    previous_run(tmp_path / "out")
+    monkeypatch.setattr(html_module, "write_html", lambda *args: (_ for _ in ()).throw(RuntimeError("no")))
+    with pytest.raises(RuntimeError):
+        screen_index(index, [CMM_EM], tmp_path / "out", AS_OF)
+    assert_previous_run_kept(tmp_path / "out")
+    monkeypatch.undo()
+    screen_index(index, [CMM_EM], tmp_path / "out", AS_OF)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(PREVIOUS)
+    assert json.loads((tmp_path / "out" / "screening.json").read_text())[0]["patient"] == "Patient/p1"

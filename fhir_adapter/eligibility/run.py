@@ -17,7 +17,7 @@ from typing import Any
 
 from ..client import FhirClient, PushResult
 from ..report.regions import Regions
-from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, discard, finish
+from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, discard, finish, plan
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
 from .load import map_shares, order_key
@@ -35,7 +35,7 @@ class RunResult:
 
 
 def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial], as_of: dt.date,
-                  html_candidates: int, keep_statuses: bool, regions: Regions | None = None,
+                  html_candidates: int, keep_statuses: bool, regions: Regions,
                   ) -> tuple[PartSummary, list[Problem], int, int]:
     patients = sorted(index.patients.values(), key=lambda p: order_key(p.id))
     writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
@@ -71,21 +71,21 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
     regions: list[Regions] = []
 
     def start(parts: int) -> None:           # before the workers fork: they write into the regions laid out
-        regions.append(Regions.plan(out / "screening.json", parts))
+        regions.append(plan(out, parts))
 
     def task(index: PatientIndex, part: int) -> Any:
         return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions[0])
 
     try:
         shares = list(map_shares(paths, task, workers, start))
+        screened = time.perf_counter()
+        problems = _problems(p for share in shares for p in share[1])
+        screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,
+                           source=", ".join(paths))
     except BaseException:
         if regions:
             discard(regions[0])
         raise
-    screened = time.perf_counter()
-    problems = _problems(p for share in shares for p in share[1])
-    screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,
-                       source=", ".join(paths))
     write_problems(out, problems)
     done = time.perf_counter()
     return RunResult(screening, sum(s[2] for s in shares), sum(s[3] for s in shares), problems,
@@ -98,10 +98,16 @@ def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.
     as_of = as_of or dt.date.today()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    summary, problems, read, used = _screen_share(index, 0, out, trials, as_of, html_candidates, keep_statuses)
-    screened = time.perf_counter()
-    problems = _problems(problems)
-    screening = finish(out, [summary], trials, as_of.isoformat(), html_candidates, problems, source=source)
+    regions = plan(out, 1)
+    try:
+        summary, problems, read, used = _screen_share(index, 0, out, trials, as_of, html_candidates, keep_statuses,
+                                                      regions)
+        screened = time.perf_counter()
+        problems = _problems(problems)
+        screening = finish(out, [summary], trials, as_of.isoformat(), html_candidates, problems, source=source)
+    except BaseException:
+        discard(regions)
+        raise
     write_problems(out, problems)
     return RunResult(screening, read, used, problems,
                      {"screen": screened - started, "report": time.perf_counter() - screened})

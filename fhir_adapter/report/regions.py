@@ -5,8 +5,8 @@ XFS), part k is written at offset k x `stride` of the one file, which stays spar
 and `join` cuts the gaps out: no byte is copied, whatever the parts' size. The cut works in whole blocks,
 so the end of each part but the last is padded with spaces to a block boundary: only for formats that allow
 whitespace there (JSON between values; `Regions.plan` chooses this layout). Otherwise (`stride` 0) part 0 is
-the file itself, each other part a hidden file beside it, and `join` appends them, inside the kernel where
-it can.
+the file itself, part k a file `<name>-k` beside it, and `join` appends them, inside the kernel where it can.
+The file is a working file: the caller renames it into place once joined, or `discard`s it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def collapse(fd: int, offset: int, length: int) -> None:
 @dataclass(frozen=True)
 class Regions:
     """Where each of `parts` writers writes `path`: part k from `k * stride` of it, or (`stride` 0) part 0
-    in `path` and part k in a file of its own beside it."""
+    in `path` and part k in a file of its own beside it, `<name>-k`."""
 
     path: Path
     parts: int
@@ -60,10 +60,11 @@ class Regions:
     @classmethod
     def plan(cls, path: Path, parts: int) -> Regions:
         """Lay out `parts` regions in `path` if its file system can join them in place (tried on a scratch file
-        beside it; `path` itself is not touched: it is made when the parts open it)."""
+        beside it first); `path` is made empty, so that nothing of an earlier run is in it."""
+        path.open("wb").close()
         if parts < 2 or _FALLOCATE is None:
             return cls(path, parts)
-        scratch = path.with_name(f".{path.name}.probe")
+        scratch = path.with_name(f"{path.name}.probe")
         fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             block = os.fstatvfs(fd).f_bsize
@@ -90,10 +91,10 @@ class Regions:
         """The file part `part` writes and where in it its first byte goes."""
         if self.in_place or part == 0:
             return self.path, part * self.stride
-        return self.path.with_name(f".{self.path.name}-{part}.part"), 0
+        return self.path.with_name(f"{self.path.name}-{part}"), 0
 
     def open(self, part: int) -> BinaryIO:
-        """Part `part`'s file, open at its start: in place the shared file (made if missing, never emptied:
+        """Part `part`'s file, open at its start: in place the shared file (made if missing, never emptied here:
         `join` cuts it), otherwise a file of the part's own, emptied."""
         path, start = self.location(part)
         if not self.in_place:
@@ -141,14 +142,10 @@ class Regions:
         return target.tell()
 
     def discard(self) -> None:
-        """Remove what a run that failed while writing the parts left: the parts' own files, and the shared file
-        while it still has its gaps (terabytes of holes, with parts missing)."""
-        for k in range(1, self.parts):
-            path, _ = self.location(k)
-            if path != self.path:
-                path.unlink(missing_ok=True)
-        if self.in_place and self.path.exists() and self.path.stat().st_size > self.stride:
-            self.path.unlink()
+        """Remove the file and the parts' own files: what a run that failed before they were joined and put in
+        place left (in place, terabytes of holes with parts missing)."""
+        for k in range(self.parts):
+            self.location(k)[0].unlink(missing_ok=True)
 
 
 def append(target: BinaryIO, path: Path) -> None:

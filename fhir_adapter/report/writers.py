@@ -2,11 +2,13 @@
 
 Screening may run in several processes, each with its share of the patients. Each writes its own part
 (`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
-report, and (for write-back) each verdict's status. Part 0 writes straight into the final files. Where the file
-system can cut ranges out of a file (`regions`), every part writes into its own region of screening.json
-and `finish` cuts the gaps out, copying nothing (a part but the last then ends with up to a block of spaces
-before the `,` that follows it); elsewhere, and for screening.csv, `finish` appends the other parts' files
-(so a run in one process copies nothing). Verdicts come patient by patient (trials in order) in a fixed order
+report, and (for write-back) each verdict's status. The parts go into hidden working files in the output
+directory (`working`), which `finish` joins and renames into place, so a run that fails leaves the previous
+run's reports as they were (`discard` removes its working files). Where the file system can cut ranges out
+of a file (`regions`), every part writes into its own region of screening.json and `finish` cuts the gaps
+out, copying nothing (a part but the last then ends with up to a block of spaces before the `,` that follows
+it); elsewhere, and for screening.csv, `finish` appends the other parts' files (so a run in one process
+copies nothing). Verdicts come patient by patient (trials in order) in a fixed order
 of the patient ids (`eligibility.load.order_key`), which does not depend on how many processes ran.
 
 screening.json is a JSON list with one verdict object per line:
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial,
 from ..eligibility.load import order_key
 from .regions import Regions
 
+#: What a run writes to its output directory (and replaces only once all are made).
+REPORTS = ("screening.json", "screening.csv", "report.html")
 CSV_COLUMNS = ("patient", "trial", "verdict", "met", "not_met", "unknown", "ineligible_because", "missing",
                "manual_review", "evidence")
 #: How many candidates per trial and verdict the HTML report shows in full (the rest are in JSON and CSV).
@@ -97,7 +102,7 @@ class Part:
         self.out.mkdir(parents=True, exist_ok=True)
         final = self.number == 0
         if self.regions is None:
-            self.regions = Regions(self.out / "screening.json", self.number + 1)
+            self.regions = Regions(working(self.out / "screening.json"), self.number + 1)
         self._json = self.regions.open(self.number)
         self._limit = self.regions.limit(self.number)
         self._csv_buffer = io.StringIO()
@@ -169,16 +174,28 @@ class Part:
                            self.regions, self._lines, json_end, csv_end)  # type: ignore[arg-type]
 
 
+def working(path: Path) -> Path:
+    """The hidden file a report is written to before `finish` puts it in place."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def plan(out: Path, parts: int) -> Regions:
+    """Where `parts` processes write their parts of `out`/screening.json (see `Regions.plan`)."""
+    return Regions.plan(working(out / "screening.json"), parts)
+
+
 def csv_regions(regions: Regions) -> Regions:
     """Where the parts of screening.csv are, for those of screening.json: files of their own, appended at the
     end (a CSV file has no place for padding, so it is never joined in place)."""
-    return Regions(regions.path.with_name("screening.csv"), regions.parts)
+    return Regions(working(regions.path.with_name("screening.csv")), regions.parts)
 
 
 def discard(regions: Regions) -> None:
-    """Remove what a run that failed while writing its parts left (see `Regions.discard`)."""
+    """Remove the working files of a run that failed before `finish` put them in place; the reports of the
+    run before stay as they were."""
     regions.discard()
     csv_regions(regions).discard()
+    working(regions.path.with_name("report.html")).unlink(missing_ok=True)
 
 
 @dataclass
@@ -197,7 +214,7 @@ class Screening:
 
 def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str, html_candidates: int = HTML_CANDIDATES,
            problems: list[Any] | None = None, source: str = "") -> Screening:
-    """Merge the parts into screening.json and screening.csv, and write report.html."""
+    """Merge the parts into screening.json and screening.csv, write report.html, and put the three in place."""
     funnels = {t.id: Funnel(t.id) for t in trials}
     candidates: dict[str, list[Verdict]] = {t.id: [] for t in trials}
     statuses: list[tuple[str, str, str]] = []
@@ -220,14 +237,16 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
                 trimmed.append(v)
         candidates[trial_id] = sorted(trimmed, key=lambda v: (rank[v.verdict], v.patient))
     statuses.sort()
-    if not parts or parts[0].number != 0 or parts[0].regions.path != out / "screening.json":
+    if not parts or parts[0].number != 0 or parts[0].regions.path != working(out / "screening.json"):
         raise ValueError(f"the parts to join must start with part 0, written into {out}")
-    _join_json(parts)
-    csv_regions(parts[0].regions).join([part.csv_end for part in parts])
     screening = Screening(trials, funnels, candidates, statuses, sum(p.patients for p in parts), as_of,
                           list(problems or ()), source)
     from .html import write_html
-    write_html(out / "report.html", screening, html_candidates)
+    _join_json(parts)
+    csv_regions(parts[0].regions).join([part.csv_end for part in parts])
+    write_html(working(out / "report.html"), screening, html_candidates)
+    for name in REPORTS:                                            # all three made: put in place together
+        os.replace(working(out / name), out / name)
     return screening
 
 
