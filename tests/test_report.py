@@ -4,6 +4,7 @@ escaped, self-contained, with a funnel per trial and a section per candidate."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -14,8 +15,10 @@ from test_screen import CMM_EM, candidate
 
 from fhir_adapter.cli import main
 from fhir_adapter.criteria import Criterion
-from fhir_adapter.eligibility import Trial, index_resources, trials
+from fhir_adapter.eligibility import Trial, index_resources, screen, trials
+from fhir_adapter.eligibility.load import order_key
 from fhir_adapter.eligibility.run import screen_files, screen_index
+from fhir_adapter.report.writers import CSV_COLUMNS, csv_cell, verdict_row
 
 EVIL = '<script>alert("x")</script> & <b>'
 
@@ -61,6 +64,31 @@ def test_json_and_csv(tmp_path):
     c = next(r for r in rows if r["patient"] == "Patient/c")
     assert "inc-5.3: unknown: no MRI with a Gd-enhancing" in c["missing"]
     assert result.screening.funnels["NCT02035514"].verdicts == {"eligible": 1, "needs-review": 1, "ineligible": 1}
+
+
+@pytest.mark.parametrize("cell", ["plain", "", "a,b", 'say "no"', '"', ",", "line\nbreak", "cr\rlf\r\n",
+                                  'all, "of\n" them', "; | : %s {}"])
+def test_csv_cells_are_what_the_csv_module_writes_on_one_line(cell):
+    written = io.StringIO()
+    csv.writer(written, lineterminator="\n").writerow(["x", cell.replace("\r", " ").replace("\n", " ")])
+    assert "x," + csv_cell(cell) + "\n" == written.getvalue()
+
+
+def test_screening_csv_is_verdict_row_written_by_the_csv_module(tmp_path):
+    """The rows written from cached pieces per distinct outcome are the rows `verdict_row` describes."""
+    evil = hostile_trial()
+    charts = [candidate("a"), candidate("b", edss=7.0), candidate("c", mri=False), candidate("d", mri=False),
+              candidate("e", edss=9.5), candidate("f", age=17)]
+    charts[2].resources[0]["id"] = 'c,"quoted"'
+    run(tmp_path, charts, evil)
+    index = index_resources([r for c in charts for r in c.resources])
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    verdicts = sorted(screen(index.patients.values(), [evil], AS_OF), key=lambda v: order_key(v.patient[8:]))
+    writer.writerows(verdict_row(v) for v in verdicts)
+    assert {v.verdict for v in verdicts} == {"eligible", "ineligible", "needs-review"}
+    assert (tmp_path / "screening.csv").read_text() == expected.getvalue()
 
 
 def test_html_escapes_all_text_and_needs_nothing_from_outside(tmp_path):

@@ -18,8 +18,6 @@ screening.json is a JSON list with one verdict object per line:
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,17 +43,45 @@ def verdict_json(verdict: Verdict) -> str:
 
 def verdict_row(verdict: Verdict) -> list[str]:
     """One verdict as a row of screening.csv."""
+    row = [verdict.patient, *_outcome_cells(verdict), _missing(verdict), verdict.plan.manual_ids,
+           " ".join(verdict.evidence)]
+    return [_one_line(cell) for cell in row]
+
+
+def _outcome_cells(verdict: Verdict) -> list[str]:
+    """The cells from trial to ineligible_because: the same for every verdict with the same results."""
     plan, results = verdict.plan, verdict.results
     counts = {"met": 0, "not-met": 0, "unknown": 0}
     for i in plan.decisive:
         counts[results[i]] += 1
-    row = [verdict.patient, verdict.trial, verdict.verdict, str(counts["met"]), str(counts["not-met"]),
-           str(counts["unknown"]),
-           "; ".join(verdict.deciding),
-           " | ".join(verdict.missing) if verdict.verdict == NEEDS_REVIEW else "",
-           plan.manual_ids,
-           " ".join(verdict.evidence)]
-    return [cell.replace("\r", " ").replace("\n", " ") for cell in row]    # one line per row, always
+    return [verdict.trial, verdict.verdict, str(counts["met"]), str(counts["not-met"]), str(counts["unknown"]),
+            "; ".join(verdict.deciding)]
+
+
+def _missing(verdict: Verdict) -> str:
+    return " | ".join(verdict.missing) if verdict.verdict == NEEDS_REVIEW else ""
+
+
+def _one_line(cell: str) -> str:
+    return cell.replace("\r", " ").replace("\n", " ") if "\r" in cell or "\n" in cell else cell
+
+
+def csv_cell(cell: str) -> str:
+    """A cell of screening.csv as the csv module writes it (quoted where it must be), on one line."""
+    cell = _one_line(cell)
+    return '"' + cell.replace('"', '""') + '"' if "," in cell or '"' in cell else cell
+
+
+def csv_line(verdict: Verdict, outcome: tuple[str, str]) -> str:
+    """`verdict_row` as a line of CSV; `outcome` is what the same results always give (`outcome_csv`), made
+    by `Part` once per distinct results."""
+    missing = csv_cell(_missing(verdict)) if verdict.verdict == NEEDS_REVIEW else ""
+    return f"{csv_cell(verdict.patient)},{outcome[0]},{missing},{outcome[1]},{csv_cell(' '.join(verdict.evidence))}\n"
+
+
+def outcome_csv(verdict: Verdict) -> tuple[str, str]:
+    """The CSV of a verdict's cells from trial to ineligible_because, and of its manual_review cell."""
+    return ",".join(map(csv_cell, _outcome_cells(verdict))), csv_cell(verdict.plan.manual_ids)
 
 
 @dataclass
@@ -105,16 +131,14 @@ class Part:
             self.regions = Regions(working(self.out / "screening.json"), self.number + 1)
         self._json = self.regions.open(self.number)
         self._limit = self.regions.limit(self.number)
-        self._csv_buffer = io.StringIO()
-        self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
         self._csv_file = csv_regions(self.regions).open(self.number)
         if final:
             self._json.write(b"[\n")
             self._csv_file.write((",".join(CSV_COLUMNS) + "\n").encode())
         self.funnels = {t.id: Funnel(t.id) for t in self.trials}
         self._pending_json: list[bytes] = []
-        self._pending_rows: list[list[str]] = []
-        self._counts: dict[tuple[str, str, tuple[str, ...]], list] = {}
+        self._pending_rows: list[str] = []
+        self._counts: dict[tuple[str, str, tuple[str, ...]], list] = {}     # outcome -> [plan, count, outcome_csv]
 
     def add(self, verdict: Verdict) -> None:
         key = verdict.patient
@@ -122,13 +146,12 @@ class Part:
             self._patients += 1
             self._last = key
         self._pending_json.append(verdict.to_json_bytes())
-        self._pending_rows.append(verdict_row(verdict))
         outcome = (verdict.trial, verdict.verdict, verdict.results)
         counted = self._counts.get(outcome)
         if counted is None:
-            self._counts[outcome] = [verdict.plan, 1]
-        else:
-            counted[1] += 1
+            counted = self._counts[outcome] = [verdict.plan, 0, outcome_csv(verdict)]
+        counted[1] += 1
+        self._pending_rows.append(csv_line(verdict, counted[2]))
         if verdict.verdict in (ELIGIBLE, NEEDS_REVIEW):
             kept = self._candidates.setdefault((verdict.trial, verdict.verdict), [])
             if len(kept) < self.html_candidates:
@@ -148,10 +171,7 @@ class Part:
                 raise OSError(f"{self.regions.path}: part {self.number} outgrew its region of the file")
             self._json.write(block)
             self._lines += len(lines)
-            self._csv.writerows(self._pending_rows)
-            self._csv_file.write(self._csv_buffer.getvalue().encode())
-            self._csv_buffer.seek(0)
-            self._csv_buffer.truncate()
+            self._csv_file.write("".join(self._pending_rows).encode())
         self._pending_json = []
         self._pending_rows = []
 
@@ -165,7 +185,7 @@ class Part:
         json_end, csv_end = self._json.tell(), self._csv_file.tell()
         self._json.close()
         self._csv_file.close()
-        for (trial_id, verdict, results), (plan, n) in self._counts.items():
+        for (trial_id, verdict, results), (plan, n, _) in self._counts.items():
             self.funnels[trial_id].add_results(plan, verdict, results, n)
         self._counts = {}
         candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
