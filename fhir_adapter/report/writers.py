@@ -75,8 +75,8 @@ def csv_cell(cell: str) -> str:
 def csv_line(verdict: Verdict, outcome: tuple[str, str]) -> str:
     """`verdict_row` as a line of CSV; `outcome` is what the same results always give (`outcome_csv`), made
     by `Part` once per distinct results."""
-    missing = csv_cell(_missing(verdict)) if verdict.verdict == NEEDS_REVIEW else ""
-    return f"{csv_cell(verdict.patient)},{outcome[0]},{missing},{outcome[1]},{csv_cell(' '.join(verdict.evidence))}\n"
+    missing, evidence = csv_cell(_missing(verdict)), csv_cell(" ".join(verdict.evidence))
+    return f"{csv_cell(verdict.patient)},{outcome[0]},{missing},{outcome[1]},{evidence}\n"
 
 
 def outcome_csv(verdict: Verdict) -> tuple[str, str]:
