@@ -179,6 +179,18 @@ def test_a_run_failing_while_writing_keeps_the_previous_reports_and_leaves_nothi
     assert_previous_run_kept(tmp_path / "out")
 
 
+def test_a_run_removes_what_a_killed_run_left(tmp_path):
+    source = cohort_dir(tmp_path)
+    previous_run(tmp_path / "out")
+    left = [".screening.json.partial", ".screening.json.partial-3", ".screening.csv.partial-2",
+            ".report.html.partial", ".screening.json.partial.probe"]
+    for name in left:
+        (tmp_path / "out" / name).write_text("from a run killed half way")
+    screen_files([source], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(PREVIOUS)
+    assert len(json.loads((tmp_path / "out" / "screening.json").read_text())) == 30
+
+
 def test_screening_in_one_process_replaces_the_reports_only_when_done(tmp_path, monkeypatch):
     index = index_resources(candidate("p1").resources)
     previous_run(tmp_path / "out")

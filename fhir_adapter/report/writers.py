@@ -200,7 +200,11 @@ def working(path: Path) -> Path:
 
 
 def plan(out: Path, parts: int) -> Regions:
-    """Where `parts` processes write their parts of `out`/screening.json (see `Regions.plan`)."""
+    """Where `parts` processes write their parts of `out`/screening.json (see `Regions.plan`), after removing
+    the working files a killed run left."""
+    for name in REPORTS:
+        for left in out.glob(f"{working(out / name).name}*"):
+            left.unlink()
     return Regions.plan(working(out / "screening.json"), parts)
 
 
