@@ -111,7 +111,9 @@ def test_bad_input_names_file_line_and_column_and_unusable_records_are_reported(
     result = screen_files([tmp_path], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
     assert [str(p) for p in result.problems] == [f"{tmp_path / 'Observation.ndjson'}:1: edss Observation without "
                                                  "an effective date"]
-    assert (tmp_path / "out" / "problems.csv").read_text().count("\n") == 2
+    with (tmp_path / "out" / "problems.csv").open(newline="") as stream:
+        assert list(csv.reader(stream)) == [["where", "problem"], [f"{tmp_path / 'Observation.ndjson'}:1",
+                                                                   "edss Observation without an effective date"]]
 
 
 @pytest.mark.parametrize("workers", [1, 3])

@@ -47,18 +47,6 @@ def _problems(problems: Iterable[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def write_problems(out: Path, problems: list[Problem]) -> None:
-    import csv
-    path = out / "problems.csv"
-    if not problems:
-        path.unlink(missing_ok=True)
-        return
-    with path.open("w", encoding="utf-8", newline="") as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(("where", "problem"))
-        writer.writerows((p.where, p.message) for p in problems)
-
-
 def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as_of: dt.date | None = None,
                  workers: int | None = None, html_candidates: int = HTML_CANDIDATES,
                  keep_statuses: bool = False) -> RunResult:
@@ -86,7 +74,6 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
         if regions:
             discard(regions[0])
         raise
-    write_problems(out, problems)
     done = time.perf_counter()
     return RunResult(screening, sum(s[2] for s in shares), sum(s[3] for s in shares), problems,
                      {"load and screen": screened - started, "merge and report": done - screened})
@@ -108,7 +95,6 @@ def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.
     except BaseException:
         discard(regions)
         raise
-    write_problems(out, problems)
     return RunResult(screening, read, used, problems,
                      {"screen": screened - started, "report": time.perf_counter() - screened})
 

@@ -28,8 +28,9 @@ from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial,
 from ..eligibility.load import order_key
 from .regions import Regions
 
-#: What a run writes to its output directory (and replaces only once all are made).
-REPORTS = ("screening.json", "screening.csv", "report.html")
+#: What a run writes to its output directory (and replaces only once all are made); problems.csv only when
+#: some input could not be used (an earlier run's is removed otherwise).
+REPORTS = ("screening.json", "screening.csv", "report.html", "problems.csv")
 CSV_COLUMNS = ("patient", "trial", "verdict", "met", "not_met", "unknown", "ineligible_because", "missing",
                "manual_review", "evidence")
 #: How many candidates per trial and verdict the HTML report shows in full (the rest are in JSON and CSV).
@@ -219,7 +220,8 @@ def discard(regions: Regions) -> None:
     run before stay as they were."""
     regions.discard()
     csv_regions(regions).discard()
-    working(regions.path.with_name("report.html")).unlink(missing_ok=True)
+    for name in REPORTS[2:]:
+        working(regions.path.with_name(name)).unlink(missing_ok=True)
 
 
 @dataclass
@@ -238,7 +240,8 @@ class Screening:
 
 def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str, html_candidates: int = HTML_CANDIDATES,
            problems: list[Any] | None = None, source: str = "") -> Screening:
-    """Merge the parts into screening.json and screening.csv, write report.html, and put the three in place."""
+    """Merge the parts into screening.json and screening.csv, write report.html and problems.csv, and put them
+    in place together."""
     funnels = {t.id: Funnel(t.id) for t in trials}
     candidates: dict[str, list[Verdict]] = {t.id: [] for t in trials}
     statuses: list[tuple[str, str, str]] = []
@@ -269,9 +272,21 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
     _join_json(parts)
     csv_regions(parts[0].regions).join([part.csv_end for part in parts])
     write_html(working(out / "report.html"), screening, html_candidates)
-    for name in REPORTS:                                            # all three made: put in place together
-        os.replace(working(out / name), out / name)
+    if screening.problems:
+        _write_problems(working(out / "problems.csv"), screening.problems)
+    for name in REPORTS:                                            # all made: put in place together
+        if name == "problems.csv" and not screening.problems:
+            (out / name).unlink(missing_ok=True)
+        else:
+            os.replace(working(out / name), out / name)
     return screening
+
+
+def _write_problems(path: Path, problems: list[Any]) -> None:
+    """problems.csv: where (file and line, or entry) and what, per input record that could not be used."""
+    with path.open("w", encoding="utf-8") as stream:
+        stream.write("where,problem\n")
+        stream.writelines(f"{csv_cell(p.where)},{csv_cell(p.message)}\n" for p in problems)
 
 
 def _join_json(parts: list[PartSummary]) -> None:
