@@ -17,7 +17,7 @@ from typing import Any
 
 from ..client import FhirClient, PushResult
 from ..report.regions import Regions
-from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, discard, finish, plan
+from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish, plan, replacing
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
 from .load import map_shares, order_key
@@ -64,16 +64,12 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
     def task(index: PatientIndex, part: int) -> Any:
         return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions[0])
 
-    try:
+    with replacing(out):
         shares = list(map_shares(paths, task, workers, start))
         screened = time.perf_counter()
         problems = _problems(p for share in shares for p in share[1])
         screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,
                            source=", ".join(paths))
-    except BaseException:
-        if regions:
-            discard(regions[0])
-        raise
     done = time.perf_counter()
     return RunResult(screening, sum(s[2] for s in shares), sum(s[3] for s in shares), problems,
                      {"load and screen": screened - started, "merge and report": done - screened})
@@ -85,16 +81,12 @@ def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.
     as_of = as_of or dt.date.today()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    regions = plan(out, 1)
-    try:
+    with replacing(out):
         summary, problems, read, used = _screen_share(index, 0, out, trials, as_of, html_candidates, keep_statuses,
-                                                      regions)
+                                                      plan(out, 1))
         screened = time.perf_counter()
         problems = _problems(problems)
         screening = finish(out, [summary], trials, as_of.isoformat(), html_candidates, problems, source=source)
-    except BaseException:
-        discard(regions)
-        raise
     return RunResult(screening, read, used, problems,
                      {"screen": screened - started, "report": time.perf_counter() - screened})
 

@@ -6,7 +6,8 @@ and `join` cuts the gaps out: no byte is copied, whatever the parts' size. The c
 so the end of each part but the last is padded with spaces to a block boundary: only for formats that allow
 whitespace there (JSON between values; `Regions.plan` chooses this layout). Otherwise (`stride` 0) part 0 is
 the file itself, part k a file `<name>-k` beside it, and `join` appends them, inside the kernel where it can.
-The file is a working file: the caller renames it into place once joined, or `discard`s it.
+Every file it makes starts with the name of `path` (`<name>-k`, `<name>.probe`), so that a caller can find
+them all to remove them; `path` itself, once joined, the caller renames into place.
 """
 
 from __future__ import annotations
@@ -140,12 +141,6 @@ class Regions:
                 append(target, path)
             path.unlink(missing_ok=True)
         return target.tell()
-
-    def discard(self) -> None:
-        """Remove the file and the parts' own files: what a run that failed before they were joined and put in
-        place left (in place, terabytes of holes with parts missing)."""
-        for k in range(self.parts):
-            self.location(k)[0].unlink(missing_ok=True)
 
 
 def append(target: BinaryIO, path: Path) -> None:

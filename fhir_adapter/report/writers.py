@@ -4,7 +4,7 @@ Screening may run in several processes, each with its share of the patients. Eac
 (`Part`), holding back only small things: the funnel counts, a limited list of candidates for the HTML
 report, and (for write-back) each verdict's status. The parts go into hidden working files in the output
 directory (`working`), which `finish` joins and renames into place, so a run that fails leaves the previous
-run's reports as they were (`discard` removes its working files). Where the file system can cut ranges out
+run's reports as they were (`replacing` removes its working files). Where the file system can cut ranges out
 of a file (`regions`), every part writes into its own region of screening.json and `finish` cuts the gaps
 out, copying nothing (a part but the last then ends with up to a block of spaces before the `,` that follows
 it); elsewhere, and for screening.csv, `finish` appends the other parts' files (so a run in one process
@@ -19,7 +19,8 @@ screening.json is a JSON list with one verdict object per line:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,9 +204,7 @@ def working(path: Path) -> Path:
 def plan(out: Path, parts: int) -> Regions:
     """Where `parts` processes write their parts of `out`/screening.json (see `Regions.plan`), after removing
     the working files a killed run left."""
-    for name in REPORTS:
-        for left in out.glob(f"{working(out / name).name}*"):
-            left.unlink()
+    discard(out)
     return Regions.plan(working(out / "screening.json"), parts)
 
 
@@ -215,13 +214,23 @@ def csv_regions(regions: Regions) -> Regions:
     return Regions(working(regions.path.with_name("screening.csv")), regions.parts)
 
 
-def discard(regions: Regions) -> None:
-    """Remove the working files of a run that failed before `finish` put them in place; the reports of the
-    run before stay as they were."""
-    regions.discard()
-    csv_regions(regions).discard()
-    for name in REPORTS[2:]:
-        working(regions.path.with_name(name)).unlink(missing_ok=True)
+def discard(out: Path) -> None:
+    """Remove the working files in `out` (every file `Regions` makes is named after its working file); the
+    reports in place stay as they were."""
+    for name in REPORTS:
+        for left in out.glob(f"{working(out / name).name}*"):
+            left.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing(out: Path) -> Iterator[None]:
+    """A run writing the reports of `out`: if it fails before `finish` has put them in place, its working
+    files go and the previous run's reports stay."""
+    try:
+        yield
+    except BaseException:
+        discard(out)
+        raise
 
 
 @dataclass
@@ -274,11 +283,11 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
     write_html(working(out / "report.html"), screening, html_candidates)
     if screening.problems:
         _write_problems(working(out / "problems.csv"), screening.problems)
-    for name in REPORTS:                                            # all made: put in place together
-        if name == "problems.csv" and not screening.problems:
-            (out / name).unlink(missing_ok=True)
-        else:
-            os.replace(working(out / name), out / name)
+    made = REPORTS if screening.problems else REPORTS[:-1]
+    for name in made:                                               # all made: put in place together
+        os.replace(working(out / name), out / name)
+    if not screening.problems:
+        (out / "problems.csv").unlink(missing_ok=True)
     return screening
 
 
