@@ -41,9 +41,7 @@ class SeenKeys:
         return len(self._recent) + self._stored
 
     def add(self, key: str) -> None:
-        self._recent.add(key)
-        if len(self._recent) >= self.limit:
-            self._spill()
+        self.update((key,))
 
     def update(self, keys: Iterable[str]) -> None:
         """Add several keys."""
