@@ -269,6 +269,14 @@ class Criterion:
             return all(child.computable for child in self.children)
         return self.rule is not None
 
+    @property
+    def reviewed_in_part(self) -> bool:
+        """A line screening decides only in part: it has a rule or sub-items, and its note says what of it
+        "needs review" (other infections, the exception to an exclusion). It is listed for manual review too.
+        """
+        note = self.note or ""
+        return (self.rule is not None or bool(self.children)) and ("needs review" in note or "need review" in note)
+
     def walk(self) -> Iterator[Criterion]:
         """This criterion and all its sub-items, depth first."""
         yield self

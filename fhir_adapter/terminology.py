@@ -6,6 +6,8 @@
 'rrms'
 >>> "natalizumab" in members("immunosuppressants")
 True
+>>> concept_of("http://hl7.org/fhir/sid/icd-10-cm", "C50.911")          # in the group C (malignant neoplasms)
+'malignancy'
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ SOURCE = MAPPINGS / "terminology.yaml"
 
 @dataclass(frozen=True)
 class Concept:
-    """A concept with the codings written for it and every (system, code) that stands for it."""
+    """A concept with the codings written for it and every (system, code) that stands for it.
+
+    `under`: groups of a hierarchical code system (ICD-10 categories, ATC groups) every code of which stands
+    for the concept, as (system, code without dots, display): a ValueSet's `is-a` filter.
+    """
 
     name: str
     codings: tuple[dict[str, str], ...]
     recognised: frozenset[tuple[str, str]]
+    under: tuple[tuple[str, str, str], ...] = ()
+    label: str = ""                             # `display:` of a concept known by its groups only
 
     @property
     def display(self) -> str:
-        return self.codings[0]["display"]
+        return self.codings[0]["display"] if self.codings else self.label
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,19 @@ class Terminology:
     concepts: dict[str, Concept]
     valuesets: dict[str, tuple[str, ...]]
     index: dict[tuple[str, str], str]
+    groups: dict[str, dict[str, str]]           # system -> group code (no dots) -> concept
+
+    def group_of(self, system_url: str, code: str) -> str | None:
+        """The concept of the narrowest group a code belongs to (`C50.911` is under `C`), or None."""
+        groups = self.groups.get(system_url)
+        if not groups or not isinstance(code, str):
+            return None
+        code = code.replace(".", "")
+        for end in range(len(code), 0, -1):
+            found = groups.get(code[:end])
+            if found is not None:
+                return found
+        return None
 
 
 def _coding(systems: dict[str, str], row: list[Any], where: str) -> dict[str, str]:
@@ -56,21 +77,41 @@ def load() -> Terminology:
     systems = data["systems"]
     concepts: dict[str, Concept] = {}
     index: dict[tuple[str, str], str] = {}
+    groups: dict[str, dict[str, str]] = {}
     for name, spec in data["concepts"].items():
-        emitted = tuple(_coding(systems, row, f"concept {name}") for row in spec["codes"])
-        accepted = [_coding(systems, row, f"concept {name}") for row in spec.get("accept", [])]
+        where = f"concept {name}"
+        emitted = tuple(_coding(systems, row, where) for row in spec.get("codes", []))
+        accepted = [_coding(systems, row, where) for row in spec.get("accept", [])]
+        under = tuple(_group(systems, row, where) for row in spec.get("under", []))
+        if not emitted and not (under and spec.get("display")):
+            raise ValueError(f"{SOURCE}: {where}: give its codes, or the groups ('under') its codes belong to "
+                             f"and a display")
         recognised = frozenset((c["system"], c["code"]) for c in (*emitted, *accepted))
-        concepts[name] = Concept(name, emitted, recognised)
+        concepts[name] = Concept(name, emitted, recognised, under, str(spec.get("display", "")))
         for key in recognised:
             # A shared code (ICD-10 G35 for every subtype) indexes the first, most general concept.
             index.setdefault(key, name)
+        for system_url, code, _ in under:
+            owner = groups.setdefault(system_url, {}).setdefault(code, name)
+            if owner != name:
+                raise ValueError(f"{SOURCE}: {where}: group {code} already belongs to concept {owner}")
     valuesets = {}
     for name, members_ in data.get("valuesets", {}).items():
         unknown = [m for m in members_ if m not in concepts]
         if unknown:
             raise ValueError(f"{SOURCE}: value set {name} names unknown concepts {unknown}")
         valuesets[name] = tuple(members_)
-    return Terminology(systems, concepts, valuesets, index)
+    return Terminology(systems, concepts, valuesets, index, groups)
+
+
+_HIERARCHICAL = ("icd10", "icd10cm", "icd10gm", "atc")
+
+
+def _group(systems: dict[str, str], row: list[Any], where: str) -> tuple[str, str, str]:
+    if not (len(row) == 3 and row[0] in _HIERARCHICAL):
+        raise ValueError(f"{SOURCE}: {where}: a group must be [system alias, code, display] with a hierarchical "
+                         f"system ({', '.join(_HIERARCHICAL)}), got {row!r}")
+    return systems[row[0]], str(row[1]).replace(".", ""), str(row[2])
 
 
 def system(alias: str) -> str:
@@ -97,8 +138,10 @@ def codeable_concept(name: str, text: str | None = None) -> dict[str, Any]:
 
 
 def concept_of(system_url: str, code: str) -> str | None:
-    """The concept a (system, code) stands for, or None."""
-    return load().index.get((system_url, code))
+    """The concept a (system, code) stands for, or None: its own code first, else the narrowest group."""
+    data = load()
+    found = data.index.get((system_url, code))
+    return found if found is not None else data.group_of(system_url, code)
 
 
 def members(valueset: str) -> tuple[str, ...]:

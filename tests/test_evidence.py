@@ -137,7 +137,8 @@ def test_r5_cmm_em_reads_like_the_protocol():
     assert steroids["exclude"] is True
     typed = steroids["definitionByTypeAndValue"]
     assert typed["type"]["coding"][0]["code"] == "therapy-exposure"
-    assert typed["valueCodeableConcept"] == {"text": "corticosteroids: methylprednisolone, prednisone"}
+    assert typed["valueCodeableConcept"] == {"text": "corticosteroids: methylprednisolone, prednisone, "
+                                                  "other corticosteroids for systemic use (ATC H02)"}
     assert typed["extension"] == [{"url": "https://w3id.org/fhir-adapter/StructureDefinition/criterion-subject",
                                    "valueCode": "corticosteroids"}]
     assert steroids["timeFromEvent"][0]["range"]["low"] == {"value": -30, "unit": "days",

@@ -10,9 +10,10 @@ import datetime as dt
 import pytest
 
 from fhir_adapter import terminology
-from fhir_adapter.criteria import FACTS, Window
+from fhir_adapter.criteria import FACTS, Rule, Window
 from fhir_adapter.eligibility import facts
 from fhir_adapter.eligibility.data import index_resources
+from fhir_adapter.eligibility.engine import MET, NOT_MET, UNKNOWN, judge
 from fhir_adapter.eligibility.facts import Clock
 
 AS_OF = dt.date(2025, 6, 1)
@@ -229,7 +230,15 @@ def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_o
     chart = Chart()
     chart.condition("rrms", recorded=years_before(AS_OF, 4).isoformat())
     found = chart.fact("disease-duration")
-    assert found.value == 4 and "no onset date" in found.detail
+    assert (found.value, found.upper) == (4, float("inf")) and "no onset date" in found.detail   # at least 4
+    rule = Rule.from_dict({"fact": "disease-duration", "range": [2, 10]})
+    assert judge(rule, found) == UNKNOWN                    # recorded 4 years ago: the disease may be 12 years old
+    old = Chart()
+    old.condition("rrms", recorded=years_before(AS_OF, 11).isoformat())
+    assert judge(rule, old.fact("disease-duration")) == NOT_MET      # at least 11 years: over 10 whatever the onset
+    young = Chart()
+    young.condition("rrms", recorded=years_before(AS_OF, 1).isoformat())
+    assert judge(Rule.from_dict({"fact": "disease-duration", "at-least": 1}), young.fact("disease-duration")) == MET
     partial = Chart()
     partial.condition("rrms", onset="2015")                  # 2015-01-01 .. 2015-12-31: 9 to 10 years
     assert (partial.fact("disease-duration").value, partial.fact("disease-duration").upper) == (9, 10)
@@ -539,6 +548,25 @@ def test_pregnancy_and_lactation():
     assert nursing.fact("lactating").value is True
 
 
+def test_a_pregnancy_condition_counts_from_its_date_and_ends_at_its_abatement():
+    def woman(**condition) -> Chart:
+        chart = Chart(gender="female")
+        chart.condition("pregnant", **condition)
+        return chart
+
+    assert woman(onset=Chart().ago(100)).fact("pregnant").value is True
+    old = woman(onset="2012-03-01")                     # still "active": nobody closed it
+    assert old.fact("pregnant").value is None and "too old" in old.fact("pregnant").detail
+    assert woman(onset=Chart().ago(-30)).fact("pregnant").value is None         # recorded after the screening date
+    newer_test = woman(onset=Chart().ago(100))
+    newer_test.lab("pregnancy-test", 5, positive=False)
+    assert newer_test.fact("pregnant").value is False
+    delivered = woman(onset=Chart().ago(250), abatementDateTime=Chart().ago(10))
+    assert delivered.fact("pregnant").value is False
+    undated = woman()
+    assert undated.fact("pregnant").value is None and "without a date" in undated.fact("pregnant").detail
+
+
 def test_window_start_by_calendar():
     clock = Clock(dt.date(2025, 3, 31))
     assert clock.date(clock.since(Window(1, "mo"))) == "2025-02-28"
@@ -548,3 +576,24 @@ def test_window_start_by_calendar():
     # a strict window ("less than 3 months since") leaves out the day exactly one period back
     assert clock.date(clock.since(Window(3, "mo", strict=True))) == "2025-01-01"
     assert clock.window_text(Window(3, "mo", strict=True)) == "less than 3 months before 2025-03-31"
+
+
+def test_resources_of_unexpected_shape_are_problems_not_failures():
+    chart = Chart()
+    chart.condition("rrms", onset="2015-01-01")
+    odd = [
+        chart.condition("rrms", onsetPeriod="2020"),                                 # a string for a Period
+        chart.condition("rrms", onsetAge={"value": 9999, "unit": "a"}),                # year 11984
+        chart.observation(Chart.code("gd-enhancing-lesion-count"), 5, valueQuantity={"value": float("1e308") * 10}),
+        chart.med("fingolimod", start=100, end=10) | {"effectivePeriod": "2025"},
+    ]
+    chart.resources[-1] = odd[-1]
+    chart._add("MedicationStatement", status="active", medicationReference={"reference": "Medication/nope"},
+               effectivePeriod={"start": chart.ago(50)})
+    index = index_resources(chart.resources)
+    problems = [str(p) for p in index.problems]
+    assert len(problems) == 5, problems
+    assert sum("unexpected shape" in p for p in problems) == 3
+    assert any("onsetAge past any possible date" in p for p in problems)
+    assert any("Medication/nope is not in the input" in p for p in problems)
+    assert index.patients["p1"].conditions[0].onset is not None          # the good Condition is still read

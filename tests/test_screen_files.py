@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import re
 
@@ -147,3 +148,22 @@ def test_what_patients_map_writes_is_screened_as_it_is(tmp_path, workers):
     assert result.screening.patients == patients > 0
     with pytest.raises(InputError, match="summary.json: not a FHIR resource"):
         load([summary])             # named explicitly, it must be FHIR
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_dead_are_reported_not_screened(tmp_path, workers):
+    """A patient who died on or before the screening date is no candidate: listed in problems.csv, no verdict."""
+    charts = [candidate(f"p{n}") for n in range(4)]
+    charts[0].resources[0]["deceasedBoolean"] = True
+    charts[1].resources[0]["deceasedDateTime"] = "2025-02-01"
+    charts[2].resources[0]["deceasedDateTime"] = (AS_OF + dt.timedelta(days=30)).isoformat()   # alive at as-of
+    charts[3].resources[0]["deceasedBoolean"] = False
+    (tmp_path / "in").mkdir()
+    write_by_type([r for chart in charts for r in chart.resources], tmp_path / "in")
+    result = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
+    screened = {v["patient"] for v in json.loads((tmp_path / "out" / "screening.json").read_text())}
+    assert screened == {"Patient/p2", "Patient/p3"}
+    assert sorted(map(str, result.problems)) == ["Patient/p0: deceased: not screened",
+                                                 "Patient/p1: deceased on 2025-02-01: not screened"]
+    with (tmp_path / "out" / "problems.csv").open(newline="", encoding="utf-8") as f:
+        assert len(list(csv.reader(f))) == 3                # header and the two

@@ -25,6 +25,9 @@ from test_facts import AS_OF, Chart, years_before
 from fhir_adapter.criteria import Criterion
 from fhir_adapter.eligibility import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial, index_resources, screen
 from fhir_adapter.eligibility.trials import load_trials
+from fhir_adapter.terminology import system
+
+ATC, ICD10, ICD10CM = system("atc"), system("icd10"), system("icd10cm")
 
 
 def _criteria(*items: dict) -> tuple[Criterion, ...]:
@@ -178,19 +181,20 @@ SMART_MS = Trial("NCT04749667", "SMART-MS", _criteria(
     {"linkId": "exc-2", "kind": "exclusion", "text": "Any ongoing infection, including ... HIV or syphilis "
                                                      "infections, as well as heaptitis B surface antigen positivity "
                                                      "and/or hepatitis C PCR positivity",
-     "rule": _any(*(_rule("lab-positive", subject=lab, present=True) for lab in ("hiv", "syphilis", "hbsag", "hcv")))},
+     "rule": _any(*(_rule("lab-positive", subject=lab, present=True)
+                    for lab in ("hiv", "syphilis", "hbsag", "hcv-rna")))},
     {"linkId": "exc-3", "kind": "exclusion", "text": "Current immunomodulatory/immunosuppressive treatment",
-     "rule": _therapy("disease-modifying-therapies", "0 d")},
+     "rule": _therapy("immunomodulators-or-immunosuppressants", "0 d")},
     {"linkId": "exc-4", "kind": "exclusion", "text": "Immunomodulatory/immunosuppressive treatment within 6 months "
                                                      "prior to inclusion",
-     "rule": _therapy("disease-modifying-therapies", "6 mo")},
+     "rule": _therapy("immunomodulators-or-immunosuppressants", "6 mo")},
     {"linkId": "exc-5", "kind": "exclusion", "text": "Treatment with kladribin, ocrelizumab, rituximab, and "
                                                      "alemtuzumab within 12 months prior to inclusion",
      "rule": _any(*(_therapy(drug, "12 mo") for drug in ("cladribine", "ocrelizumab", "rituximab", "alemtuzumab")))},
     {"linkId": "exc-6", "kind": "exclusion", "text": "Treatment with hematopoietic stem cell therapy within 12 months"},
     {"linkId": "exc-7", "kind": "exclusion", "text": "Treatment with glucocorticoids or ACTH within three months "
                                                      "prior to start of inclusion",
-     "rule": _therapy("corticosteroids", "3 mo")},
+     "rule": _therapy("glucocorticoids-or-acth", "3 mo")},
     {"linkId": "exc-8", "kind": "exclusion", "text": "Having experienced an MS relapse within 2 years prior to study "
                                                      "inclusion", "rule": _relapses("2 a", 1)},
     {"linkId": "exc-9", "kind": "exclusion", "text": "Current treatment with fampridin",
@@ -200,8 +204,10 @@ SMART_MS = Trial("NCT04749667", "SMART-MS", _criteria(
                                                       "hematologic disease", "rule": _HAEMATOLOGY},
     {"linkId": "exc-14", "kind": "exclusion", "text": "Estimated glomerular filtration rate <60 ml/min/1.73 m2 or "
                                                       "known renal failure", "rule": _EGFR_OR_RENAL},
-    {"linkId": "exc-15", "kind": "exclusion", "text": "Bleeding or clotting diathesis",
-     "rule": _rule("condition", subject="bleeding-diathesis", present=True)},
+    {"linkId": "exc-15", "kind": "exclusion", "text": "Bleeding or clotting diathesis or the use of antithrombotic or "
+                                                      "anticoagulative treatment",
+     "rule": _any(_rule("condition", subject="bleeding-diathesis", present=True),
+                  _therapy("antithrombotics", "0 d"))},
     {"linkId": "exc-16", "kind": "exclusion", "text": "Platelet (thrombocyte) count <100 x 10*9/L",
      "rule": _rule("lab-value", subject="platelets", below=100)},
     {"linkId": "exc-19", "kind": "exclusion", "text": "Prior or current major depression",
@@ -440,6 +446,47 @@ CASES: dict[str, list[tuple[str, Callable[[], Chart], str, str | None]]] = {
          INELIGIBLE, r"(?i)alcohol"),
         ("bleeding diathesis", lambda: add(S(), lambda c: c.condition("bleeding-diathesis", onset="2020-01-01")),
          INELIGIBLE, r"(?i)bleeding"),
+        # codes found by their group (ICD-10 category, ATC group) rather than listed one by one
+        ("haemophilia A (ICD-10-CM D66)", lambda: add(S(), lambda c: c.condition(system=ICD10CM, code="D66")),
+         INELIGIBLE, r"(?i)bleeding"),
+        ("on warfarin (ATC B01AA03)", lambda: add(S(), lambda c: c.med(system=ATC, code="B01AA03", start=300)),
+         INELIGIBLE, r"(?i)antithrombotic"),
+        ("warfarin stopped 10 days ago", lambda: add(S(), lambda c: c.med(system=ATC, code="B01AA03", start=300,
+                                                                          end=10)), ELIGIBLE, None),
+        ("on azathioprine (ATC L04AX01)", lambda: add(S(), lambda c: c.med(system=ATC, code="L04AX01", start=300)),
+         INELIGIBLE, r"(?i)immunomodulatory"),
+        ("cyclophosphamide 100 days ago (ATC L01AA01)",
+         lambda: add(S(), lambda c: c.med(system=ATC, code="L01AA01", start=130, end=100)),
+         INELIGIBLE, r"(?i)immunomodulatory"),
+        ("dexamethasone 60 days ago (ATC H02AB02)",
+         lambda: add(S(), lambda c: c.med(system=ATC, code="H02AB02", start=65, end=60)),
+         INELIGIBLE, r"(?i)glucocorticoid"),
+        ("tetracosactide 60 days ago (ATC H01AA02)",
+         lambda: add(S(), lambda c: c.med(system=ATC, code="H01AA02", start=60, end=60)),
+         INELIGIBLE, r"(?i)ACTH"),
+        ("breast cancer (ICD-10-CM C50.911)", lambda: add(S(), lambda c: c.condition(system=ICD10CM, code="C50.911")),
+         INELIGIBLE, r"(?i)malignancy"),
+        ("history of cancer (ICD-10 Z85.3)", lambda: add(S(), lambda c: c.condition(system=ICD10, code="Z85.3")),
+         INELIGIBLE, r"(?i)malignancy"),
+        ("carcinoma in situ (ICD-10 D05.1): not a malignancy", lambda: add(S(), lambda c: c.condition(
+            system=ICD10, code="D05.1")), ELIGIBLE, None),
+        ("recurrent depression (ICD-10-CM F33.1)", lambda: add(S(), lambda c: c.condition(system=ICD10CM,
+                                                                                          code="F33.1")),
+         INELIGIBLE, r"(?i)depression"),
+        ("nicotine dependence (ICD-10-CM F17.210): not a drug dependence",
+         lambda: add(S(), lambda c: c.condition(system=ICD10CM, code="F17.210")), ELIGIBLE, None),
+        ("opioid dependence (ICD-10-CM F11.20)", lambda: add(S(), lambda c: c.condition(system=ICD10CM,
+                                                                                        code="F11.20")),
+         INELIGIBLE, r"(?i)drug dependenc"),
+        # "hepatitis C PCR positivity": an RNA test decides; a negative antibody test rules it out; a positive
+        # antibody test alone needs the PCR
+        ("HCV RNA positive", lambda: add(S(), lambda c: c.lab("hcv-rna", 5, positive=True)), INELIGIBLE,
+         r"(?i)hepatitis C PCR"),
+        ("HCV antibody positive, no PCR", lambda: add(S(), lambda c: c.lab("hcv", 5, positive=True)), NEEDS_REVIEW,
+         None),
+        ("HCV antibody positive, PCR negative", lambda: add(S(), lambda c: (c.lab("hcv", 6, positive=True),
+                                                                            c.lab("hcv-rna", 5, positive=False))),
+         ELIGIBLE, None),
         ("breastfeeding", lambda: add(S(gender="female"), lambda c: (c.lab("pregnancy-test", 5, positive=False),
                                                                      c.lactation(5, True))),
          INELIGIBLE, r"(?i)breastfeeding|lactation"),

@@ -221,18 +221,18 @@ COMPUTES: dict[str, dict[str, list[str]]] = {
         "inc-2": ["ms-subtype in (spms, ppms)"],
         "inc-3": ["edss in [4, 7]"],
         "inc-4": ["disease-duration in [2, 15]"],
-        "exc-2": [f"lab-positive[{lab}] = true" for lab in ("hiv", "syphilis", "hbsag", "hcv")],
-        "exc-3": ["therapy[disease-modifying-therapies] in 0 d = true"],
-        "exc-4": ["therapy[disease-modifying-therapies] in 6 mo = true"],
+        "exc-2": [f"lab-positive[{lab}] = true" for lab in ("hiv", "syphilis", "hbsag", "hcv-rna")],   # "PCR"
+        "exc-3": ["therapy[immunomodulators-or-immunosuppressants] in 0 d = true"],
+        "exc-4": ["therapy[immunomodulators-or-immunosuppressants] in 6 mo = true"],
         "exc-5": [f"therapy[{drug}] in 12 mo = true" for drug in ("cladribine", "ocrelizumab", "rituximab",
                                                                    "alemtuzumab")],
-        "exc-7": ["therapy[corticosteroids] in 3 mo = true"],
+        "exc-7": ["therapy[glucocorticoids-or-acth] in 3 mo = true"],
         "exc-8": ["relapse-count in 2 a >= 1"],
         "exc-9": ["therapy[fampridine] in 0 d = true"],
         "exc-10": ["condition[malignancy] = true"],
         "exc-12": ["condition[myelodysplasia] = true"],
         "exc-14": EGFR_RENAL,
-        "exc-15": ["condition[bleeding-diathesis] = true"],
+        "exc-15": ["condition[bleeding-diathesis] = true", "therapy[antithrombotics] in 0 d = true"],
         "exc-16": ["lab-value[platelets] < 100"],
         "exc-19": ["condition[major-depression] = true"],
         "exc-21": ["pregnant = true", "lactating = true"],
@@ -260,7 +260,7 @@ NAMED_DRUGS = {
     ("NCT04749667", "exc-4"): {"natalizumab", "fingolimod", "dimethyl-fumarate", "glatiramer", "interferon-beta-1a",
                                "interferon-beta-1b", "teriflunomide", "siponimod"},
     ("NCT04749667", "exc-5"): {"cladribine", "ocrelizumab", "rituximab", "alemtuzumab"},
-    ("NCT04749667", "exc-7"): {"methylprednisolone", "prednisone"},
+    ("NCT04749667", "exc-7"): {"methylprednisolone", "prednisone", "systemic-corticosteroid", "acth"},
 }
 
 

@@ -48,7 +48,7 @@ Day = int
 ONGOING: Day = 10**7
 END_UNKNOWN: Day = -1
 
-LAB_CONCEPTS = frozenset({"egfr", "platelets", "white-cells", "hiv", "hbsag", "hcv", "syphilis", "htlv",
+LAB_CONCEPTS = frozenset({"egfr", "platelets", "white-cells", "hiv", "hbsag", "hcv", "hcv-rna", "syphilis", "htlv",
                           "pregnancy-test", "csf-oligoclonal-bands"})
 SEVERITY_RANK = {"mild": 1, "moderate": 2, "severe": 3}
 SUBTYPES = ("rrms", "spms", "ppms")
@@ -106,7 +106,7 @@ class PatientData:
     birth: tuple[Day, Day] | None = None        # earliest and latest possible birth day
     birth_text: str | None = None
     gender: str | None = None
-    deceased: bool = False
+    deceased: Day | bool = False                # the day of death, True when only known to have died
     seen: bool = False                          # a Patient resource was read (not only references to it)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
@@ -123,6 +123,15 @@ class PatientData:
     @property
     def reference(self) -> str:
         return f"Patient/{self.id}"
+
+    def deceased_by(self, as_of: dt.date) -> str | None:
+        """Why the patient is not screened at `as_of`: "deceased (on <date>)"; None while alive then."""
+        died = self.deceased
+        if died is True:
+            return "deceased"
+        if died and died <= as_of.toordinal():
+            return f"deceased on {dt.date.fromordinal(died).isoformat()}"
+        return None
 
     def sort(self) -> None:
         """Order every dated list by day (facts rely on it)."""
@@ -210,6 +219,8 @@ def _reading_index() -> dict[tuple[str, str], str]:
 
 
 _INDEX = _reading_index()
+_TERMINOLOGY = terminology.load()
+_GROUPS = frozenset(_TERMINOLOGY.groups)         # systems with groups (ICD-10 categories, ATC groups)
 
 
 _NONE: frozenset[str] = frozenset()
@@ -224,7 +235,10 @@ def concepts_of(codeable: Any) -> frozenset[str]:
     first = None
     for coding in codeable.get("coding") or ():
         if isinstance(coding, dict):
-            name = _INDEX.get((coding.get("system"), coding.get("code")))
+            key = (coding.get("system"), coding.get("code"))
+            name = _INDEX.get(key)
+            if name is None and key[0] in _GROUPS:
+                name = _TERMINOLOGY.group_of(*key)
             if name is not None:
                 if first is None:
                     first = name
@@ -379,8 +393,22 @@ class PatientIndex:
         return found
 
     def add(self, resource: dict[str, Any], where: str = "", pid: str | None = None) -> None:
-        """Reduce one resource into its patient's data (or record a problem); `pid` if already known."""
+        """Reduce one resource into its patient's data (or record a problem); `pid` if already known.
+
+        An element of an unexpected JSON shape (a string where FHIR has an object, a number out of range)
+        makes the resource a problem naming where it is, never a failed run.
+        """
         self.read += 1
+        try:
+            self._add(resource, where, pid)
+        except (TypeError, AttributeError, ValueError, KeyError, OverflowError, RecursionError) as exc:
+            rtype = resource.get("resourceType")
+            self.problems.append(Problem(where or f"{rtype}/{resource.get('id')}",
+                                         f"{rtype if isinstance(rtype, str) else 'resource'} not understood: an "
+                                         f"element has an unexpected shape or value ({exc.__class__.__name__}: "
+                                         f"{str(exc)[:200]})"))
+
+    def _add(self, resource: dict[str, Any], where: str, pid: str | None) -> None:
         rtype = resource.get("resourceType")
         rid = resource.get("id")
         if rtype == "Medication":
@@ -404,11 +432,19 @@ class PatientIndex:
         for patient in self.patients.values():
             for c in patient.conditions:
                 if c.onset_age is not None and patient.birth is not None:
-                    c.onset = _onset_from_age(patient.birth, c.onset_age)
+                    try:
+                        c.onset = _onset_from_age(patient.birth, c.onset_age)
+                    except (ValueError, OverflowError):
+                        self.problems.append(Problem(c.ref, "onsetAge past any possible date: the onset is taken "
+                                                            "as unknown"))
             for exposure in patient.exposures:
                 if exposure.concepts and next(iter(exposure.concepts)).startswith("Medication/"):
-                    mid = next(iter(exposure.concepts))[len("Medication/"):]
-                    exposure.concepts = self.medications.get(mid, frozenset())
+                    target = next(iter(exposure.concepts))
+                    found = self.medications.get(target[len("Medication/"):])
+                    if found is None:
+                        self.problems.append(Problem(exposure.ref, f"its medication {target} is not in the input: "
+                                                                   "the drug is not known"))
+                    exposure.concepts = found or frozenset()
             patient.sort()
         return self
 
@@ -427,7 +463,8 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     p.birth = day_range(p.birth_text)
     if p.birth_text and p.birth is None:
         index.problems.append(Problem(where, f"birthDate {p.birth_text!r} is not a FHIR date"))
-    p.deceased = bool(r.get("deceasedBoolean")) or bool(r.get("deceasedDateTime"))
+    died = r.get("deceasedDateTime")
+    p.deceased = r.get("deceasedBoolean") is True or (died is not None and (day(died) or True))
     return True
 
 
@@ -563,7 +600,11 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
         else:
             result = _qualitative(r)   # None: a result that says neither positive nor negative
         p.labs.setdefault(name, []).append((when, result, ref))
-        if name == "pregnancy-test" and result is not None:
+        if name == "hcv-rna":               # an RNA test is a hepatitis C test too (the hcv subject: either)
+            p.labs.setdefault("hcv", []).append((when, result, ref))
+        elif name == "hcv":                 # and the antibody tests alone, which hcv-rna weighs against RNA
+            p.labs.setdefault("hcv-antibody", []).append((when, result, ref))
+        elif name == "pregnancy-test" and result is not None:
             p.pregnancy.append((when, result, ref))
         return True
     return False

@@ -290,7 +290,10 @@ class TrialPlan:
         self.order = tuple(sorted(range(len(nodes)), key=lambda i: -i))   # sub-items (later) before parents
         self.decisive = tuple(i for i in self.top if not nodes[i].manual)
         self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
-        self.manual_ids = "; ".join(nodes[i].criterion.link_id for i in self.top if nodes[i].manual)
+        #: what the site checks by hand: lines no data decides, and lines decided only in part ("exc-2 (in part)")
+        self.manual_ids = "; ".join(
+            n.criterion.link_id if n.manual else f"{n.criterion.link_id} (in part)"
+            for n in nodes if (n.top and n.manual) or (not n.manual and n.criterion.reviewed_in_part))
         self._parent_reasons: dict[tuple[int, tuple[str, ...]], str] = {}
         self._compile()
 

@@ -13,7 +13,8 @@ Closed or open world, fact by fact (what absence of data means):
   ICD-10-CM G35.A-C2, ICD-10-GM G35.1-3). Unknown when MS is recorded without its course (ICD-10 G35,
   G35.D, G35.9). `none` (so any-of rules fail) when the patient has Conditions but no MS at all.
 - disease-duration: whole years (like age) from the earliest MS onset (onsetDateTime, onsetPeriod, or onsetAge
-  in years with the birth date), else from the earliest date the diagnosis was recorded; unknown without either.
+  in years with the birth date), else at least the years since the diagnosis was first recorded (a record can
+  be younger than the disease: "2 to 10 years" is then not-met above 10, unknown below); unknown without either.
 - edss: the latest EDSS (inside the window when given); unknown without one.
 - edss-progression: the latest EDSS in the window against the earliest one before it in the window; met
   when it rose by 1.0 (latest <= 5.0) or 0.5 (latest >= 5.5). Unknown with fewer than two EDSS in the window.
@@ -32,8 +33,9 @@ Closed or open world, fact by fact (what absence of data means):
   when the patient has any Condition (a problem list exists); unknown without one.
 - lab-positive, lab-value: the latest result of the test (inside the window when given). Open world:
   unknown when the test was not done (no HIV test is not a negative HIV test).
-- pregnant: not-met for men; otherwise the latest pregnancy status or test decides: pregnant if positive
-  within 40 weeks, not pregnant if negative within 30 days; unknown otherwise.
+- pregnant: not-met for men; otherwise the latest pregnancy status, test or pregnancy Condition (from its
+  onset or record; not pregnant from its abatement) decides: pregnant if positive within 40 weeks, not pregnant
+  if negative within 30 days; unknown otherwise (and for an active pregnancy Condition without any date).
 - lactating: not-met for men; otherwise the latest breastfeeding status within 6 months; unknown otherwise.
 """
 
@@ -52,7 +54,8 @@ INFINITY = float("inf")
 SUBTYPE_NAMES = {"rrms": "relapsing-remitting MS", "spms": "secondary progressive MS",
                  "ppms": "primary progressive MS", "none": "no MS diagnosis"}
 LAB_NAMES = {"egfr": "eGFR", "platelets": "platelet count", "white-cells": "white cell count", "hiv": "HIV test",
-             "hbsag": "hepatitis B surface antigen test", "hcv": "hepatitis C test", "syphilis": "syphilis test",
+             "hbsag": "hepatitis B surface antigen test", "hcv": "hepatitis C test",
+             "hcv-rna": "hepatitis C RNA (PCR) test", "syphilis": "syphilis test",
              "htlv": "HTLV test", "pregnancy-test": "pregnancy test",
              "csf-oligoclonal-bands": "CSF oligoclonal band test"}
 LAB_UNITS = {"egfr": " mL/min/1.73m2", "platelets": " x10^9/L", "white-cells": " x10^9/L"}
@@ -296,8 +299,9 @@ def disease_duration(patient: PatientData, subject: str | None, window: Window |
                     f"{shortest} to {longest} years", upper=float(longest))
     if recorded is not None:
         when, ref = recorded
-        years = whole_years(when, clock.as_of)
-        return Fact(float(years), (ref,), f"MS diagnosis recorded {clock.date(when)} (no onset date): {years} years")
+        years = whole_years(when, clock.as_of)        # the diagnosis may be older than its record: a lower bound
+        return Fact(float(years), (ref,), f"MS diagnosis recorded {clock.date(when)} (no onset date): at least "
+                    f"{years} years", upper=INFINITY)
     return Fact(None, (), "no MS onset or diagnosis date recorded")
 
 
@@ -435,6 +439,14 @@ def lab_positive(patient: PatientData, subject: str | None, window: Window | Non
     lab = subject or ""
     name = LAB_NAMES.get(lab, lab)
     found = _latest_result(patient, lab, window, clock)
+    if lab == "hcv-rna":
+        antibody = _latest_result(patient, "hcv-antibody", window, clock)
+        if antibody is not None and (found is None or antibody[0] > found[0]):
+            when, positive, ref = antibody      # newer than any RNA test: rules it out, or asks for one
+            if not positive:
+                return Fact(False, (ref,), f"hepatitis C antibody test negative on {clock.date(when)}")
+            return Fact(None, (ref,), f"hepatitis C antibody test positive on {clock.date(when)}, no RNA (PCR) "
+                                      "test since")
     if found is None:
         unclear = _upto(patient.labs.get(lab, ()), clock, window)
         if unclear:
@@ -521,9 +533,19 @@ def pregnant(patient: PatientData, subject: str | None, window: Window | None, c
     if _male(patient):
         return Fact(False, (patient.reference,), "male")
     found = _upto(patient.pregnancy, clock)
-    for c in patient.conditions:        # a pregnancy recorded as a Condition
-        if "pregnant" in c.concepts and c.active:
-            return Fact(True, (c.ref,), "pregnancy recorded as an active condition")
+    undated = None
+    for c in patient.conditions:        # a pregnancy recorded as a Condition: pregnant from its onset (or record)
+        if "pregnant" not in c.concepts:
+            continue
+        began = c.onset[0] if c.onset else c.recorded
+        if began is None:
+            undated = undated or (c.ref if c.active and c.abated is None else None)
+        elif began <= clock.as_of:      # ended (abatement): not pregnant since then
+            ended = c.abated is not None and c.abated <= clock.as_of
+            if ended or c.active:
+                found = sorted([*found, (c.abated, False, c.ref) if ended else (began, True, c.ref)], key=_day)
+    if undated and not found:
+        return Fact(None, (undated,), "pregnancy recorded as an active condition without a date")
     if found:
         when, state, ref = found[-1]
         age = clock.as_of - when

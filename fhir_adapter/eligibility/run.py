@@ -38,9 +38,17 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
                   html_candidates: int, keep_statuses: bool, regions: Regions,
                   ) -> tuple[PartSummary, list[Problem], int, int]:
     patients = sorted(index.patients.values(), key=lambda p: order_key(p.id))
+    problems = list(index.problems)
+    alive = []
+    for patient in patients:        # the dead are not candidates for anything: reported, not screened
+        died = patient.deceased_by(as_of)
+        if died:
+            problems.append(Problem(patient.reference, f"{died}: not screened"))
+        else:
+            alive.append(patient)
     writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
-    summary = writer.add_all(screen(patients, trials, as_of))
-    return summary, index.problems, index.read, index.used
+    summary = writer.add_all(screen(alive, trials, as_of))
+    return summary, problems, index.read, index.used
 
 
 def _problems(problems: Iterable[Problem]) -> list[Problem]:
