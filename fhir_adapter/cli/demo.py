@@ -43,7 +43,7 @@ def _date(text: str) -> dt.date:
 def run(args: argparse.Namespace) -> int:
     from ..client import FhirClientError
     from ..demo import DemoError, run_demo
-    from ..server import ServerError
+    from ..server import PortInUseError, ServerError
     from .push import ProgressBar
 
     if args.patients < 1:
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
                           as_of=args.as_of, say=say, progress=progress)
     except DemoError as exc:
         raise UsageError(str(exc)) from None
+    except PortInUseError as exc:
+        raise UsageError(f"{exc} (choose another --port, or leave it out for a free one)") from None
     except (ServerError, FhirClientError) as exc:
         print(f"fhir-adapter demo: error: {exc}", file=sys.stderr)
         return 1
