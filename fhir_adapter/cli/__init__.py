@@ -25,6 +25,15 @@ class UsageError(Exception):
     """A command line the program cannot act on; exit status 2."""
 
 
+def plural(count: int, noun: str) -> str:
+    """`count` and `noun`, with an s unless the count is one.
+
+    >>> plural(1, "transaction bundle"), plural(2, "row")
+    ('1 transaction bundle', '2 rows')
+    """
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def add_fhir_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
                         help="FHIR version to write (default R4: R4B-valid JSON, R4-compatible)")

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from . import UsageError
+from . import UsageError, plural
 
 DEFAULT_OUT = Path("demo-output")
 
@@ -85,10 +85,11 @@ def summary(result) -> str:  # noqa: ANN001 - a DemoResult
     out = result.out_dir
     lines = [f"demo done in {sum(result.seconds.values()):.0f} s; outputs in {out}/"]
     if result.trial_bundles:
-        lines.append(f"  trial bundles    {out / 'trials'}/  ({len(result.trial_bundles)} files)")
-    lines.append(f"  cohort extract   {out / 'extract'}/  ({result.patients} synthetic patients, seed {result.seed})")
-    lines.append(f"  patients (FHIR)  {out / 'patients'}/  ({len(result.patient_files)} NDJSON files, "
-                 f"{result.rejected_rows} rows rejected)")
+        lines.append(f"  trial bundles    {out / 'trials'}/  ({plural(len(result.trial_bundles), 'file')})")
+    lines.append(f"  cohort extract   {out / 'extract'}/  ({plural(result.patients, 'synthetic patient')}, "
+                 f"seed {result.seed})")
+    lines.append(f"  patients (FHIR)  {out / 'patients'}/  ({plural(len(result.patient_files), 'NDJSON file')}, "
+                 f"{plural(result.rejected_rows, 'row')} rejected)")
     for label, pushed in result.pushes.items():
         lines.append(f"  pushed {label:<9} sent {pushed['sent']}, created {pushed['created']}, updated "
                      f"{pushed['updated']}, unchanged {pushed['unchanged']}, failed {pushed['failed']}"
