@@ -117,7 +117,7 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
              say: Say | None = None, progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
              ) -> DemoResult:
     """Run the whole demo; returns what it did. `say` receives one line per stage; `progress(label)` may give a
-    progress callback for each push."""
+    progress callback for each push. A `port` already in use raises `server.PortInUseError` before any work."""
     from . import server as local
     from .ehr import generate_cohort, map_extract
 
@@ -129,6 +129,8 @@ def run_demo(out_dir: Path, patients: int = 500, seed: int = 1, *, port: int | N
     if keep_server and local.detached() is not None:
         raise DemoError(f"a local FHIR server is already running at {local.detached()['base_url']}; stop it "
                         "first (fhir-adapter server stop) or run the demo without --keep-server")
+    if port is not None and local.port_in_use(port):  # refused before any work (checked again at the start)
+        raise local.PortInUseError(port)
     prepare_out_dir(out_dir)
     result = DemoResult(out_dir, "", as_of.isoformat(), patients, seed)
     clock = time.perf_counter()

@@ -5,8 +5,9 @@ acts on ServiceRequest, Task and MedicationRequest by itself), it keeps no traff
 memory unless a SQLite file is given. Install it with the project's `server` or `dev` extra.
 
 - `LocalServer(port=None, data=None)`: a server owned by this process (tests, the demo); `start()` returns the
-  base URL once `/metadata` answers, `stop()` ends it; also a context manager. On Linux it also ends when
-  the process that started it dies.
+  base URL once `/metadata` answers from the process it launched, `stop()` ends it; also a context manager. On
+  Linux it also ends when the process that started it dies. A port already in use is refused before launching
+  (`PortInUseError`), so that another server answering there is never taken for this one.
 - `start_detached(...)`, `stop_detached()`, `detached()`: the one server of `fhir-adapter server start|stop`,
   remembered in a small state file (`$FHIR_ADAPTER_STATE`, default `~/.local/state/fhir-adapter`).
 
@@ -17,6 +18,7 @@ memory unless a SQLite file is given. Install it with the project's `server` or 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import json
 import os
@@ -46,11 +48,47 @@ class ServerError(RuntimeError):
     """The local server could not be started or stopped; the message says why (with its log's last lines)."""
 
 
+class PortInUseError(ServerError):
+    """The port asked for is already taken on 127.0.0.1 (by another server or program)."""
+
+    def __init__(self, port: int, detail: str = "") -> None:
+        super().__init__(f"port {port} on {HOST} is already in use" + (f"; {detail}" if detail else ""))
+        self.port = port
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    """Whether `port` on 127.0.0.1 is taken, i.e. a server could not bind there (as uvicorn binds: SO_REUSEADDR,
+    so connections closing in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _listening(pid: int, port: int) -> bool | None:
+    """Linux: whether process `pid` holds the socket listening on 127.0.0.1:`port`; None where /proc cannot tell."""
+    address = f"{int.from_bytes(socket.inet_aton(HOST), sys.byteorder):08X}:{port:04X}"
+    try:
+        table = Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]
+    except OSError:
+        return None
+    inodes = {f"socket:[{row[9]}]" for row in map(str.split, table) if row[1] == address and row[3] == "0A"}
+    try:
+        return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:  # the process is gone
+        return False
+    except OSError:
+        return None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -95,7 +133,8 @@ class LocalServer:
                 "db_path": str(Path(self.data).resolve()) if self.data else ":memory:"}
 
     def start(self, timeout: float = 60.0, *, detach: bool = False) -> str:
-        """Start sekmet and wait until `/metadata` answers; returns the base URL."""
+        """Start sekmet and wait until `/metadata` answers from it; returns the base URL.
+        Raises `PortInUseError` if the port asked for is taken, `ServerError` if the server fails otherwise."""
         if importlib.util.find_spec("sekmet") is None:
             raise ServerError("sekmet-fhir is not installed: pip install -e '.[server]' (or '.[dev]')")
         if self.data:
@@ -105,6 +144,8 @@ class LocalServer:
             self.workdir = Path(self._tempdir.name)
         self.workdir.mkdir(parents=True, exist_ok=True)
         chosen = self.port is not None
+        if chosen and port_in_use(self.port):  # type: ignore[arg-type]
+            raise PortInUseError(self.port)  # type: ignore[arg-type]
         for _attempt in range(3):
             if not chosen:
                 self.port = free_port()
@@ -112,8 +153,10 @@ class LocalServer:
                 self._launch(timeout, detach)
                 return self.base_url
             except ServerError as exc:
-                if chosen or "address already in use" not in str(exc).lower():
+                if "address already in use" not in str(exc).lower():
                     raise
+                if chosen:  # taken between the check and the launch
+                    raise PortInUseError(self.port, str(exc)) from None  # type: ignore[arg-type]
         raise ServerError(f"no free port found for the local server after 3 tries (last: {self.port})")
 
     def _launch(self, timeout: float, detach: bool) -> None:
@@ -132,7 +175,7 @@ class LocalServer:
                     raise ServerError(f"the local FHIR server exited (status {self.process.returncode}); "
                                       f"its log ({self.log_path}) ends with:\n{_tail(self.log_path)}")
                 try:
-                    if probe.get(f"{self.base_url}/metadata", timeout=2).status_code == 200:
+                    if probe.get(f"{self.base_url}/metadata", timeout=2).status_code == 200 and self._serving():
                         return
                 except requests.RequestException:
                     pass
@@ -140,6 +183,11 @@ class LocalServer:
         self.stop()
         raise ServerError(f"the local FHIR server did not answer within {timeout:.0f} s; its log ends with:\n"
                           f"{_tail(self.log_path)}")
+
+    def _serving(self) -> bool:
+        """The launched process is alive and (where /proc tells) holds the listening socket: an answer on the
+        port is then its own, not another server's."""
+        return self.running() and _listening(self.process.pid, self.port) is not False  # type: ignore[union-attr,arg-type]
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -121,6 +122,27 @@ def test_cli_refuses_bad_arguments_before_doing_anything(tmp_path, capsys):
     assert "--patients must be at least 1" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "d"), "--port", "70000"]) == 2
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_refuses_a_port_in_use_before_doing_anything(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--out", str(tmp_path / "d"), "--port", str(port), "--patients", "2"]) == 2
+    assert f"fhir-adapter demo: error: port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_demo_does_not_push_into_another_server_on_its_port(fhir_server, fhir_client, tmp_path, capsys):
+    port = int(fhir_server.rsplit(":", 1)[1].split("/")[0])
+    before = fhir_client.get_json("Patient", params={"_summary": "count"})["total"]
+    with pytest.raises(server.PortInUseError, match=f"port {port} on 127.0.0.1 is already in use"):
+        run_demo(tmp_path / "d", patients=2, port=port, as_of=AS_OF)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--port", str(port), "--patients", "2"]) == 2
+    assert "already in use" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    # nothing was pushed there, and the other server was not stopped
+    assert fhir_client.get_json("Patient", params={"_summary": "count"})["total"] == before
 
 
 def test_the_server_is_stopped_afterwards_and_a_rerun_replaces_the_outputs(tmp_path):

@@ -76,6 +76,15 @@ def test_cli_generate(tmp_path, capsys):
     assert main(["patients", "generate", "--patients", "-1", "--out", str(tmp_path)]) == 2
 
 
+def test_cli_generate_refuses_an_empty_cohort_and_counts_one_patient(tmp_path, capsys):
+    assert main(["patients", "generate", "--patients", "0", "--out", str(tmp_path / "empty")]) == 2
+    assert "fhir-adapter patients: error: --patients must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()  # refused before writing anything
+    assert main(["patients", "generate", "--patients", "1", "--out", str(tmp_path / "one"),
+                 "--reference-date", ON]) == 0
+    assert capsys.readouterr().out.startswith("1 patient (seed 1, ")
+
+
 # --- plausible histories ------------------------------------------------------------------------------
 
 def test_demographics_and_courses(records):

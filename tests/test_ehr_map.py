@@ -166,6 +166,18 @@ def test_cli_exit_status_follows_rejects(tmp_path, capsys):
     assert "no column map named 'nowhere'" in capsys.readouterr().err
 
 
+def test_cli_counts_one_bundle_and_one_reject_in_the_singular(tmp_path, capsys):
+    extract = write_extract(tmp_path / "x", {"patients": "mrn,birth_date,sex\nP1,1980-01-01,F\n,1981-01-01,M\n"})
+    out = str(tmp_path / "out")
+    assert main(["patients", "map", str(extract), "--out", out, "--bundles", "200", "--allow-rejects"]) == 0
+    captured = capsys.readouterr()
+    assert "bundles: 1 transaction bundle in " in captured.out
+    assert "\n1 row rejected: see " in captured.err
+    write_extract(extract, {"patients": "mrn,birth_date,sex\nP1,1980-01-01,F\nP2,1981-01-01,M\n"})
+    assert main(["patients", "map", str(extract), "--out", out, "--bundles", "1"]) == 0
+    assert "bundles: 2 transaction bundles in " in capsys.readouterr().out
+
+
 def test_wrong_encoding_rejects_the_row_and_names_the_column(tmp_path):
     extract = write_extract(tmp_path / "x", {
         "patients": "mrn,birth_date,sex\nP1,1980-01-01,F\n",

@@ -11,7 +11,7 @@ import yaml
 from fhir_adapter import server
 from fhir_adapter.cli import main
 from fhir_adapter.client import FhirClient
-from fhir_adapter.server import LocalServer, ServerError
+from fhir_adapter.server import LocalServer, PortInUseError
 
 
 def test_the_server_starts_with_safe_settings_and_stops(tmp_path):
@@ -44,13 +44,60 @@ def test_sekmet_environment_overrides_are_not_passed_on(monkeypatch):
         assert requests.get(f"{local.base_url}/metadata", timeout=5).status_code == 200
 
 
-def test_a_busy_port_is_a_clear_error():
+def test_a_busy_port_is_refused_before_launching(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(ServerError, match="exited|did not answer"):
-            LocalServer(port=port).start(timeout=20)
+        local = LocalServer(port=port, workdir=tmp_path)
+        with pytest.raises(PortInUseError, match=f"^port {port} on 127.0.0.1 is already in use$"):
+            local.start(timeout=20)
+        assert local.process is None and not (tmp_path / "server.log").exists()  # nothing was launched
+    assert not server.port_in_use(port)  # and free again once the socket is closed
+
+
+def test_another_server_answering_on_the_port_is_not_taken_for_the_launched_one(fhir_server, monkeypatch):
+    """If the port is taken between the check and the launch, the other server's 200 on /metadata must not
+    count: the launched server dies on the busy port and its log says why."""
+    port = int(fhir_server.rsplit(":", 1)[1].split("/")[0])
+    monkeypatch.setattr(server, "port_in_use", lambda port: False)  # the check missed it (a race)
+    local = LocalServer(port=port)
+    with pytest.raises(PortInUseError, match="(?s)already in use.*exited.*address already in use"):
+        local.start(timeout=20)
+    assert not local.running()
+    assert requests.get(f"{fhir_server}/metadata", timeout=5).status_code == 200  # the other one is untouched
+
+
+def test_cli_start_refuses_a_port_in_use_with_status_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FHIR_ADAPTER_STATE", str(tmp_path / "state"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["server", "start", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"fhir-adapter server: error: port {port} on 127.0.0.1 is already in use" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""  # no URL printed for a script to use
+    assert main(["server", "status"]) == 1  # nothing recorded as running
+
+
+def test_cli_start_refuses_the_port_of_a_running_fhir_server(fhir_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FHIR_ADAPTER_STATE", str(tmp_path / "state"))
+    port = fhir_server.rsplit(":", 1)[1].split("/")[0]
+    assert main(["server", "start", "--port", port]) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+    assert main(["server", "stop"]) == 0  # there is nothing of ours to stop ...
+    assert requests.get(f"{fhir_server}/metadata", timeout=5).status_code == 200  # ... and the other one runs on
+
+
+def test_cli_server_help_describes_each_action_and_names_the_port_p(capsys):
+    for action in ("start", "stop", "status"):
+        with pytest.raises(SystemExit):
+            main(["server", action, "--help"])
+        usage, _, rest = capsys.readouterr().out.partition("\n\n")
+        assert rest.split("\n")[0].strip() and not rest.startswith("options:"), action  # a description line
+        if action == "start":
+            assert "[--port P]" in usage and "[--data FILE]" in usage
 
 
 def test_cli_start_status_stop_and_a_store_that_outlives_the_server(tmp_path, monkeypatch, capsys):

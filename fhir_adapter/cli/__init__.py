@@ -1,7 +1,8 @@
 """The `fhir-adapter` command line: one module per verb, each with `register(subparsers)`.
 
 Exit status: 0 success, 1 the work ran but found problems (rejects, invalid resources, failed entries),
-2 usage or input error.
+2 usage or input error; 141 (128 + SIGPIPE, as a shell reports a command its pipe closed on) when the reader of
+stdout went away early (`... | head`), quietly.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import select
+import signal
 import sys
 
 from .. import __version__
@@ -19,6 +23,15 @@ VERBS = ("trials", "patients", "push", "server", "screen", "validate", "demo")
 
 class UsageError(Exception):
     """A command line the program cannot act on; exit status 2."""
+
+
+def plural(count: int, noun: str) -> str:
+    """`count` and `noun`, with an s unless the count is one.
+
+    >>> plural(1, "transaction bundle"), plural(2, "row")
+    ('1 transaction bundle', '2 rows')
+    """
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def add_fhir_version(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone away (True where poll() cannot tell)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no file descriptor: not what broke
+        return False
+    if not hasattr(select, "poll"):  # Windows
+        return True
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,7 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below rather than at exit
+        return status
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe broke: a fault, not the reader leaving
+            raise
+        # The reader of stdout is gone (`| head`): no traceback. Point stdout at devnull so that Python's own
+        # flush at exit does not fail again (the recipe of the Python docs, signal module, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (UsageError, InputError, FileNotFoundError) as exc:
         print(f"fhir-adapter {args.verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from . import UsageError
+from . import UsageError, plural
 
 DEFAULT_OUT = Path("demo-output")
 
@@ -43,7 +43,7 @@ def _date(text: str) -> dt.date:
 def run(args: argparse.Namespace) -> int:
     from ..client import FhirClientError
     from ..demo import DemoError, run_demo
-    from ..server import ServerError
+    from ..server import PortInUseError, ServerError
     from .push import ProgressBar
 
     if args.patients < 1:
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
                           as_of=args.as_of, say=say, progress=progress)
     except DemoError as exc:
         raise UsageError(str(exc)) from None
+    except PortInUseError as exc:
+        raise UsageError(f"{exc} (choose another --port, or leave it out for a free one)") from None
     except (ServerError, FhirClientError) as exc:
         print(f"fhir-adapter demo: error: {exc}", file=sys.stderr)
         return 1
@@ -83,10 +85,11 @@ def summary(result) -> str:  # noqa: ANN001 - a DemoResult
     out = result.out_dir
     lines = [f"demo done in {sum(result.seconds.values()):.0f} s; outputs in {out}/"]
     if result.trial_bundles:
-        lines.append(f"  trial bundles    {out / 'trials'}/  ({len(result.trial_bundles)} files)")
-    lines.append(f"  cohort extract   {out / 'extract'}/  ({result.patients} synthetic patients, seed {result.seed})")
-    lines.append(f"  patients (FHIR)  {out / 'patients'}/  ({len(result.patient_files)} NDJSON files, "
-                 f"{result.rejected_rows} rows rejected)")
+        lines.append(f"  trial bundles    {out / 'trials'}/  ({plural(len(result.trial_bundles), 'file')})")
+    lines.append(f"  cohort extract   {out / 'extract'}/  ({plural(result.patients, 'synthetic patient')}, "
+                 f"seed {result.seed})")
+    lines.append(f"  patients (FHIR)  {out / 'patients'}/  ({plural(len(result.patient_files), 'NDJSON file')}, "
+                 f"{plural(result.rejected_rows, 'row')} rejected)")
     for label, pushed in result.pushes.items():
         lines.append(f"  pushed {label:<9} sent {pushed['sent']}, created {pushed['created']}, updated "
                      f"{pushed['updated']}, unchanged {pushed['unchanged']}, failed {pushed['failed']}"

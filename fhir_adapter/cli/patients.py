@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from . import UsageError, add_fhir_version
+from . import UsageError, add_fhir_version, plural
 
 SHOWN_REJECTS = 20
 
@@ -80,14 +80,14 @@ def run_map(args: argparse.Namespace) -> int:
     print(f"resources: {made} ({summary.resource_count} in {summary.seconds:.1f} s, "
           f"{summary.resources_per_second:,.0f}/s, {checked}) -> {summary.out_dir}")
     if summary.bundles:
-        print(f"bundles: {len(summary.bundles)} transaction bundles in {Path(summary.out_dir) / 'bundles'}")
+        print(f"bundles: {plural(len(summary.bundles), 'transaction bundle')} in {Path(summary.out_dir) / 'bundles'}")
     if summary.rejected:
         for reject in summary.first_rejects:
             print(f"rejected: {reject}", file=sys.stderr)
         more = summary.rejected - len(summary.first_rejects)
         if more:
             print(f"... and {more} more", file=sys.stderr)
-        print(f"{summary.rejected} rows rejected: see {summary.rejects_file}", file=sys.stderr)
+        print(f"{plural(summary.rejected, 'row')} rejected: see {summary.rejects_file}", file=sys.stderr)
         return 0 if args.allow_rejects else 1
     return 0
 
@@ -95,9 +95,9 @@ def run_map(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from ..ehr import generate_cohort
 
-    if args.patients < 0:
-        raise UsageError("--patients cannot be negative")
+    if args.patients < 1:
+        raise UsageError(f"--patients must be at least 1, got {args.patients}")
     out = generate_cohort(args.patients, args.seed, args.out, reference_date=args.reference_date)
     reference = (args.reference_date or dt.date.today()).isoformat()
-    print(f"{args.patients} patients (seed {args.seed}, histories up to {reference}) -> {out}")
+    print(f"{plural(args.patients, 'patient')} (seed {args.seed}, histories up to {reference}) -> {out}")
     return 0

@@ -21,13 +21,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                             description="The local test FHIR server: sekmet-fhir on 127.0.0.1 with safe settings "
                                         "(loopback only, simulator off, no traffic log).")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    start = actions.add_parser("start", help="start it in the background and print its base URL")
-    start.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    start = actions.add_parser(
+        "start", help="start it in the background and print its base URL",
+        description="Start the local FHIR server in the background (in memory unless --data) and print its base "
+                    "URL once it answers; if it is already running, print that one's. A port already in use is "
+                    "refused (exit 2).")
+    start.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="P",
+                       help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
     start.add_argument("--data", type=Path, metavar="FILE",
                        help="SQLite file keeping the store between runs (default: in memory, gone at stop)")
-    start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to answer (default 60)")
-    actions.add_parser("stop", help="stop the server started by `server start`")
-    actions.add_parser("status", help="print the base URL of the running server (exit 1 if none)")
+    start.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                       help="seconds to wait for it to answer (default 60)")
+    actions.add_parser("stop", help="stop the server started by `server start`",
+                       description="Stop the local FHIR server started by `fhir-adapter server start`.")
+    actions.add_parser("status", help="print the base URL of the running server (exit 1 if none)",
+                       description="Print the base URL of the server started by `fhir-adapter server start`; "
+                                   "exit 1 if none is running.")
     parser.set_defaults(run=run)
 
 
@@ -37,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
         try:
             state = server.start_detached(args.port, args.data, args.timeout)
+        except server.PortInUseError as exc:
+            raise UsageError(f"{exc} (choose another --port, or stop what listens there)") from None
         except server.ServerError as exc:
-            hint = f" (try another --port than {args.port})" if "address already in use" in str(exc).lower() else ""
-            print(f"fhir-adapter server: error: {exc}{hint}", file=sys.stderr)
+            print(f"fhir-adapter server: error: {exc}", file=sys.stderr)
             return 1
         if state.get("already_running"):
             print(f"already running (pid {state['pid']})", file=sys.stderr)

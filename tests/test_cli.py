@@ -1,0 +1,77 @@
+"""The command-line entry point: a reader of stdout that goes away early (`| head`) ends the run quietly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fhir_adapter import cli
+from fhir_adapter.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+COHORT = ROOT / "examples" / "ehr" / "cohort-fhir"
+#: What the `fhir-adapter` console script runs.
+ENTRY = "import sys; from fhir_adapter.cli import main; sys.exit(main())"
+PIPE_STATUS = 128 + signal.SIGPIPE
+
+
+def _run_into_closed_pipe(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI with stdout a pipe whose reader closed before anything was written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-c", ENTRY, *args], stdout=write, stderr=subprocess.PIPE,
+                              cwd=cwd, timeout=120, check=False)
+    finally:
+        os.close(write)
+
+
+def _quiet(stderr: bytes) -> bool:
+    return not any(word in stderr for word in (b"Traceback", b"BrokenPipeError", b"Exception ignored"))
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--format", "json", str(COHORT)],
+    ["screen", "--input", *map(str, sorted(COHORT.glob("*.ndjson"))), "--as-of", "2026-10-01", "--out", "screening"],
+    ["patients", "generate", "--patients", "3", "--out", "extract", "--reference-date", "2026-10-01"],
+])
+def test_a_closed_stdout_ends_quietly_with_the_sigpipe_status(args, tmp_path):
+    done = _run_into_closed_pipe(args, tmp_path)
+    assert _quiet(done.stderr), done.stderr.decode()
+    assert done.returncode == PIPE_STATUS, done.stderr.decode()
+
+
+def test_a_reader_that_stops_after_one_line_like_head(tmp_path):
+    """More output than a pipe holds (junit, one testcase per resource): the writer is still writing when the
+    reader leaves, as with `fhir-adapter validate --format junit DIR | head -1`."""
+    with subprocess.Popen([sys.executable, "-c", ENTRY, "validate", "--format", "junit", str(COHORT)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path) as process:
+        assert process.stdout.readline().startswith(b"<?xml")
+        process.stdout.close()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=120) == PIPE_STATUS
+    assert _quiet(stderr), stderr.decode()
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_not_hidden(monkeypatch, capsys):
+    """Only the reader of stdout going away is quiet; another broken pipe is a fault and propagates."""
+    def broken(args):  # noqa: ANN001, ANN202
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr("fhir_adapter.cli.server.run", broken)
+    with pytest.raises(BrokenPipeError, match="a worker's pipe"):
+        main(["server", "status"])
+
+
+def test_stdout_gone_tells_a_pipe_without_reader(monkeypatch):
+    read, write = os.pipe()
+    with open(write, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert not cli._stdout_gone()  # the reader is still there
+        os.close(read)
+        assert cli._stdout_gone()
