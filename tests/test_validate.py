@@ -395,6 +395,11 @@ def test_bundle_issue_locations_name_the_entry(r4):
     (issue,) = [i for i in results[2].issues if i.rule == "ucum"]
     assert issue.location == "Bundle.entry[1].resource.Observation.valueQuantity.code"
     assert issue.source == "b.json#entry[1]"
+    lonely = r4.document("b.json", transaction(PATIENT, observation(subject={"reference": "Patient/p9"})))
+    assert lonely[0].issues == () and lonely[1].issues == ()   # the bundle-level finding is the entry's
+    (issue,) = lonely[2].issues
+    assert (issue.rule, issue.source, issue.location) == (
+        "bundle-reference", "b.json#entry[1]", "Bundle.entry[1].resource.Observation.subject.reference")
 
 
 # --- inputs -------------------------------------------------------------------------------------------------

@@ -75,6 +75,35 @@ def test_bundle_entries_name_their_line(tmp_path, capsys):
     assert f"{path}:{line}#entry[1]: error: Bundle.entry[1].resource.Patient.gender" in capsys.readouterr().out
 
 
+def test_bundle_level_findings_name_their_entry_and_line(tmp_path, capsys):
+    """fullUrl, request and reference findings carry the line of their entry's fullUrl, like the resource's
+    own findings, and belong to that entry's resource (JSON `resource`)."""
+    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "Patient/9"}, "effectiveDateTime": "2024-01-01", "text": NARRATIVE}
+    bundle = transaction([patient("p1"), patient("p2"), observation])
+    bundle["entry"][0]["fullUrl"] = "http://example.org/fhir/Patient/p7"
+    bundle["entry"][1]["request"]["url"] = "Patient/p3"
+    bundle["entry"].append({"fullUrl": "urn:uuid:gone", "request": {"method": "DELETE"}})
+    path = tmp_path / "bundle.json"
+    text = json.dumps(bundle, indent=2)
+    path.write_text(text)
+    line = {i: text[:text.index(json.dumps(e["fullUrl"]))].count("\n") + 1 for i, e in enumerate(bundle["entry"])}
+    assert len(set(line.values())) == 4 and min(line.values()) > 1
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    for i, rule in ((0, "bundle-fullurl"), (1, "bundle-request"), (2, "bundle-reference"), (3, "bundle-request")):
+        found = [o for o in out if o.endswith(f"[{rule}]") and f"Bundle.entry[{i}]" in o]
+        assert found and all(o.startswith(f"{path}:{line[i]}#entry[{i}]: error: Bundle.entry[{i}]") for o in found), \
+            (i, rule, found)
+    assert (f"{path}:{line[2]}#entry[2]: error: Bundle.entry[2].resource.Observation.subject.reference: Patient/9 "
+            "does not resolve inside the bundle [bundle-reference]") in out
+    assert main(["validate", "--format", "json", str(path)]) == 1
+    issues = json.loads(capsys.readouterr().out)["issues"]
+    assert {(i["resource"], i["rule"]) for i in issues if i["rule"].startswith("bundle-")} == {
+        ("Patient/p1", "bundle-fullurl"), ("Patient/p2", "bundle-request"), ("Observation/o1", "bundle-reference"),
+        ("Bundle", "bundle-request")}
+
+
 def test_json_format(mixed, capsys):
     assert main(["validate", "--format", "json", str(mixed)]) == 1
     report = json.loads(capsys.readouterr().out)
@@ -128,7 +157,8 @@ def test_stdin_ndjson_and_bundle(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
     assert main(["validate", "-"]) == 1
     out = capsys.readouterr().out
-    assert ("<stdin>: error: Bundle.entry[1].resource.Observation.subject.reference: Patient/zz does not resolve "
+    assert ("<stdin>#entry[1]: error: Bundle.entry[1].resource.Observation.subject.reference: Patient/zz does not "
+            "resolve "
             "inside the bundle [bundle-reference]") in out
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
     assert main(["validate", "--allow-external", "-"]) == 0
