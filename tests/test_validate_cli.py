@@ -50,9 +50,23 @@ def test_usage_errors_exit_2(tmp_path, capsys):
         main(["validate", "--format", "yaml", str(COHORT)])
     assert exit_.value.code == 2
     assert main(["validate", "--workers", "0", str(COHORT)]) == 2
+    capsys.readouterr()
     (tmp_path / "empty").mkdir()
     assert main(["validate", str(tmp_path / "empty")]) == 2
-    assert "no resources" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out == ""      # no report of 0 resources beside the error
+    assert captured.err == f"fhir-adapter validate: error: no resources in {tmp_path / 'empty'} (files: *.json, " \
+                           "*.ndjson, or - for stdin)\n"
+    assert main(["validate", "--format", "json", "-o", str(tmp_path / "r.json"), str(tmp_path / "empty")]) == 2
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_help_says_fhir_version_is_the_inputs(capsys):
+    for verb in ("validate", "push"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--fhir-version {R4,R5} FHIR version of the input" in text and "version to write" not in text, verb
 
 
 def test_fail_on_warning(tmp_path, capsys):

@@ -21,7 +21,7 @@ from ..client.exceptions import AuthError, CapabilityError
 from ..client.options import add_arguments, client_from_args
 from ..client.push import DEFAULT_CHUNK, DEFAULT_WORKERS, ID_STRATEGIES
 from ..client.push import push as push_resources
-from . import UsageError, add_fhir_version
+from . import UsageError
 
 SHOWN_FAILURES = 20
 
@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="where to write failed resources, re-pushable (default push-failed.ndjson; a "
                              ".txt report with every OperationOutcome goes beside it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_fhir_version(parser)
+    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
+                        help="FHIR version of the input, which the server must speak (default R4)")
     parser.set_defaults(run=run)
 
 
