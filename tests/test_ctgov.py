@@ -120,7 +120,12 @@ def test_unknown_codes_are_kept_as_text_with_a_warning():
         assert warned(protocol, field), field
     resources, warnings = protocol_resources(protocol, "R4")
     assert resources[0]["phase"] == {"text": "PHASE5"} and resources[0]["status"] == "active"
-    assert any("'PAUSED' has no FHIR code" in w for w in warnings)
+    assert "codes.json: protocolSection.statusModule.overallStatus: 'PAUSED' has no ResearchStudy.status code; " \
+           "written as 'active'" in warnings
+    resources, warnings = protocol_resources(protocol, "R5")
+    assert resources[0]["status"] == "unknown" and "progressStatus" not in resources[0]
+    assert "codes.json: protocolSection.statusModule.overallStatus: 'PAUSED' has no ResearchStudy.status code; " \
+           "written as 'unknown' with no progressStatus" in warnings
     valid_everywhere(protocol)
 
 

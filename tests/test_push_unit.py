@@ -324,3 +324,39 @@ def test_the_progress_bar_draws_counts_and_ends_its_line():
     off(1, 2)
     off.close()
     assert quiet.getvalue() == ""
+
+
+@responses.activate
+def test_input_of_the_other_fhir_version_is_refused_before_the_server_is_asked(tmp_path, capsys):
+    """R5 files pushed as R4 (the default): one error per file naming an element only R5 has, exit 2, no
+    request at all (responses would refuse any)."""
+    from fhir_adapter.cli import main
+
+    r5 = tmp_path / "r5"
+    assert main(["trials", "map", "NCT04749667", "--fhir-version", "R5", "--out", str(r5)]) == 0
+    medication = {"resourceType": "MedicationStatement", "id": "m1", "status": "recorded",
+                  "medication": {"concept": {"text": "natalizumab"}}, "subject": {"reference": "Patient/p1"}}
+    (r5 / "patients.ndjson").write_text(json.dumps(patient(1)) + "\n" + json.dumps(medication) + "\n")
+    capsys.readouterr()
+    assert main(["push", str(r5), "--server", BASE, "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"fhir-adapter push: error: {r5 / 'NCT04749667.bundle.json'}#entry[0]: looks like FHIR R5 "
+        "(ResearchStudy.name); use --fhir-version R5",
+        f"fhir-adapter push: error: {r5 / 'patients.ndjson'}:2: looks like FHIR R5 (MedicationStatement.medication); "
+        "use --fhir-version R5"]
+    assert len(responses.calls) == 0
+
+
+def test_the_version_check_knows_each_version_by_its_own_elements():
+    from fhir_adapter.cli.push import other_version_files
+    from fhir_adapter.paths import EXAMPLES
+
+    cohort = list(sources.resources([EXAMPLES / "ehr" / "cohort-fhir"]))
+    trials = list(sources.resources([EXAMPLES / "trials" / "NCT01854957.bundle.json"]))
+    assert other_version_files(cohort, "R4") == [] and other_version_files(trials, "R4") == []
+    assert other_version_files(cohort, "R5") == [
+        f"{EXAMPLES / 'ehr' / 'cohort-fhir' / 'MedicationStatement.ndjson'}:1: looks like FHIR R4 "
+        "(MedicationStatement.medicationCodeableConcept); use --fhir-version R4"]
+    assert other_version_files(trials, "R5") == [
+        f"{EXAMPLES / 'trials' / 'NCT01854957.bundle.json'}#entry[0]: looks like FHIR R4 "
+        "(ResearchStudy.category); use --fhir-version R4"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fhir_adapter import ids
 from fhir_adapter.cli import main
+from fhir_adapter.paths import EXAMPLES
 from fhir_adapter.protocol import load_protocol, load_protocols
 from fhir_adapter.protocol.bundle import trial_bundle
 
@@ -46,11 +47,35 @@ def test_an_odd_record_maps_with_warnings_on_stderr(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"warning: {path}: protocolSection.eligibilityModule.maximumAge: 120 Years read as no upper limit" in err
     assert "crossover design without arm groups" in err
-    assert "NCT00000009: status UNKNOWN (no last known status)" in err
+    assert (f"warning: {path}: protocolSection.statusModule.overallStatus: UNKNOWN (with no last known status) "
+            "has no R4 ResearchStudy.status code; written as 'active'\n") in err
+    assert main(["trials", "map", str(path), "--fhir-version", "R5", "--out", str(tmp_path / "r5")]) == 0
+    err = capsys.readouterr().err
+    assert "R4" not in err
+    assert (f"warning: {path}: protocolSection.statusModule.overallStatus: UNKNOWN (with no last known status) "
+            "is written as status 'unknown' with no progressStatus") in err
     bundle = json.loads((tmp_path / "out" / "NCT00000009.bundle.json").read_text(encoding="utf-8"))
     group = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Group")
     assert group["characteristic"][0]["valueRange"] == {
         "low": {"value": 6, "unit": "weeks", "system": "http://unitsofmeasure.org", "code": "wk"}}
+
+
+def test_every_warning_names_its_file_and_field(tmp_path, capsys, caplog):
+    """On the command line (stderr) and through `map_trials` (the log, as `demo` maps), each warning is
+    `file: field: message`; the MESEMS umbrella's status comes from its curated YAML."""
+    from fhir_adapter.protocol import map_trials
+    from fhir_adapter.protocol.curated import curated_path
+
+    assert main(["trials", "map", "--out", str(tmp_path / "cli")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    registry = EXAMPLES / "ctgov" / "NCT04749667.json"
+    assert err and all(line.startswith("warning: ") and line.count(": ") >= 3 for line in err)
+    assert f"warning: {curated_path('MESEMS')}: status: UNKNOWN (with no last known status) has no R4 " \
+           "ResearchStudy.status code; written as 'active'" in err
+    assert any(line.startswith(f"warning: {registry}: protocolSection.statusModule.overallStatus: ") for line in err)
+    with caplog.at_level("WARNING", logger="fhir_adapter.protocol.bundle"):
+        map_trials([], tmp_path / "api")
+    assert [f"warning: {r.getMessage()}" for r in caplog.records] == err
 
 
 def test_bad_inputs_are_clear_errors_naming_file_and_field(tmp_path, capsys):

@@ -141,6 +141,20 @@ def test_contained_resource_must_be_referenced_dom_3():
     assert counts.skipped["dom-3"] == 1 and counts.reasons["dom-3"].startswith("fhirpathpy raised ValueError")
 
 
+def test_new_r4b_resource_contained_in_an_r4_resource_dom_r4b():
+    """dom-r4b (R4B DomainResource.contained): `($this is EvidenceVariable or ...) implies (%resource is
+    EvidenceVariable or ...)`; %resource is the containing resource. An EvidenceVariable inside an
+    EvidenceVariable (how `trials map` carries sub-criteria) is fine; inside an Observation it is warned."""
+    sub = {"resourceType": "EvidenceVariable", "id": "sub", "status": "active",
+           "characteristic": [{"definitionCodeableConcept": {"text": "x"}}]}
+    outer = {"resourceType": "EvidenceVariable", "id": "ev", "status": "active", "contained": [sub],
+             "characteristic": [{"definitionReference": {"reference": "#sub"}}]}
+    assert "dom-r4b" not in rules(outer)
+    found = [i for i in Validator("R4").resource_issues(observation(contained=[sub], hasMember=[
+        {"reference": "#sub"}])) if i.rule == "dom-r4b"]
+    assert [(i.severity, i.location) for i in found] == [("warning", "Observation.contained[0]")]
+
+
 def test_local_reference_must_match_contained_ref_1():
     assert "ref-1" in rules(observation(subject={"reference": "#nobody"}))
     assert "ref-1" not in rules(observation(subject={"reference": "Patient/x"}))
@@ -395,6 +409,11 @@ def test_bundle_issue_locations_name_the_entry(r4):
     (issue,) = [i for i in results[2].issues if i.rule == "ucum"]
     assert issue.location == "Bundle.entry[1].resource.Observation.valueQuantity.code"
     assert issue.source == "b.json#entry[1]"
+    lonely = r4.document("b.json", transaction(PATIENT, observation(subject={"reference": "Patient/p9"})))
+    assert lonely[0].issues == () and lonely[1].issues == ()   # the bundle-level finding is the entry's
+    (issue,) = lonely[2].issues
+    assert (issue.rule, issue.source, issue.location) == (
+        "bundle-reference", "b.json#entry[1]", "Bundle.entry[1].resource.Observation.subject.reference")
 
 
 # --- inputs -------------------------------------------------------------------------------------------------
@@ -431,8 +450,8 @@ def test_several_processes_give_the_same_results(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("version", ["R4", "R5"])
 def test_shipped_examples_are_valid(version, tmp_path):
-    """The canary: what the project ships validates without errors (R4: the files in examples/; R5: the same
-    inputs mapped again). The EHR cohort has no warnings either."""
+    """The canary: what the project ships validates without errors or warnings, so `--fail-on warning` passes
+    (R4: the files in examples/; R5: the same inputs mapped again)."""
     from fhir_adapter.cli import main
 
     cohort, trials = EXAMPLES / "ehr" / "cohort-fhir", EXAMPLES / "trials"
@@ -447,5 +466,5 @@ def test_shipped_examples_are_valid(version, tmp_path):
     assert problems == [] and summary.resources >= 540
     assert trials.is_dir()
     results, summary = validate([trials], version, workers=1)
-    assert [str(i) for r in results for i in r.issues if i.severity == "error"] == []
+    assert [str(i) for r in results for i in r.issues if i.severity != "information"] == []
     assert summary.resources >= 5 * 4

@@ -50,9 +50,23 @@ def test_usage_errors_exit_2(tmp_path, capsys):
         main(["validate", "--format", "yaml", str(COHORT)])
     assert exit_.value.code == 2
     assert main(["validate", "--workers", "0", str(COHORT)]) == 2
+    capsys.readouterr()
     (tmp_path / "empty").mkdir()
     assert main(["validate", str(tmp_path / "empty")]) == 2
-    assert "no resources" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out == ""      # no report of 0 resources beside the error
+    assert captured.err == f"fhir-adapter validate: error: no resources in {tmp_path / 'empty'} (files: *.json, " \
+                           "*.ndjson, or - for stdin)\n"
+    assert main(["validate", "--format", "json", "-o", str(tmp_path / "r.json"), str(tmp_path / "empty")]) == 2
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_help_says_fhir_version_is_the_inputs(capsys):
+    for verb in ("validate", "push"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--fhir-version {R4,R5} FHIR version of the input" in text and "version to write" not in text, verb
 
 
 def test_fail_on_warning(tmp_path, capsys):
@@ -73,6 +87,35 @@ def test_bundle_entries_name_their_line(tmp_path, capsys):
     line = text[:text.index('"urn:uuid:p2"')].count("\n") + 1
     assert main(["validate", str(path)]) == 1
     assert f"{path}:{line}#entry[1]: error: Bundle.entry[1].resource.Patient.gender" in capsys.readouterr().out
+
+
+def test_bundle_level_findings_name_their_entry_and_line(tmp_path, capsys):
+    """fullUrl, request and reference findings carry the line of their entry's fullUrl, like the resource's
+    own findings, and belong to that entry's resource (JSON `resource`)."""
+    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "Patient/9"}, "effectiveDateTime": "2024-01-01", "text": NARRATIVE}
+    bundle = transaction([patient("p1"), patient("p2"), observation])
+    bundle["entry"][0]["fullUrl"] = "http://example.org/fhir/Patient/p7"
+    bundle["entry"][1]["request"]["url"] = "Patient/p3"
+    bundle["entry"].append({"fullUrl": "urn:uuid:gone", "request": {"method": "DELETE"}})
+    path = tmp_path / "bundle.json"
+    text = json.dumps(bundle, indent=2)
+    path.write_text(text)
+    line = {i: text[:text.index(json.dumps(e["fullUrl"]))].count("\n") + 1 for i, e in enumerate(bundle["entry"])}
+    assert len(set(line.values())) == 4 and min(line.values()) > 1
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    for i, rule in ((0, "bundle-fullurl"), (1, "bundle-request"), (2, "bundle-reference"), (3, "bundle-request")):
+        found = [o for o in out if o.endswith(f"[{rule}]") and f"Bundle.entry[{i}]" in o]
+        assert found and all(o.startswith(f"{path}:{line[i]}#entry[{i}]: error: Bundle.entry[{i}]") for o in found), \
+            (i, rule, found)
+    assert (f"{path}:{line[2]}#entry[2]: error: Bundle.entry[2].resource.Observation.subject.reference: Patient/9 "
+            "does not resolve inside the bundle [bundle-reference]") in out
+    assert main(["validate", "--format", "json", str(path)]) == 1
+    issues = json.loads(capsys.readouterr().out)["issues"]
+    assert {(i["resource"], i["rule"]) for i in issues if i["rule"].startswith("bundle-")} == {
+        ("Patient/p1", "bundle-fullurl"), ("Patient/p2", "bundle-request"), ("Observation/o1", "bundle-reference"),
+        ("Bundle", "bundle-request")}
 
 
 def test_json_format(mixed, capsys):
@@ -128,7 +171,8 @@ def test_stdin_ndjson_and_bundle(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
     assert main(["validate", "-"]) == 1
     out = capsys.readouterr().out
-    assert ("<stdin>: error: Bundle.entry[1].resource.Observation.subject.reference: Patient/zz does not resolve "
+    assert ("<stdin>#entry[1]: error: Bundle.entry[1].resource.Observation.subject.reference: Patient/zz does not "
+            "resolve "
             "inside the bundle [bundle-reference]") in out
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
     assert main(["validate", "--allow-external", "-"]) == 0

@@ -2,12 +2,14 @@
 
 Prints the counts (sent, created, updated, unchanged, failed), every server refusal with its
 OperationOutcome, and writes the failed resources to an NDJSON file that can be pushed again.
-Exit status 1 when anything failed.
+Exit status 1 when anything failed; 2, with nothing sent, for input of the other FHIR version than
+`--fhir-version` or a server that cannot take that version.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,11 +17,11 @@ from typing import TextIO
 
 from .. import sources
 from ..client import FhirClientError, PushResult
-from ..client.exceptions import AuthError
+from ..client.exceptions import AuthError, CapabilityError
 from ..client.options import add_arguments, client_from_args
 from ..client.push import DEFAULT_CHUNK, DEFAULT_WORKERS, ID_STRATEGIES
 from ..client.push import push as push_resources
-from . import UsageError, add_fhir_version
+from . import UsageError
 
 SHOWN_FAILURES = 20
 
@@ -78,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="where to write failed resources, re-pushable (default push-failed.ndjson; a "
                              ".txt report with every OperationOutcome goes beside it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_fhir_version(parser)
+    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
+                        help="FHIR version of the input, which the server must speak (default R4)")
     parser.set_defaults(run=run)
 
 
@@ -94,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: skipped {path}: not a FHIR resource (no resourceType)", file=sys.stderr)
     if not items:
         raise UsageError(f"no FHIR resources found in {', '.join(args.paths)}")
+    wrong = other_version_files(items, args.fhir_version)
+    for line in wrong:
+        print(f"fhir-adapter push: error: {line}", file=sys.stderr)
+    if wrong:
+        return 2
     bar = ProgressBar("push", enabled=False if args.no_progress else None)
     try:
         with client:
@@ -103,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     except FhirClientError as exc:
         bar.close()
         print(f"fhir-adapter push: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, CapabilityError) else 1
     bar.close()
     return report(result, args.server, args.failed)
 
@@ -113,6 +121,22 @@ def read_inputs(paths: list[str]) -> tuple[list[tuple[str, dict]], list[Path]]:
     that `patients map` writes) are skipped and listed; a file named explicitly must be FHIR."""
     skipped: list[Path] = []
     return list(sources.resources(paths, skipped=skipped)), skipped
+
+
+def other_version_files(items: list[tuple[str, dict]], fhir_version: str) -> list[str]:
+    """One line per file whose resources are of the other FHIR version, naming the first resource (file:line,
+    file#entry[i]) and element that show it."""
+    from ..validation.versions import other_version_element
+
+    found: dict[str, str] = {}
+    for location, resource in items:
+        path = re.sub(r":\d+$", "", location.split("#", 1)[0])
+        if path in found:
+            continue
+        marker = other_version_element(resource, fhir_version)
+        if marker:
+            found[path] = f"{location}: looks like FHIR {marker[0]} ({marker[1]}); use --fhir-version {marker[0]}"
+    return list(found.values())
 
 
 def report(result: PushResult, server: str, failed_path: Path, out: TextIO | None = None,

@@ -9,10 +9,11 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from itertools import chain, islice
 from typing import Any, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
-from . import UsageError, add_fhir_version
+from . import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "bindings, UCUM syntax, the project's codes and rules, and Bundle integrity. "
                     "Exit 0 valid, 1 errors (or warnings with --fail-on warning), 2 usage error.")
     parser.add_argument("inputs", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
-    add_fhir_version(parser)
+    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
+                        help="FHIR version of the input (default R4: checked with the R4B models)")
     parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
                         help="text for people (default), json, or junit (one testcase per resource)")
     parser.add_argument("--fail-on", choices=("error", "warning"), default="error",
@@ -54,17 +56,19 @@ def run(args: argparse.Namespace) -> int:
         results, summary = validate(args.inputs, args.fhir_version, allow_external=args.allow_external,
                                     best_practice=args.best_practice, every_resource=args.format == "junit",
                                     workers=args.workers)
+        # the first result (when every resource is clean, the whole run) before any output: no report for nothing
+        first = list(islice(results, 1))
+        if summary.resources == 0:
+            raise UsageError(f"no resources in {', '.join(args.inputs)} (files: *.json, *.ndjson, or - for stdin)")
         out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     except OSError as exc:
         raise UsageError(str(exc)) from None
     try:
         writer = {"text": _text, "json": _json, "junit": _junit}[args.format]
-        writer(results, summary, args, out)
+        writer(chain(first, results), summary, args, out)
     finally:
         if out is not sys.stdout:
             out.close()
-    if summary.resources == 0:
-        raise UsageError(f"no resources in {', '.join(args.inputs)} (files: *.json, *.ndjson, or - for stdin)")
     return 1 if summary.failed(args.fail_on) else 0
 
 

@@ -178,7 +178,7 @@ def push(client: Any, resources: Iterable[Any], *, chunk_size: int = DEFAULT_CHU
          progress: Progress | None = None) -> PushResult:
     """Push `resources` (dicts, or `(location, dict)` pairs as `sources.resources` yields) to the client's server.
 
-    Raises `CapabilityError` if the server cannot take them (FHIR version, no way to write a bundle) and
+    Raises `CapabilityError` if the server cannot take them (FHIR version, no CapabilityStatement) and
     `ServerUnreachable`/`AuthError` if it cannot be reached at all; every other problem is a `FailedEntry`.
     """
     if id_strategy not in ID_STRATEGIES:

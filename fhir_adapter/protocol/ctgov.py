@@ -172,6 +172,7 @@ def parse_study(study: Any, where: str) -> Protocol:
         official_title=official,
         identifiers=_identifiers(r, ident),
         status=r.code(status.get("overallStatus"), "statuses", "protocolSection.statusModule.overallStatus"),
+        status_field=f"{where}: protocolSection.statusModule.overallStatus",
         last_known_status=r.code(status.get("lastKnownStatus"), "statuses",
                                  "protocolSection.statusModule.lastKnownStatus"),
         why_stopped=r.text(status.get("whyStopped"), "protocolSection.statusModule.whyStopped"),

@@ -186,6 +186,8 @@ def merge(protocol: Protocol | None, data: dict[str, Any], where: str) -> Protoc
     for key in ("acronym", "title", "official_title", "part_of", "status", "study_type", "summary"):
         if (value := f.text(data.get(key), key)) is not None:
             changes[key] = value
+    if "status" in changes or protocol.status_field is None:
+        changes["status_field"] = f"{where}: status"
     for key in ("start", "end"):
         if (value := f.date(data.get(key), key)) is not None:
             changes[key] = value

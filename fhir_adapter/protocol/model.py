@@ -122,6 +122,7 @@ class Protocol:
     identifiers: tuple[Identifier, ...] = ()
     part_of: str | None = None
     status: str | None = None
+    status_field: str | None = None    # where the status was read: `file: field`, for warnings
     last_known_status: str | None = None
     why_stopped: str | None = None
     start: str | None = None

@@ -54,21 +54,27 @@ def duration(window: Window) -> dict[str, Any]:
     return quantity(window.value, window.unit, UCUM_DURATIONS[window.unit])
 
 
-def _status(protocol: Protocol) -> tuple[dict[str, Any], list[str]]:
-    """The status table row for the protocol, with the warnings choosing it caused."""
+def _status(protocol: Protocol, fhir_version: str) -> tuple[dict[str, Any], list[str]]:
+    """The status table row for the protocol, with the warnings choosing it caused (`file: field: ...`)."""
     statuses = tables()["statuses"]
-    warnings = []
+    where = protocol.status_field or f"{protocol.nct_id}: status"
     code = protocol.status
     if code == "UNKNOWN" and protocol.last_known_status in statuses:
         code = protocol.last_known_status
+    r4 = fhir_version == "R4"
     if code not in statuses:
-        warnings.append(f"{protocol.nct_id}: status {protocol.status!r} has no FHIR code; written as R4 'active', "
-                        f"R5 'unknown'")
-        return statuses["UNKNOWN"], warnings
+        what = repr(protocol.status) if protocol.status else "no status"
+        written = "'active'" if r4 else "'unknown' with no progressStatus"
+        return statuses["UNKNOWN"], [f"{where}: {what} has no ResearchStudy.status code; written as {written}"]
     if code == "UNKNOWN":
-        warnings.append(f"{protocol.nct_id}: status UNKNOWN (no last known status) has no R4 code; written as R4 "
-                        f"'active', R5 'unknown' with no progress state")
-    return statuses[code], warnings
+        if r4:
+            message = ("UNKNOWN (with no last known status) has no R4 ResearchStudy.status code; written as "
+                       "'active'")
+        else:
+            message = ("UNKNOWN (with no last known status) is written as status 'unknown' with no progressStatus "
+                       "(research-study-status has no code for it)")
+        return statuses[code], [f"{where}: {message}"]
+    return statuses[code], []
 
 
 def _phase(protocol: Protocol) -> dict[str, Any] | None:
@@ -172,7 +178,7 @@ def _artifacts(protocol: Protocol, evidence_url: str | None, fhir_version: str) 
 def study_context(protocol: Protocol, fhir_version: str, *, plan: bool, group: bool, evidence: dict[str, Any] | None,
                   parent: Protocol | None) -> tuple[dict[str, Any], list[str]]:
     """Template values for the ResearchStudy, and warnings about values with no FHIR code."""
-    status, warnings = _status(protocol)
+    status, warnings = _status(protocol, fhir_version)
     contained, refs = _contained(protocol, fhir_version)
     countries = list(dict.fromkeys(site.country for site in protocol.sites if site.country))
     collaborators = [p.name for p in protocol.parties if p.role == "collaborator"]

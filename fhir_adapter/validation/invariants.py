@@ -71,6 +71,14 @@ def _has_value(inputs: list[Any]) -> list[bool]:
     return [len(inputs) == 1 and inputs[0] is not None and not isinstance(inputs[0], (dict, list))]
 
 
+def _typed(resource: Any) -> Any:
+    """A resource as fhirpathpy's typed node: given as plain JSON, `%resource is EvidenceVariable` is false
+    whatever the resource (dom-r4b would fail on every contained EvidenceVariable)."""
+    if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+        return ResourceNode.create_node(resource, resource["resourceType"])
+    return resource
+
+
 def _quiet(label: str, value: Any) -> None:
     """`trace()` in an invariant (dom-3) would print to stdout otherwise."""
 
@@ -165,7 +173,7 @@ class Evaluator:
             known = compiled.memo.get(key)
             if known is not None:
                 return known
-        variables = {"resource": resource, "rootResource": root}
+        variables = {"resource": _typed(resource), "rootResource": _typed(root)}
         try:
             result = compiled.run(ResourceNode.create_node(data, path), variables)
         except Exception as exc:  # noqa: BLE001 - an engine failure is reported as not evaluated

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import sys
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,7 @@ from typing import Any
 from ..ehr.checking import ShapeCheck
 from ..render import check_version
 from ..sources import InputError, is_resource, read_json, walk
-from .bundles import bundle_issues
+from .bundles import bundle_issues, entry_issues
 from .elements import ElementCheck
 from .rules import rule_issues
 from .spec import invariants
@@ -39,6 +40,7 @@ SEVERITIES = ("error", "warning", "information")
 CHUNK = 2000          # NDJSON lines per task (stdin)
 CHUNK_BYTES = 1 << 20  # NDJSON bytes per task (files): about a thousand resources
 STDIN = "<stdin>"
+_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,11 @@ def _entry_lines(text: str, entries: list[Any]) -> dict[int, int]:
     return lines
 
 
+def _is_bundle(resource: Any) -> bool:
+    return isinstance(resource, dict) and resource.get("resourceType") == "Bundle" and \
+        isinstance(resource.get("entry"), list)
+
+
 def _within(issues: list[Issue], prefix: str, source: str) -> tuple[Issue, ...]:
     if not issues:
         return ()
@@ -133,14 +140,21 @@ class Validator:
         self.elements = ElementCheck(self.fhir_version, best_practice)
 
     def resource_issues(self, resource: dict[str, Any]) -> list[Issue]:
-        """Every finding on one resource (for a Bundle: its own elements, not its entries')."""
+        """Every finding on one resource (for a Bundle: its own elements and the bundle-level rules, not its
+        entries' resources)."""
+        found = self._own_issues(resource)
+        if _is_bundle(resource):
+            found += bundle_issues(resource, allow_external=self.allow_external)
+        return found
+
+    def _own_issues(self, resource: dict[str, Any]) -> list[Issue]:
+        """The findings on a resource's own elements (a Bundle's: without its entries' resources)."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return [Issue("error", "(root)", "not a FHIR resource: no resourceType", rule="structure")]
-        if resource["resourceType"] == "Bundle" and isinstance(resource.get("entry"), list):
+        if _is_bundle(resource):
             shallow = {**resource, "entry": [{k: v for k, v in e.items() if k != "resource"}
                                              if isinstance(e, dict) else e for e in resource["entry"]]}
             found = self.structure.issues(shallow)
-            found += bundle_issues(resource, allow_external=self.allow_external)
         else:
             found = self.structure.issues(resource)
         found += self.elements.issues(resource)
@@ -150,20 +164,35 @@ class Validator:
     def document(self, source: str, document: Any, text: str | None = None) -> list[Result]:
         """The results of one top-level JSON document: a resource, or a Bundle and each of its entries.
 
-        With the document's `text`, an entry's source names the line of its fullUrl (`file:12#entry[3]`).
+        With the document's `text`, an entry's source names the line of its fullUrl (`file:12#entry[3]`). A
+        finding about an entry (its request or fullUrl, a reference that does not resolve) has the entry's source
+        and goes with its resource's result (with the Bundle's when the entry has no resource).
         """
-        results = [Result(source, _label(document), _within(self.resource_issues(document), "", source))]
-        if isinstance(document, dict) and document.get("resourceType") == "Bundle":
-            entries = document.get("entry") or []
-            lines = _entry_lines(text, entries) if text else {}
-            for i, item in enumerate(entries):
-                resource = item.get("resource") if isinstance(item, dict) else None
-                if isinstance(resource, dict):
-                    where = f"{source}:{lines[i]}#entry[{i}]" if i in lines else f"{source}#entry[{i}]"
-                    issues = self.resource_issues(resource)
-                    results.append(Result(where, _label(resource),
-                                          _within(issues, f"Bundle.entry[{i}].resource.", where)))
-        return results
+        if not _is_bundle(document):
+            return [Result(source, _label(document), _within(self._own_issues(document), "", source))]
+        entries = document["entry"]
+        lines = _entry_lines(text, entries) if text else {}
+        by_entry: dict[int, list[Issue]] = {}
+        own: list[Issue] = []
+        for issue in self._own_issues(document):  # the Bundle's elements: an entry's request is the entry's
+            match = _ENTRY.match(issue.location)
+            if match and int(match.group(1)) < len(entries):
+                by_entry.setdefault(int(match.group(1)), []).append(issue)
+            else:
+                own.append(replace(issue, source=source))
+        for i, issues in entry_issues(document, allow_external=self.allow_external).items():
+            by_entry.setdefault(i, []).extend(issues)
+        results = []
+        for i, item in enumerate(entries):
+            where = f"{source}:{lines[i]}#entry[{i}]" if i in lines else f"{source}#entry[{i}]"
+            found = _within(by_entry.get(i, []), "", where)
+            resource = item.get("resource") if isinstance(item, dict) else None
+            if isinstance(resource, dict):
+                issues = _within(self.resource_issues(resource), f"Bundle.entry[{i}].resource.", where)
+                results.append(Result(where, _label(resource), found + issues))
+            else:
+                own.extend(found)
+        return [Result(source, _label(document), tuple(own)), *results]
 
     def lines(self, source: str, first: int, lines: list[str] | list[str | bytes]) -> list[Result]:
         """The results of NDJSON lines, the first numbered `first`; blank lines are skipped (a line left as
