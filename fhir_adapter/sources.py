@@ -19,7 +19,8 @@ class InputError(ValueError):
     """Input that cannot be read as FHIR JSON; the message names the file, line and column."""
 
 
-def _decode(text: str, where: str, line_offset: int = 0) -> Any:
+def decode(text: str, where: str, line_offset: int = 0) -> Any:
+    """Parse JSON text; malformed JSON is an `InputError` naming `where`, line (after `line_offset`) and column."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -34,7 +35,7 @@ def read_json(path: str | Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
-    return _decode(text, str(path))
+    return decode(text, str(path))
 
 
 def walk(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
@@ -70,7 +71,7 @@ def _from_document(document: Any, where: str) -> Iterator[tuple[str, dict[str, A
 def _ndjson(stream: TextIO, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     for number, line in enumerate(stream, 1):
         if line.strip():
-            resource = _decode(line, where, number - 1)
+            resource = decode(line.rstrip("\r\n"), where, number - 1)
             if not is_resource(resource):
                 raise InputError(f"{where}:{number}: not a FHIR resource (no resourceType)")
             yield f"{where}:{number}", resource

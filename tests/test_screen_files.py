@@ -133,7 +133,8 @@ def test_reports_are_valid_with_no_patient_and_with_empty_parts(tmp_path, worker
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_what_patients_map_writes_is_screened_as_it_is(tmp_path, workers):
-    """`patients map` writes summary.json beside the NDJSON: screening the directory reports it, not crash."""
+    """`patients map` writes summary.json beside the NDJSON: screening the directory notes it as skipped (not an
+    input record, so not a problem), and does not crash."""
     from fhir_adapter.cli import main
     from fhir_adapter.paths import EXAMPLES
 
@@ -142,8 +143,9 @@ def test_what_patients_map_writes_is_screened_as_it_is(tmp_path, workers):
     summary = tmp_path / "fhir" / "summary.json"
     assert summary.exists()
     result = screen_files([tmp_path / "fhir"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
-    assert [str(p) for p in result.problems if "summary.json" in p.where] == [
-        f"{summary}: not a FHIR resource (no resourceType): not read"]
+    assert sorted(result.skipped) == [(tmp_path / "fhir" / "rejects.csv", "not .json, .ndjson or .jsonl (or one of "
+                                       "them gzipped)"), (summary, "not a FHIR resource (no resourceType)")]
+    assert not result.problems
     patients = sum(1 for _ in (tmp_path / "fhir" / "Patient.ndjson").open())
     assert result.screening.patients == patients > 0
     with pytest.raises(InputError, match="summary.json: not a FHIR resource"):

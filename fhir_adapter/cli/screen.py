@@ -41,11 +41,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+#: The screening dates accepted: windows count back years from --as-of, and calendar arithmetic needs room.
+EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(9998, 12, 31)
+#: How many files skipped in the input directories are named one by one (the rest are counted).
+SHOWN_SKIPPED = 10
+
+
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
+    if not EARLIEST <= day <= LATEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a screening date from {EARLIEST} to {LATEST}")
+    return day
+
+
+def _output_directory(out: Path) -> None:
+    """Make --out, or say why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {out}: exists and is not a directory") from None
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot make the directory: {exc.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--per-patient reads patients from a server: give --server URL")
     if args.write_back and not args.server:
         raise UsageError("--write-back writes ResearchSubjects to a server: give --server URL")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {args.workers}")
+    if args.html_candidates is not None and args.html_candidates < 0:
+        raise UsageError(f"--html-candidates must be 0 or more, not {args.html_candidates}")
+    _output_directory(args.out)
     as_of = args.as_of or dt.date.today()
     html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
     written = None
@@ -77,6 +101,15 @@ def run(args: argparse.Namespace) -> int:
             result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
+    except OSError as exc:                      # an input file that cannot be read, a report that cannot be written
+        if exc.filename is None:
+            raise
+        raise UsageError(f"{exc.filename}: {exc.strerror}") from None
+    for path, why in result.skipped[:SHOWN_SKIPPED]:
+        print(f"note: skipped {path}: {why}", file=sys.stderr)
+    if len(result.skipped) > SHOWN_SKIPPED:
+        print(f"note: skipped {len(result.skipped) - SHOWN_SKIPPED} more files in the input directories",
+              file=sys.stderr)
     screening = result.screening
     print(f"screened {screening.patients} patients ({result.read} resources read, {result.used} used) "
           f"against {len(trials)} trial(s) as of {as_of.isoformat()}")
@@ -84,15 +117,17 @@ def run(args: argparse.Namespace) -> int:
         counts = screening.funnels[trial.id].verdicts
         print(f"  {trial.id} {trial.title}: {counts['eligible']} eligible, {counts['needs-review']} need review, "
               f"{counts['ineligible']} ineligible")
-    if result.problems:
-        print(f"{len(result.problems)} input record(s) could not be used, listed in {args.out / 'problems.csv'}; "
-              f"first: {result.problems[0]}", file=sys.stderr)
+    status = 0
     if written is not None:
         print(f"write-back of {len(screening.statuses)} ResearchSubjects: {written.summary()}")
         for failure in written.failures:
             print(failure.describe(), file=sys.stderr)
-        if not written.ok:
-            return 1
-    for name in ("screening.json", "screening.csv", "report.html"):
+        status = 0 if written.ok else 1
+    names = ["screening.json", "screening.csv", "report.html"] + (["problems.csv"] if result.problems else [])
+    for name in names:
         print(f"wrote {args.out / name}")
-    return 0
+    if result.problems:                         # where only: a problem's text may quote patient data
+        print(f"{len(result.problems)} input record(s) could not be used (the first at {result.problems[0].where}): "
+              f"see {args.out / 'problems.csv'}", file=sys.stderr)
+        status = 1
+    return status

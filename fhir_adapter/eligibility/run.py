@@ -9,6 +9,7 @@ and, optionally, criteria read from it; ResearchSubjects written back): the call
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,18 +21,20 @@ from ..report.regions import Regions
 from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish, plan, replacing
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
-from .load import map_shares, order_key
+from .load import Inputs, map_shares, order_key
 
 
 @dataclass
 class RunResult:
-    """A finished run: the merged screening, counts, problems, and how long each stage took."""
+    """A finished run: the merged screening, counts, problems, how long each stage took, and the files in
+    the input directories that were not read, with why."""
 
     screening: Screening
     read: int
     used: int
     problems: list[Problem] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial], as_of: dt.date,
@@ -51,8 +54,14 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
     return summary, problems, index.read, index.used
 
 
+def _natural(text: str) -> list[Any]:
+    """A sort key that puts `f.ndjson:9` before `f.ndjson:10` (and `#entry[9]` before `#entry[10]`)."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+
+
 def _problems(problems: Iterable[Problem]) -> list[Problem]:
-    return list(dict.fromkeys(problems))
+    """The problems once each, by where they are (file, then line or entry): the same for any number of workers."""
+    return sorted(dict.fromkeys(problems), key=lambda p: _natural(p.where))
 
 
 def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as_of: dt.date | None = None,
@@ -60,8 +69,9 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
                  keep_statuses: bool = False) -> RunResult:
     """Screen the patients in NDJSON / Bundle files against the trials and write the reports to `out`."""
     as_of = as_of or dt.date.today()
-    out.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in paths]
+    inputs = Inputs.of(paths)                # a missing path fails here, before anything is written; stdin read
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     regions: list[Regions] = []
@@ -73,14 +83,14 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
         return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions[0])
 
     with replacing(out):
-        shares = list(map_shares(paths, task, workers, start))
+        shares = list(map_shares(inputs, task, workers, start))
         screened = time.perf_counter()
         problems = _problems(p for share in shares for p in share[1])
         screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,
                            source=", ".join(paths))
     done = time.perf_counter()
     return RunResult(screening, sum(s[2] for s in shares), sum(s[3] for s in shares), problems,
-                     {"load and screen": screened - started, "merge and report": done - screened})
+                     {"load and screen": screened - started, "merge and report": done - screened}, inputs.skipped)
 
 
 def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.date | None = None,
