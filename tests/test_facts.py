@@ -427,6 +427,10 @@ def test_r5_medication_as_codeable_reference(kind):
     referenced._add("MedicationStatement", status="recorded", medication={"reference": {"reference": "Medication/m1"}},
                     effectivePeriod={"start": referenced.ago(20), "end": referenced.ago(10)})
     assert referenced.fact("therapy", "corticosteroids", "30 d").value is True
+    ongoing = Chart()                                       # R5 has no `active`: an open period is ongoing
+    ongoing._add("MedicationStatement", status="recorded", medication={"concept": Chart.code("fampridine")},
+                 effectivePeriod={"start": ongoing.ago(100)})
+    assert ongoing.fact("therapy", "fampridine", "0 d").value is True
 
 
 def test_active_statement_without_effective_date_counts_from_its_assertion():

@@ -656,7 +656,8 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} without any date"))
         return False
     if end is None:
-        end = ONGOING if status in ("active", "intended", "on-hold", None) else END_UNKNOWN
+        # R5 statements are all `recorded`: an open period is an ongoing therapy there, as `active` is in R4
+        end = ONGOING if status in ("active", "intended", "on-hold", "recorded", None) else END_UNKNOWN
     p.exposures.append(Exposure(concepts, start, end, ref))
     return True
 
