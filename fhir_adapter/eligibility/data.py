@@ -48,6 +48,9 @@ Day = int
 ONGOING: Day = 10**7
 END_UNKNOWN: Day = -1
 
+#: Results that count under another subject too: an RNA test is a hepatitis C test (`hcv`: either kind), and
+#: the antibody tests alone (`hcv-antibody`) are what `hcv-rna` weighs against the RNA tests.
+_LAB_ALSO = {"hcv-rna": "hcv", "hcv": "hcv-antibody"}
 LAB_CONCEPTS = frozenset({"egfr", "platelets", "white-cells", "hiv", "hbsag", "hcv", "hcv-rna", "syphilis", "htlv",
                           "pregnancy-test", "csf-oligoclonal-bands"})
 SEVERITY_RANK = {"mild": 1, "moderate": 2, "severe": 3}
@@ -422,7 +425,7 @@ class PatientIndex:
         ref = f"{rtype}/{rid}" if rid else (where or f"{rtype}/?")
         pid = pid or subject_of(resource)
         if not pid:
-            self.problems.append(Problem(where or ref, f"{rtype} without a Patient subject"))
+            self.problems.append(Problem(where or ref, _why_no_patient(resource)))
             return
         if handler(self, self.patient(pid), resource, ref, where or ref):
             self.used += 1
@@ -600,11 +603,10 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
         else:
             result = _qualitative(r)   # None: a result that says neither positive nor negative
         p.labs.setdefault(name, []).append((when, result, ref))
-        if name == "hcv-rna":               # an RNA test is a hepatitis C test too (the hcv subject: either)
-            p.labs.setdefault("hcv", []).append((when, result, ref))
-        elif name == "hcv":                 # and the antibody tests alone, which hcv-rna weighs against RNA
-            p.labs.setdefault("hcv-antibody", []).append((when, result, ref))
-        elif name == "pregnancy-test" and result is not None:
+        also = _LAB_ALSO.get(name)
+        if also:
+            p.labs.setdefault(also, []).append((when, result, ref))
+        if name == "pregnancy-test" and result is not None:
             p.pregnancy.append((when, result, ref))
         return True
     return False
@@ -660,6 +662,20 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         end = ONGOING if status in ("active", "intended", "on-hold", "recorded", None) else END_UNKNOWN
     p.exposures.append(Exposure(concepts, start, end, ref))
     return True
+
+
+def _why_no_patient(resource: dict[str, Any]) -> str:
+    """Why a resource names no patient: no id (a Patient), or what its subject / patient names instead."""
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        return "Patient without an id"
+    for name in ("subject", "patient"):
+        ref = resource.get(name)
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(target, str):
+            found = "a Patient's fullUrl in its Bundle" if target.startswith("urn:") else "a Patient/<id> reference"
+            return f"{rtype} {name} {target!r} is not {found}"
+    return f"{rtype} without a subject or patient reference"
 
 
 _HANDLERS = {

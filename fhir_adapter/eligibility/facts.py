@@ -534,6 +534,7 @@ def pregnant(patient: PatientData, subject: str | None, window: Window | None, c
         return Fact(False, (patient.reference,), "male")
     found = _upto(patient.pregnancy, clock)
     undated = None
+    recorded = []
     for c in patient.conditions:        # a pregnancy recorded as a Condition: pregnant from its onset (or record)
         if "pregnant" not in c.concepts:
             continue
@@ -543,7 +544,9 @@ def pregnant(patient: PatientData, subject: str | None, window: Window | None, c
         elif began <= clock.as_of:      # ended (abatement): not pregnant since then
             ended = c.abated is not None and c.abated <= clock.as_of
             if ended or c.active:
-                found = sorted([*found, (c.abated, False, c.ref) if ended else (began, True, c.ref)], key=_day)
+                recorded.append((c.abated, False, c.ref) if ended else (began, True, c.ref))
+    if recorded:
+        found = sorted([*found, *recorded], key=_day)
     if undated and not found:
         return Fact(None, (undated,), "pregnancy recorded as an active condition without a date")
     if found:

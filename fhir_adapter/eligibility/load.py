@@ -140,34 +140,13 @@ def _keep(resource: dict[str, Any], where: str, everyone: bool, part: int, parts
     pid = subject_of(resource)
     if pid is None:
         if part == 0 or not everyone:
-            _add_without_patient(index, resource, where)     # counted, and reported if unusable, once
+            index.add(resource, where)          # counted, and reported if unusable, once
         elif resource.get("resourceType") == "Medication" and resource.get("id"):
             index.medications[resource["id"]] = drug_concepts(resource.get("code"))   # every worker needs them
     elif partition(pid, parts) == part:
         index.add(resource, where, pid)
     elif not everyone:
         strays.append((where, resource))        # guessed wrong from the raw line: hand it to its owner
-
-
-def _add_without_patient(index: PatientIndex, resource: dict[str, Any], where: str) -> None:
-    """`index.add` for a resource that names no patient, its complaint saying what the resource names instead."""
-    count = len(index.problems)
-    index.add(resource, where)
-    if len(index.problems) > count and index.problems[-1].message.endswith("without a Patient subject"):
-        index.problems[-1] = Problem(index.problems[-1].where, _why_no_patient(resource))
-
-
-def _why_no_patient(resource: dict[str, Any]) -> str:
-    rtype = resource.get("resourceType")
-    if rtype == "Patient":
-        return "Patient without an id"
-    for name in ("subject", "patient"):
-        ref = resource.get(name)
-        target = ref.get("reference") if isinstance(ref, dict) else None
-        if isinstance(target, str):
-            found = "a Patient's fullUrl in its Bundle" if target.startswith("urn:") else "a Patient/<id> reference"
-            return f"{rtype} {name} {target!r} is not {found}"
-    return f"{rtype} without a subject or patient reference"
 
 
 # ------------------------------------------------------------------------------------------ documents
