@@ -28,7 +28,8 @@ class Concept:
     """A concept with the codings written for it and every (system, code) that stands for it.
 
     `under`: groups of a hierarchical code system (ICD-10 categories, ATC groups) every code of which stands
-    for the concept, as (system, code without dots, display): a ValueSet's `is-a` filter.
+    for the concept, as (system, code without dots, display): a ValueSet's `is-a` filter. `names`: other
+    names (a drug's brands), for reading free text.
     """
 
     name: str
@@ -36,6 +37,7 @@ class Concept:
     recognised: frozenset[tuple[str, str]]
     under: tuple[tuple[str, str, str], ...] = ()
     label: str = ""                             # `display:` of a concept known by its groups only
+    names: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -78,6 +80,7 @@ def load() -> Terminology:
     concepts: dict[str, Concept] = {}
     index: dict[tuple[str, str], str] = {}
     groups: dict[str, dict[str, str]] = {}
+    named: dict[str, str] = {}                  # other name (lower case) -> concept
     for name, spec in data["concepts"].items():
         where = f"concept {name}"
         emitted = tuple(_coding(systems, row, where) for row in spec.get("codes", []))
@@ -87,7 +90,14 @@ def load() -> Terminology:
             raise ValueError(f"{SOURCE}: {where}: give its codes, or the groups ('under') its codes belong to "
                              f"and a display")
         recognised = frozenset((c["system"], c["code"]) for c in (*emitted, *accepted))
-        concepts[name] = Concept(name, emitted, recognised, under, str(spec.get("display", "")))
+        names = spec.get("names", [])
+        if not (isinstance(names, list) and all(isinstance(n, str) and n.strip() for n in names)):
+            raise ValueError(f"{SOURCE}: {where}: names must be a list of words, got {names!r}")
+        for other in names:
+            owner = named.setdefault(other.lower(), name)
+            if owner != name:
+                raise ValueError(f"{SOURCE}: {where}: the name {other!r} already names concept {owner}")
+        concepts[name] = Concept(name, emitted, recognised, under, str(spec.get("display", "")), tuple(names))
         for key in recognised:
             # A shared code (ICD-10 G35 for every subtype) indexes the first, most general concept.
             index.setdefault(key, name)

@@ -475,6 +475,26 @@ def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():
     assert erroneous.fact("therapy", "corticosteroids", "30 d").value is None
 
 
+def test_drugs_not_recognised_are_counted_in_the_reason():
+    """A drug known by no code or name of terminology.yaml is not one of the subject's, but the reviewer is told
+    how many of the records were not recognised (one may be a DMT under a name screening does not know)."""
+    chart = Chart()
+    chart.med("glatiramer", start=800, end=500)
+    chart._add("MedicationStatement", status="active", effectivePeriod={"start": chart.ago(100)},
+               medicationCodeableConcept={"text": "Vitamin D3 1000 IU"})
+    chart.resources.append({"resourceType": "Medication", "id": "m9", "code": {"text": "Baclofen 10 mg"}})
+    chart._add("MedicationStatement", status="active", effectivePeriod={"start": chart.ago(100)},
+               medicationReference={"reference": "Medication/m9"})
+    found = chart.fact("therapy", "corticosteroids", "30 d")
+    assert found.value is False
+    assert found.detail.endswith("among 3 medication record(s), 2 of them a drug not recognised"), found.detail
+    named = Chart()
+    named._add("MedicationStatement", status="active", effectivePeriod={"start": named.ago(100)},
+               medicationCodeableConcept={"text": "Tysabri 300 mg every 4 weeks"})
+    assert named.fact("therapy", "immunosuppressants", "0 d").value is True
+    assert named.data().unrecognised_medications == 0
+
+
 # ------------------------------------------------------------------------------------------ conditions, labs
 
 def test_conditions_closed_world_when_a_problem_list_exists():

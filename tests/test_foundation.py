@@ -70,6 +70,22 @@ def test_terminology_reads_old_atc_and_new_icd10cm_codes():
     assert (atc, "L04AA27") in terminology.recognised_codes("immunosuppressants")
 
 
+def test_terminology_drug_names_are_read_and_must_name_one_drug(tmp_path, monkeypatch):
+    assert "Ocrevus" in terminology.concept("ocrelizumab").names
+    assert terminology.concept("ozanimod").names == ("Zeposia",)
+    source = tmp_path / "terminology.yaml"
+    source.write_text("systems: {atc: http://www.whocc.no/atc}\nconcepts:\n"
+                      "  a: {codes: [[atc, L01, a]], names: [Brandy]}\n"
+                      "  b: {codes: [[atc, L02, b]], names: [brandy]}\n", encoding="utf-8")
+    monkeypatch.setattr(terminology, "SOURCE", source)
+    with pytest.raises(ValueError, match="concept b: the name 'brandy' already names concept a"):
+        terminology.load.__wrapped__()
+    source.write_text("systems: {atc: http://www.whocc.no/atc}\nconcepts:\n"
+                      "  a: {codes: [[atc, L01, a]], names: Brandy}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="concept a: names must be a list"):
+        terminology.load.__wrapped__()
+
+
 def test_unknown_concept_says_where_to_add_it():
     with pytest.raises(KeyError, match="terminology.yaml"):
         terminology.codings("no-such-concept")

@@ -288,6 +288,14 @@ def add(chart: Chart, build: Callable[[Chart], object]) -> Chart:
     return chart
 
 
+def named(text: str, start: int, end: int | None = None, coding: dict | None = None) -> Callable[[Chart], object]:
+    """A therapy known only by its name: `text` (and a `coding` of a code screening does not list)."""
+    def build(chart: Chart) -> None:
+        resource = chart.med("glatiramer", start=start, end=end)
+        resource["medicationCodeableConcept"] = {"coding": [coding] if coding else [], "text": text}
+    return build
+
+
 def _progression(first: float, latest: float, gd: int = 1) -> Chart:
     """An SPMS patient with EDSS `first` 300 days ago and `latest` 20 days ago, and `gd` GEL 100 days ago."""
     chart = Chart()
@@ -340,6 +348,15 @@ MESEMS_COMMON: list[tuple[str, Callable[[], Chart], str, str | None]] = [
      r"(?i)immunosuppressive"),
     ("natalizumab 100 days ago", lambda: add(M(), lambda c: c.med(system="http://www.whocc.no/atc", code="L04AA23",
                                                                   start=400, end=100)), ELIGIBLE, None),
+    # the same for therapies approved later (ATC 2026), and for drugs known only by a brand name
+    ("ozanimod 80 days ago (ATC L04AE02)", lambda: add(M(), lambda c: c.med(system=ATC, code="L04AE02", start=400,
+                                                                            end=80)),
+     INELIGIBLE, r"(?i)immunosuppressive"),
+    ("'Zeposia 0.92 mg' 80 days ago, text only", lambda: add(M(), named("Zeposia 0.92 mg", 400, 80)), INELIGIBLE,
+     r"(?i)immunosuppressive"),
+    ("'Plegridy 125 mcg' 20 days ago, text only", lambda: add(M(), named("Plegridy 125 mcg", 400, 20)), INELIGIBLE,
+     r"(?i)interferon"),
+    ("'Vitamin D3 1000 IU' ongoing: not a DMT", lambda: add(M(), named("Vitamin D3 1000 IU", 400)), ELIGIBLE, None),
     # eGFR < 60
     ("eGFR 59", lambda: add(M(), lambda c: c.lab("egfr", 10, value=59, unit="mL/min/{1.73_m2}")), INELIGIBLE,
      r"(?i)eGFR"),
@@ -428,6 +445,15 @@ CASES: dict[str, list[tuple[str, Callable[[], Chart], str, str | None]]] = {
          INELIGIBLE, r"(?i)ocrelizumab"),
         ("ocrelizumab 400 days ago", lambda: add(S(), lambda c: c.med("ocrelizumab", start=700, end=400)),
          ELIGIBLE, None),
+        ("ublituximab 170 days ago (ATC L04AG14)",
+         lambda: add(S(), lambda c: c.med(system=ATC, code="L04AG14", start=400, end=170)), INELIGIBLE,
+         r"(?i)immunomodulatory"),
+        ("'Ocrevus 300 mg' 300 days ago, text only", lambda: add(S(), named("Ocrevus 300 mg", 700, 300)), INELIGIBLE,
+         r"(?i)ocrelizumab"),
+        ("on ponesimod, an RxNorm product not listed, named in its display",
+         lambda: add(S(), named("", 300, coding={"system": system("rxnorm"), "code": "not-listed",
+                                                 "display": "ponesimod 20 MG Oral Tablet [Ponvory]"})),
+         INELIGIBLE, r"(?i)immunomodulatory"),
         ("on fampridine", lambda: add(S(), lambda c: c.med("fampridine", start=300)), INELIGIBLE, r"(?i)fampridin"),
         ("fampridine stopped 10 days ago", lambda: add(S(), lambda c: c.med("fampridine", start=300, end=10)),
          ELIGIBLE, None),

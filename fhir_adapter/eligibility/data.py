@@ -121,6 +121,7 @@ class PatientData:
     lactation: list[tuple[Day, bool, str]] = field(default_factory=list)
     exposures: list[Exposure] = field(default_factory=list)
     medication_records: int = 0                 # therapy resources read, recognised or not
+    unrecognised_medications: int = 0           # of these, drugs known by no code or name in terminology.yaml
     observations: int = 0
 
     @property
@@ -259,14 +260,17 @@ def concepts_of(codeable: Any) -> frozenset[str]:
 
 
 def _drug_names() -> tuple[re.Pattern[str], dict[str, str]]:
+    """The words that name a drug in free text: its displays, its other names (brands) and its own name."""
+    concepts = _TERMINOLOGY.concepts
     drugs = {name for vs in ("disease-modifying-therapies", "corticosteroids") for name in terminology.members(vs)}
-    drugs |= {"fampridine"}
+    drugs |= {"fampridine"} | {name for name, c in concepts.items() if c.names}
     names = {}
     for name in drugs:
-        for coding in terminology.codings(name):
+        for coding in concepts[name].codings:
             names[coding["display"].lower()] = name
+        for other in concepts[name].names:
+            names[other.lower()] = name
         names[name.replace("-", " ")] = name
-    names["dalfampridine"] = "fampridine"
     alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
     return re.compile(rf"\b({alternatives})\b"), names
 
@@ -281,6 +285,8 @@ def drug_concepts(codeable: Any) -> frozenset[str]:
     ['fingolimod']
     >>> sorted(drug_concepts({"text": "Fingolimod 0.5 MG Oral Capsule [Gilenya]"}))
     ['fingolimod']
+    >>> sorted(drug_concepts({"text": "Ocrevus 300 mg i.v."}))
+    ['ocrelizumab']
     """
     found = concepts_of(codeable)
     if found or not isinstance(codeable, dict):
@@ -448,6 +454,8 @@ class PatientIndex:
                         self.problems.append(Problem(exposure.ref, f"its medication {target} is not in the input: "
                                                                    "the drug is not known"))
                     exposure.concepts = found or frozenset()
+                    if not found:
+                        patient.unrecognised_medications += 1
             patient.sort()
         return self
 
@@ -631,6 +639,7 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         elif isinstance(target, str) and "Medication/" in target:
             concepts = frozenset({"Medication/" + target.rsplit("Medication/", 1)[1].split("/")[0]})
     if not concepts:
+        p.unrecognised_medications += 1
         return False
     rtype = r["resourceType"]
     status = r.get("status")

@@ -505,7 +505,10 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
         return Fact(True, tuple(exposed), f"{'; '.join(texts)} ({label} {where})")
     if unsure:
         return Fact(None, tuple(unsure), f"{'; '.join(texts)}: cannot tell whether it reached the window ({where})")
-    return Fact(False, (), f"no {label} {where} among {patient.medication_records} medication record(s)")
+    unknown = patient.unrecognised_medications
+    among = f"{patient.medication_records} medication record(s)" + (f", {unknown} of them a drug not recognised"
+                                                                    if unknown else "")
+    return Fact(False, (), f"no {label} {where} among {among}")
 
 
 @evaluator("condition")
