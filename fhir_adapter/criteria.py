@@ -48,6 +48,9 @@ FACTS: dict[str, dict[str, str]] = {
     "csf-oligoclonal-bands": {"value": "boolean", "about": "CSF-specific oligoclonal bands found"},
     "therapy": {"value": "boolean", "window": "yes", "subject": "value set or concept of drugs",
                 "about": "exposed inside the window (a window of 0 d: on it at the screening date)"},
+    "therapy-duration": {"value": "number", "unit": "d", "subject": "value set or concept of drugs",
+                         "about": "days on the therapy up to the screening date (a drug's records less than 400 "
+                                  "days apart make one course; overlapping drugs count once)"},
     "condition": {"value": "boolean", "subject": "value set or concept of conditions",
                   "about": "the condition is or was recorded"},
     "lab-positive": {"value": "boolean", "window": "yes", "subject": "lab concept (hiv, hbsag, ...)",

@@ -125,7 +125,13 @@ def test_r5_cmm_em_reads_like_the_protocol():
 
     activity = lines["inc-5"]["definitionByCombination"]
     assert activity["code"] == "any-of"
-    relapses = next(c for c in activity["characteristic"] if c["linkId"] == "inc-5.2")
+    # inclusion 5.2 is the relapses "after at least a year of attempted therapy": both parts of a combination
+    line = next(c for c in activity["characteristic"] if c["linkId"] == "inc-5.2")["definitionByCombination"]
+    relapses, therapy = line["characteristic"]
+    assert line["code"] == "all-of"
+    assert therapy["definitionByTypeAndValue"]["type"]["coding"][0]["code"] == "therapy-duration"
+    assert therapy["definitionByTypeAndValue"]["valueQuantity"] == {
+        "comparator": ">=", "value": 365, "unit": "d", "system": "http://unitsofmeasure.org", "code": "d"}
     assert relapses["definitionByTypeAndValue"]["type"]["coding"][0]["code"] == "relapse-count"
     assert relapses["definitionByTypeAndValue"]["valueCodeableConcept"]["coding"][0]["code"] == "6736007"  # moderate
     assert relapses["instancesQuantity"] == {"comparator": ">=", "value": 1}
@@ -220,6 +226,8 @@ SHAPES = [
     {"linkId": "k", "kind": "exclusion", "text": "current", "rule": _rule("therapy", subject="fampridine",
                                                                           window="0 d", present=True)},
     {"linkId": "l", "kind": "exclusion", "text": "ever", "rule": _rule("therapy", subject="rituximab", present=True)},
+    {"linkId": "l2", "kind": "inclusion", "text": "a year of attempted therapy",
+     "rule": _rule("therapy-duration", subject="disease-modifying-therapies", at_least=365)},
     {"linkId": "m", "kind": "exclusion", "text": "labs",
      "rule": {"all-of": [_rule("lab-value", subject="white-cells", window="< 3 mo", below=3.5),
                          _rule("lab-value", subject="egfr", at_least=30),

@@ -475,6 +475,51 @@ def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():
     assert erroneous.fact("therapy", "corticosteroids", "30 d").value is None
 
 
+DMT = "disease-modifying-therapies"
+
+
+def test_therapy_duration_courses_overlaps_and_bounds():
+    def days(chart: Chart) -> tuple:
+        found = chart.fact("therapy-duration", DMT)
+        return found.value, found.upper
+    a_year = Chart()
+    a_year.med("interferon-beta-1a", start=565, end=200)
+    assert days(a_year) == (365.0, None)
+    overlap = Chart()                                   # 300 + 300 days, 100 of them on both drugs
+    overlap.med("interferon-beta-1a", start=800, end=500)
+    overlap.med("fingolimod", start=600, end=300)
+    assert days(overlap) == (500.0, None)
+    ongoing = Chart()
+    ongoing.med("natalizumab", start=100)               # still taken: up to the screening date
+    ongoing.med("natalizumab", start=10, end=None, status="active")
+    assert days(ongoing) == (100.0, None)
+    # records of one drug less than 400 days apart are one course (an infusion every 6 months, yearly courses)
+    infusions, yearly, apart = Chart(), Chart(), Chart()
+    for when in (900, 720, 540, 360, 180):
+        infusions.med("ocrelizumab", start=when, kind="MedicationAdministration")
+    assert days(infusions) == (720.0, None)
+    yearly.med("cladribine", start=900, kind="MedicationAdministration")
+    yearly.med("cladribine", start=501, kind="MedicationAdministration")
+    assert days(yearly) == (399.0, None)
+    apart.med("cladribine", start=900, kind="MedicationAdministration")
+    apart.med("cladribine", start=500, kind="MedicationAdministration")
+    assert days(apart) == (0.0, None)
+    # an end not recorded: between its start and the screening date; a start not recorded: at least
+    unsure = Chart()
+    unsure.med("glatiramer", start=400, status="completed")
+    found = unsure.fact("therapy-duration", DMT)
+    assert (found.value, found.upper) == (0.0, 400.0) and "end not recorded" in found.detail
+    no_start = Chart()
+    no_start._add("MedicationStatement", status="completed", medicationCodeableConcept=Chart.code("fingolimod"),
+                  effectivePeriod={"end": no_start.ago(50)})
+    assert days(no_start) == (0.0, float("inf"))
+    later = Chart()
+    later.med("fingolimod", start=-30)                  # prescribed to start after the screening date
+    later.med("prednisone", start=40, end=35)
+    assert days(later) == (0.0, None)
+    assert Chart().fact("therapy-duration", DMT).value is None     # no medication list at all
+
+
 def test_drugs_not_recognised_are_counted_in_the_reason():
     """A drug known by no code or name of terminology.yaml is not one of the subject's, but the reviewer is told
     how many of the records were not recognised (one may be a DMT under a name screening does not know)."""

@@ -62,7 +62,7 @@ def test_json_and_csv(tmp_path):
     b = next(r for r in rows if r["patient"] == "Patient/b")
     assert b["ineligible_because"] == "inc-4" and b["missing"] == "" and b["manual_review"] == "inc-6; exc-8"
     c = next(r for r in rows if r["patient"] == "Patient/c")
-    assert "inc-5.3: unknown: no MRI with a Gd-enhancing" in c["missing"]
+    assert "inc-5.3: (unknown: no MRI with a Gd-enhancing" in c["missing"]
     assert result.screening.funnels["NCT02035514"].verdicts == {"eligible": 1, "needs-review": 1, "ineligible": 1}
 
 

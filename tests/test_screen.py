@@ -21,6 +21,12 @@ from fhir_adapter.criteria import Criterion
 from fhir_adapter.eligibility import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial, index_resources, screen
 from fhir_adapter.eligibility.trials import load_trials
 
+
+def _after_a_year(rule: dict) -> dict:
+    """Inclusion 5's evidence "after at least a year of attempted therapy" (365 days on an MS DMT)."""
+    return {"all-of": [rule, {"fact": "therapy-duration", "subject": "disease-modifying-therapies", "at-least": 365}]}
+
+
 # CMM-EM criteria as the seed words them, in computable form (the mapping in mappings/trials is checked
 # against the same expectations once it exists: see `cmm_em` below).
 CMM_EM = Trial("NCT02035514", "CMM-EM", tuple(Criterion.from_dict(c) for c in [
@@ -39,16 +45,17 @@ CMM_EM = Trial("NCT02035514", "CMM-EM", tuple(Criterion.from_dict(c) for c in [
     {"linkId": "inc-3", "kind": "inclusion", "text": "Disease duration >= 2 and <= 10 years",
      "rule": {"fact": "disease-duration", "range": [2, 10]}},
     {"linkId": "inc-4", "kind": "inclusion", "text": "EDSS 3.0 - 6.5", "rule": {"fact": "edss", "range": [3.0, 6.5]}},
-    {"linkId": "inc-5", "kind": "inclusion", "text": "Progression, continued relapses or worsening MRI",
+    {"linkId": "inc-5", "kind": "inclusion", "text": "Progression, continued relapses or worsening MRI after at "
+                                                     "least a year of attempted therapy evidenced by:",
      "combine": "any-of", "children": [
          {"linkId": "inc-5.1", "text": "Increase of >= 1 EDSS point (<= 5.0) or 0.5 (>= 5.5)",
-          "rule": {"fact": "edss-progression", "window": "12 mo", "present": True}},
+          "rule": _after_a_year({"fact": "edss-progression", "window": "12 mo", "present": True})},
          {"linkId": "inc-5.2", "text": ">= 1 moderate-severe relapses in past 18 months",
-          "rule": {"fact": "relapse-count", "subject": "moderate", "window": "18 mo", "at-least": 1}},
+          "rule": _after_a_year({"fact": "relapse-count", "subject": "moderate", "window": "18 mo", "at-least": 1})},
          {"linkId": "inc-5.3", "text": ">= 1 Gadolinium enhancing lesions",
-          "rule": {"fact": "gd-lesion-count", "window": "12 mo", "at-least": 1}},
+          "rule": _after_a_year({"fact": "gd-lesion-count", "window": "12 mo", "at-least": 1})},
          {"linkId": "inc-5.4", "text": ">= 1 new T2 lesion",
-          "rule": {"fact": "new-t2-lesion-count", "window": "12 mo", "at-least": 1}}]},
+          "rule": _after_a_year({"fact": "new-t2-lesion-count", "window": "12 mo", "at-least": 1})}]},
     {"linkId": "inc-6", "kind": "inclusion", "text": "Has given informed consent to participate in the study."},
     {"linkId": "exc-3", "kind": "exclusion", "text": "<= 3 months since treatment with any immunosuppressive therapy",
      "rule": {"fact": "therapy", "subject": "immunosuppressants", "window": "3 mo", "present": True}},
@@ -83,16 +90,16 @@ def cmm_em(request) -> Trial:
 
 
 def candidate(pid: str = "p1", age: int = 35, onset_years: int = 5, edss: float = 4.0, gender: str = "male",
-              mri: bool = True) -> Chart:
+              mri: bool = True, treated: int = 700) -> Chart:
     """A CMM-EM candidate who meets every computable criterion: male, 35, RRMS for 5 years, EDSS 4.0
-    (20 days ago), one Gd-enhancing lesion 100 days ago, interferon stopped 200 days ago, negative HIV,
-    HBsAg and HCV tests, no relapse."""
+    (20 days ago), one Gd-enhancing lesion 100 days ago, interferon stopped 200 days ago after `treated` days,
+    negative HIV, HBsAg and HCV tests, no relapse."""
     chart = Chart(pid, age=age, gender=gender)
     chart.condition("rrms", onset=years_before(AS_OF, onset_years).isoformat())
     chart.edss(edss, 20)
     if mri:
         chart.mri(100, gd=1, t2=0)
-    chart.med("interferon-beta-1a", start=900, end=200)
+    chart.med("interferon-beta-1a", start=200 + treated, end=200)
     for lab in ("hiv", "hbsag", "hcv"):
         chart.lab(lab, 100, positive=False)
     return chart
@@ -137,6 +144,9 @@ def deciding_texts(verdict) -> list[str]:
     # exclusion 3, immunosuppressants within 3 months: natalizumab (old ATC code) stopped 40 days ago
     (lambda: _natalizumab(40), INELIGIBLE, r"immunosuppressive"),
     (lambda: _natalizumab(120), ELIGIBLE, None),
+    # inclusion 5, "... after at least a year of attempted therapy": 365 days of interferon are a year, 364 not
+    (lambda: candidate(treated=365), ELIGIBLE, None),
+    (lambda: candidate(treated=364), INELIGIBLE, r"Progression, continued relapses"),
     # exclusion 7: a positive HIV test excludes whatever else is unknown
     (lambda: _with(candidate(mri=False), "lab", "hiv", 10), INELIGIBLE, r"HIV"),
     # inclusion 1.2 / exclusion 1: SPMS only "with continued relapses" (a moderate one 100 days ago counts)

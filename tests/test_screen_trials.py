@@ -63,9 +63,11 @@ def _subtype(*names: str) -> dict:
     return _rule("ms-subtype", any_of=list(names))
 
 
-# MESEMS (Toulouse and Genova word them alike): RRMS with >= 1 relapse in 12 months, >= 2 in 24 months or >= 1
-# GEL in 12 months; PPMS with EDSS progression, >= 1 GEL and oligoclonal bands
-_ACTIVE_RRMS = _all(_subtype("rrms"), _any(_relapses("12 mo", 1), _relapses("24 mo", 2), _GEL_12))
+# MESEMS (Toulouse and Genova word them alike): RRMS "not responding to at least a year of attempted therapy with
+# one or more of the approved therapies" with >= 1 relapse in 12 months, >= 2 in 24 months or >= 1 GEL in 12 months
+# (SPMS likewise); PPMS with EDSS progression, >= 1 GEL and oligoclonal bands
+_YEAR_OF_THERAPY = _rule("therapy-duration", subject="disease-modifying-therapies", at_least=365)
+_ACTIVE_RRMS = _all(_subtype("rrms"), _YEAR_OF_THERAPY, _any(_relapses("12 mo", 1), _relapses("24 mo", 2), _GEL_12))
 _ACTIVE_PPMS = _all(_subtype("ppms"), _PROGRESSION_12, _GEL_12, _CSF)
 _PREGNANT = _rule("pregnant", present=True)
 _EGFR_OR_RENAL = _any(_rule("lab-value", subject="egfr", below=60),
@@ -88,7 +90,7 @@ TOULOUSE = Trial("NCT02403947", "MESEMS Toulouse", _criteria(
          "rule": _ACTIVE_RRMS},
         {"linkId": "inc-2.2", "text": "Secondary progressive MS (SPMS) ... with >= 1 relapse in the last twelve "
                                       "months, or without on-going relapses but with >= 1 GEL in the last 12 months",
-         "rule": _all(_subtype("spms"), _any(_relapses("12 mo", 1), _GEL_12))},
+         "rule": _all(_subtype("spms"), _YEAR_OF_THERAPY, _any(_relapses("12 mo", 1), _GEL_12))},
         {"linkId": "inc-2.3", "text": "Primary progressive MS (PPMS): EDSS increase in the last twelve months, "
                                       ">= 1 GEL within the last 12 months, positive CSF (oligoclonal banding)",
          "rule": _ACTIVE_PPMS}]},
@@ -135,7 +137,7 @@ GENOVA = Trial("NCT01854957", "MESEMS Genova", _criteria(
                                      "point of the EDSS (if EDSS <= 5.0) or 0.5 EDSS point (if EDSS >= 5.5) in the "
                                      "last 12 months ii. >=1 clinically documented relapse or >= 1 GEL at MRI within "
                                      "the last twelve months",
-         "rule": _all(_subtype("spms"), _PROGRESSION_12, _any(_relapses("12 mo", 1), _GEL_12))},
+         "rule": _all(_subtype("spms"), _YEAR_OF_THERAPY, _PROGRESSION_12, _any(_relapses("12 mo", 1), _GEL_12))},
         {"linkId": "inc-1c", "text": "Primary progressive MS (PPMS) patients with all the following features",
          "rule": _ACTIVE_PPMS}]},
     {"linkId": "inc-2", "kind": "inclusion", "text": "Age 18 to 50 years", "rule": _rule("age", range=[18, 50])},
@@ -236,16 +238,17 @@ def _sources(nct: str) -> list[tuple[str, Trial]]:
 # ------------------------------------------------------------------------------------------ the patients
 
 def mesems_candidate(pid: str = "p1", age: int = 35, onset_years: int = 5, edss: float = 4.0, mri: bool = True,
-                     gd: int = 1, gender: str = "male") -> Chart:
+                     gd: int = 1, gender: str = "male", treated: int = 700) -> Chart:
     """Meets every computable MESEMS criterion: male, 35, RRMS for 5 years, EDSS 4.0 (20 days ago), one
-    Gd-enhancing lesion on an MRI 100 days ago, interferon-beta stopped 200 days ago after 700 days, no relapse,
-    every infection test negative, eGFR 90, normal blood counts."""
+    Gd-enhancing lesion on an MRI 100 days ago, interferon-beta stopped 200 days ago after `treated` days, no
+    relapse, every infection test negative, eGFR 90, normal blood counts."""
     chart = Chart(pid, age=age, gender=gender)
     chart.condition("rrms", onset=years_before(AS_OF, onset_years).isoformat())
     chart.edss(edss, 20)
     if mri:
         chart.mri(100, gd=gd, t2=0)
-    chart.med("interferon-beta-1a", start=900, end=200)
+    if treated:
+        chart.med("interferon-beta-1a", start=200 + treated, end=200)
     _normal_labs(chart, ("hiv", "htlv", "syphilis", "hbsag", "hcv"))
     return chart
 
@@ -292,7 +295,8 @@ def named(text: str, start: int, end: int | None = None, coding: dict | None = N
     """A therapy known only by its name: `text` (and a `coding` of a code screening does not list)."""
     def build(chart: Chart) -> None:
         resource = chart.med("glatiramer", start=start, end=end)
-        resource["medicationCodeableConcept"] = {"coding": [coding] if coding else [], "text": text}
+        resource["medicationCodeableConcept"] = {**({"coding": [coding]} if coding else {}),
+                                                 **({"text": text} if text else {})}
     return build
 
 
@@ -357,6 +361,17 @@ MESEMS_COMMON: list[tuple[str, Callable[[], Chart], str, str | None]] = [
     ("'Plegridy 125 mcg' 20 days ago, text only", lambda: add(M(), named("Plegridy 125 mcg", 400, 20)), INELIGIBLE,
      r"(?i)interferon"),
     ("'Vitamin D3 1000 IU' ongoing: not a DMT", lambda: add(M(), named("Vitamin D3 1000 IU", 400)), ELIGIBLE, None),
+    # "not responding to at least a year of attempted therapy": 365 days on a DMT are a year, 364 are not; the
+    # year may be made of two drugs, counted once where they overlap
+    ("interferon for 365 days", lambda: M(treated=365), ELIGIBLE, None),
+    ("interferon for 364 days", lambda: M(treated=364), INELIGIBLE, r"(?i)diagnosis of MS"),
+    ("fingolimod 200 days, then interferon 200 days overlapping it by 35",
+     lambda: add(M(treated=200), lambda c: c.med("fingolimod", start=565, end=365)), ELIGIBLE, None),
+    ("the same, overlapping by 36", lambda: add(M(treated=200), lambda c: c.med("fingolimod", start=564, end=364)),
+     INELIGIBLE, r"(?i)diagnosis of MS"),
+    ("never on a DMT (a steroid course only)",
+     lambda: add(M(treated=0), lambda c: c.med("methylprednisolone", start=400, end=395)), INELIGIBLE,
+     r"(?i)diagnosis of MS"),
     # eGFR < 60
     ("eGFR 59", lambda: add(M(), lambda c: c.lab("egfr", 10, value=59, unit="mL/min/{1.73_m2}")), INELIGIBLE,
      r"(?i)eGFR"),

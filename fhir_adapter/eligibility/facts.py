@@ -29,6 +29,10 @@ Closed or open world, fact by fact (what absence of data means):
 - therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date; no
   window: ever). Closed world when the patient has any therapy record (a medication list exists); unknown
   when there is none at all, or when an exposure started before the window and its end was not recorded.
+- therapy-duration: days on drugs of the value set up to the screening date. A drug's records less than 400 days
+  apart are one course (an infusion every 6 months, a yearly course), a day on two drugs counts once; an
+  end not recorded gives a range (to the start, or up to the screening date), a start not recorded makes it a
+  lower bound. Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
 - condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
   when the patient has any Condition (a problem list exists); unknown without one.
 - lab-positive, lab-value: the latest result of the test (inside the window when given). Open world:
@@ -509,6 +513,77 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
     among = f"{patient.medication_records} medication record(s)" + (f", {unknown} of them a drug not recognised"
                                                                     if unknown else "")
     return Fact(False, (), f"no {label} {where} among {among}")
+
+
+#: Records of one drug less than this many days apart are one course, the time between them time on the therapy:
+#: infusions every 6 months, and the yearly courses of cladribine or alemtuzumab given a few weeks late.
+SAME_COURSE = 400
+
+
+@evaluator("therapy-duration")
+def therapy_duration(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    wanted = members(subject or "")
+    label = _label(subject or "")
+    if not patient.medication_records:
+        return Fact(None, (), f"no medication records at all, so the time on {label} is not known")
+    as_of = clock.as_of
+    spans: dict[str, list[tuple[Day, Day, Day, str]]] = {}      # drug -> (start, shortest end, longest end, ref)
+    open_start: list[str] = []
+    for e in patient.exposures:
+        drugs = e.concepts & wanted
+        if not drugs or (e.start is not None and e.start > as_of):
+            continue
+        if e.start is None:                     # the start is not known: it may have begun at any time before
+            open_start.append(e.ref)
+            if e.end in (ONGOING, END_UNKNOWN) or e.end > as_of:
+                continue
+        start = e.start if e.start is not None else e.end
+        if e.end == ONGOING:
+            shortest = longest = as_of
+        elif e.end == END_UNKNOWN:
+            shortest, longest = start, as_of
+        else:
+            shortest = longest = min(e.end, as_of)
+        for drug in drugs:
+            spans.setdefault(drug, []).append((start, shortest, longest, e.ref))
+    courses: list[tuple[Day, Day, Day, str]] = []                # (start, shortest end, longest end, drug)
+    for drug, items in spans.items():
+        items.sort()
+        first, short, long_, _ = items[0]
+        for start, shortest, longest, _ in items[1:]:
+            if start - short < SAME_COURSE:
+                short, long_ = max(short, shortest), max(long_, longest)
+            else:
+                courses.append((first, short, long_, drug))
+                first, short, long_ = start, shortest, longest
+        courses.append((first, short, long_, drug))
+    least, most = _covered(courses, 1), _covered(courses, 2)
+    evidence = tuple(ref for items in spans.values() for *_, ref in items)
+    courses.sort()
+    told = "; ".join(f"{drug} {clock.date(first)} to {clock.date(short)}" if short == long_ else
+                     f"{drug} from {clock.date(first)}" + (f" to {clock.date(short)} or later" if short > first
+                                                          else "") + ", end not recorded"
+                     for first, short, long_, drug in courses)
+    if not courses and not open_start:
+        return Fact(0.0, (), f"no {label} {clock.window_text(None)} among {patient.medication_records} "
+                             "medication record(s)")
+    if open_start:
+        told = "; ".join(filter(None, (told, f"{len(open_start)} record(s) without a start")))
+        return Fact(float(least), evidence + tuple(open_start), f"at least {least} days on {label} ({told})",
+                    upper=INFINITY)
+    if least == most:
+        return Fact(float(least), evidence, f"{least} days on {label} ({told})")
+    return Fact(float(least), evidence, f"{least} to {most} days on {label} ({told})", upper=float(most))
+
+
+def _covered(courses: list[tuple[Day, Day, Day, str]], end: int) -> int:
+    """Days from the courses' starts to their ends (item `end`), a day on two drugs counted once."""
+    total, reach = 0, 0
+    for first, last in sorted((c[0], c[end]) for c in courses):
+        if last > reach:
+            total += last - max(first, reach)
+            reach = last
+    return total
 
 
 @evaluator("condition")
