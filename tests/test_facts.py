@@ -697,3 +697,29 @@ def test_an_onset_age_that_is_not_a_number_is_reported():
     assert [p.message for p in index.problems] == [
         'onsetAge {"value": NaN, "unit": "a"} is not an age in years or months: the onset is taken as unknown']
     assert chart.fact("disease-duration").value is None
+
+
+@pytest.mark.parametrize(("born", "why"), [
+    ((AS_OF + dt.timedelta(days=1)).isoformat(), "birthDate 2025-06-02 is after the screening date 2025-06-01"),
+    ("2026", "birthDate 2026 is after the screening date 2025-06-01"),
+    ("1850-01-01", "birthDate 1850-01-01 makes the patient 175 years old on 2025-06-01, older than anyone has lived"),
+    ("1900-01-01", "birthDate 1900-01-01 makes the patient 125 years old on 2025-06-01, older than anyone has lived"),
+    ("1902-05-31", "birthDate 1902-05-31 makes the patient 123 years old on 2025-06-01, older than anyone has lived"),
+])
+def test_a_birth_date_impossible_at_the_screening_date_leaves_the_age_unknown(born, why):
+    found = Chart(born=born).fact("age")
+    assert found.value is None and found.detail == f"{why}: the age is unknown"
+    assert found.evidence == ("Patient/p1",)
+    assert judge(Rule.from_dict({"fact": "age", "range": [18, 50]}), found) == UNKNOWN
+
+
+@pytest.mark.parametrize(("born", "age", "upper"), [
+    ("1903-06-01", 122, None),              # 122 today: as old as anyone has been
+    ("1902", 122, 123),                     # 122 if born after 1 June 1902: possible
+    (AS_OF.isoformat(), 0, None),           # born today
+    ("2025", 0, None),                      # born this year, before the screening date or not yet
+    ("2025-06", 0, None),
+])
+def test_birth_dates_at_the_edges_of_possible_give_an_age(born, age, upper):
+    found = Chart(born=born).fact("age")
+    assert (found.value, found.upper) == (age, upper), found.detail

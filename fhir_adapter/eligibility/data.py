@@ -70,6 +70,10 @@ _COUNT_FACTORS = {"10*9/l": 1.0, "10^9/l": 1.0, "10*3/ul": 1.0, "10^3/ul": 1.0, 
 #: as plausible from an extract it converts, and rejects otherwise.)
 LAB_LIMITS = {"egfr": ("eGFR", "mL/min/1.73m2", 250.0), "platelets": ("platelet count", "10*9/L", 10_000.0),
               "white-cells": ("white cell count", "10*9/L", 2_000.0)}
+#: Years no one is older than: the longest verified human life is 122 years (Jeanne Calment, 1875-1997).
+OLDEST = 122
+#: Fewer days than OLDEST years: a birth date closer to the screening date needs no closer look.
+OLDEST_DAYS = 365 * OLDEST
 _QUALITATIVE_WORDS = {"positive": True, "pos": True, "detected": True, "reactive": True, "present": True,
                       "yes": True, "negative": False, "neg": False, "not detected": False, "non-reactive": False,
                       "nonreactive": False, "absent": False, "no": False, "undetected": False}
@@ -122,6 +126,7 @@ class PatientData:
     gender: str | None = None
     deceased: Day | bool = False                # the day of death, True when only known to have died
     seen: bool = False                          # a Patient resource was read (not only references to it)
+    where: str = ""                             # where the Patient resource was read (`file:line`, `Type/id`)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
     edss: list[tuple[Day, float, str]] = field(default_factory=list)
@@ -145,6 +150,30 @@ class PatientData:
             return "deceased"
         if died and died <= as_of.toordinal():
             return f"deceased on {dt.date.fromordinal(died).isoformat()}"
+        return None
+
+    def impossible_birth(self, as_of: dt.date) -> str | None:
+        """Why the birth date cannot be right at the screening date `as_of`, which leaves the age unknown: after
+        it, or more than OLDEST years before it; None when it can be (or is not recorded).
+
+        >>> p = PatientData("p1", birth=(day("1870-01-01"),) * 2, birth_text="1870-01-01")
+        >>> p.impossible_birth(dt.date(1990, 1, 1)), p.impossible_birth(dt.date(2000, 1, 1))
+        (None, 'birthDate 1870-01-01 makes the patient 130 years old on 2000-01-01, older than anyone has lived')
+        >>> p.impossible_birth(dt.date(1869, 12, 31))
+        'birthDate 1870-01-01 is after the screening date 1869-12-31'
+        """
+        birth = self.birth
+        if birth is None:
+            return None
+        today = as_of.toordinal()
+        if birth[0] > today:                    # even its earliest day: `2026` is possible on 2026-06-01
+            return f"birthDate {self.birth_text} is after the screening date {as_of.isoformat()}"
+        if today - birth[1] > OLDEST_DAYS:
+            born = dt.date.fromordinal(birth[1])
+            years = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
+            if years > OLDEST:
+                return (f"birthDate {self.birth_text} makes the patient {years} years old on {as_of.isoformat()}, "
+                        "older than anyone has lived")
         return None
 
     def sort(self) -> None:
@@ -472,6 +501,7 @@ class PatientIndex:
 
 def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
     p.seen = True
+    p.where = where
     p.gender = r.get("gender") if isinstance(r.get("gender"), str) else None
     p.birth_text = r.get("birthDate") if isinstance(r.get("birthDate"), str) else None
     p.birth = day_range(p.birth_text)
