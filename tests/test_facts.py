@@ -662,7 +662,129 @@ def test_resources_of_unexpected_shape_are_problems_not_failures():
     index = index_resources(chart.resources)
     problems = [str(p) for p in index.problems]
     assert len(problems) == 5, problems
-    assert sum("unexpected shape" in p for p in problems) == 3
+    assert sum("unexpected shape" in p for p in problems) == 2
+    assert any("gd-enhancing-lesion-count Infinity is not a whole number of lesions" in p for p in problems)
     assert any("onsetAge past any possible date" in p for p in problems)
     assert any("Medication/nope is not in the input" in p for p in problems)
     assert index.patients["p1"].conditions[0].onset is not None          # the good Condition is still read
+
+
+# ------------------------------------------------------------------------------------------ impossible values
+
+EGFR_BELOW_60 = Rule.from_dict({"fact": "lab-value", "subject": "egfr", "below": 60})
+GOOD = {"egfr": (80.0, "mL/min/{1.73_m2}"), "platelets": (150.0, "10*9/L"), "white-cells": (6.0, "10*9/L")}
+
+
+@pytest.mark.parametrize(("lab", "value", "unit", "message"), [
+    ("egfr", float("nan"), "mL/min/{1.73_m2}", "eGFR NaN mL/min/1.73m2 is not a possible value (0 to 250)"),
+    ("egfr", float("inf"), "mL/min/{1.73_m2}", "eGFR Infinity mL/min/1.73m2 is not a possible value (0 to 250)"),
+    ("egfr", -5, "mL/min/{1.73_m2}", "eGFR -5 mL/min/1.73m2 is not a possible value (0 to 250)"),
+    ("egfr", 600, "mL/min/{1.73_m2}", "eGFR 600 mL/min/1.73m2 is not a possible value (0 to 250)"),
+    ("platelets", 250000, "10*9/L", "platelet count 250000 10*9/L is not a possible value (0 to 10000)"),  # per uL
+    ("platelets", -150, "10*9/L", "platelet count -150 10*9/L is not a possible value (0 to 10000)"),
+    ("platelets", 2.5e7, "/uL", "platelet count 25000000 /uL (25000 10*9/L) is not a possible value (0 to 10000)"),
+    ("platelets", "NaN", "10*9/L", "platelet count NaN 10*9/L is not a possible value (0 to 10000)"),   # a string
+    ("white-cells", float("-inf"), "10*9/L",
+     "white cell count -Infinity 10*9/L is not a possible value (0 to 2000)"),
+])
+def test_impossible_lab_values_are_reported_and_the_previous_result_is_used(lab, value, unit, message):
+    """An impossible result is as if it were not there: the latest possible one before it counts, else unknown."""
+    chart = Chart()
+    good = chart.lab(lab, 200, value=GOOD[lab][0], unit=GOOD[lab][1])
+    bad = chart.lab(lab, 10, value=value, unit=unit)
+    index = index_resources(chart.resources)
+    assert [str(p) for p in index.problems] == [f"Observation/{bad['id']}: {message}: not used"]
+    assert index.used == len(chart.resources) - 1
+    found = chart.fact("lab-value", lab)
+    assert (found.value, found.evidence) == (GOOD[lab][0], (f"Observation/{good['id']}",))
+    alone = Chart()
+    alone.lab(lab, 10, value=value, unit=unit)
+    found = alone.fact("lab-value", lab)
+    assert found.value is None and f"no {facts.LAB_NAMES[lab]} result" in found.detail
+
+
+def test_an_impossible_egfr_leaves_the_criterion_unknown_or_to_the_previous_value():
+    """eGFR -5 read as a number would meet "eGFR < 60" (an exclusion): not used, the line is unknown without an
+    earlier result and decided by it with one."""
+    alone = Chart()
+    alone.lab("egfr", 10, value=-5, unit="mL/min/{1.73_m2}")
+    assert judge(EGFR_BELOW_60, alone.fact("lab-value", "egfr")) == UNKNOWN
+    earlier = Chart()
+    earlier.lab("egfr", 300, value=85, unit="mL/min/{1.73_m2}")
+    earlier.lab("egfr", 10, value=-5, unit="mL/min/{1.73_m2}")
+    assert judge(EGFR_BELOW_60, earlier.fact("lab-value", "egfr")) == NOT_MET
+
+
+@pytest.mark.parametrize(("lab", "value", "unit", "expected"), [
+    ("egfr", 0, "mL/min/{1.73_m2}", 0.0),           # the bounds themselves are possible values
+    ("egfr", 250, "mL/min/{1.73_m2}", 250.0),
+    ("egfr", 59.9, "mL/min/{1.73_m2}", 59.9),
+    ("platelets", 1500, "10*9/L", 1500.0),          # thrombocytosis
+    ("platelets", 4000000, "/uL", 4000.0),
+    ("white-cells", 0.2, "10*9/L", 0.2),            # agranulocytosis
+    ("white-cells", "480", "10*9/L", 480.0),        # leukaemia, as a string
+])
+def test_possible_lab_values_are_used_as_they_are(lab, value, unit, expected):
+    chart = Chart()
+    ref = chart.lab(lab, 10, value=value, unit=unit)
+    assert not index_resources(chart.resources).problems
+    found = chart.fact("lab-value", lab)
+    assert found.value == pytest.approx(expected) and found.evidence == (f"Observation/{ref['id']}",)
+
+
+@pytest.mark.parametrize(("score", "shown"), [(float("nan"), "NaN"), (float("inf"), "Infinity"), ("NaN", "NaN"),
+                                              (-0.5, "-0.5"), (10.5, "10.5")])
+def test_edss_nan_infinite_or_out_of_range_is_reported_not_used(score, shown):
+    chart = Chart()
+    chart.edss(4.0, 100)
+    bad = chart.edss(score, 10, "valueDecimal" if isinstance(score, float) else "valueString")
+    index = index_resources(chart.resources)
+    assert [str(p) for p in index.problems] == [
+        f"Observation/{bad['id']}: EDSS {shown} is not a score from 0 to 10 in 0.5 steps"]
+    assert chart.fact("edss").value == 4.0
+
+
+@pytest.mark.parametrize(("count", "shown"), [(float("nan"), "NaN"), (float("-inf"), "-Infinity"), (-1, "-1"),
+                                              (2.5, "2.5")])
+def test_lesion_counts_nan_negative_or_fractional_are_reported_not_used(count, shown):
+    chart = Chart()
+    chart.observation(Chart.code("gd-enhancing-lesion-count"), 10, valueQuantity={"value": count})
+    index = index_resources(chart.resources)
+    assert [p.message for p in index.problems] == [f"gd-enhancing-lesion-count {shown} is not a whole number of "
+                                                   "lesions"]
+    assert chart.fact("gd-lesion-count").value is None
+
+
+def test_an_onset_age_that_is_not_a_number_is_reported():
+    chart = Chart()
+    chart.condition("rrms", onsetAge={"value": float("nan"), "unit": "a"})
+    index = index_resources(chart.resources)
+    assert [p.message for p in index.problems] == [
+        'onsetAge {"value": NaN, "unit": "a"} is not an age in years or months: the onset is taken as unknown']
+    assert chart.fact("disease-duration").value is None
+
+
+@pytest.mark.parametrize(("born", "why"), [
+    ((AS_OF + dt.timedelta(days=1)).isoformat(), "birthDate 2025-06-02 is after the screening date 2025-06-01"),
+    ("2026", "birthDate 2026 is after the screening date 2025-06-01"),
+    ("1850-01-01", "birthDate 1850-01-01 makes the patient 175 years old on 2025-06-01, older than anyone has lived"),
+    ("1900-01-01", "birthDate 1900-01-01 makes the patient 125 years old on 2025-06-01, older than anyone has lived"),
+    ("1902-05-31", "birthDate 1902-05-31 makes the patient 123 years old on 2025-06-01, older than anyone has lived"),
+])
+def test_a_birth_date_impossible_at_the_screening_date_leaves_the_age_unknown(born, why):
+    found = Chart(born=born).fact("age")
+    assert found.value is None and found.detail == f"{why}: the age is unknown"
+    assert found.evidence == ("Patient/p1",)
+    assert judge(Rule.from_dict({"fact": "age", "range": [18, 50]}), found) == UNKNOWN
+
+
+@pytest.mark.parametrize(("born", "age", "upper"), [
+    ("1903-06-01", 122, None),              # 122 today: as old as anyone has been
+    ("1902", 122, 123),                     # 122 if born after 1 June 1902: possible
+    (AS_OF.isoformat(), 0, None),           # born today
+    ("2025", 0, None),                      # born this year, before the screening date or not yet
+    ("2025-06", 0, None),
+])
+def test_birth_dates_at_the_edges_of_possible_give_an_age(born, age, upper):
+    found = Chart(born=born).fact("age")
+    assert (found.value, found.upper) == (age, upper), found.detail

@@ -169,3 +169,42 @@ def test_the_dead_are_reported_not_screened(tmp_path, workers):
                                                  "Patient/p1: deceased on 2025-02-01: not screened"]
     with (tmp_path / "out" / "problems.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.reader(f))) == 3                # header and the two
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_impossible_values_in_files_are_reported_by_line_and_not_used(tmp_path, workers):
+    """JSON `NaN` (which Python's json reads), a negative eGFR and a birth date after the screening date: each in
+    problems.csv at its file and line; the patients are still screened, with the lab or the age left unknown."""
+    from fhir_adapter.eligibility.trials import load_trials
+
+    charts = [candidate(f"p{n}") for n in range(3)]
+    bad = [charts[0].lab("egfr", 10, value=float("nan"), unit="mL/min/{1.73_m2}")["id"],
+           charts[1].lab("egfr", 10, value=-5, unit="mL/min/{1.73_m2}")["id"]]
+    charts[2].resources[0]["birthDate"] = "2030-01-01"
+    (tmp_path / "in").mkdir()
+    write_by_type([r for chart in charts for r in chart.resources], tmp_path / "in")
+    observations = (tmp_path / "in" / "Observation.ndjson").read_text().splitlines()
+    lines = [next(n for n, line in enumerate(observations, 1) if f'"id":"{rid}"' in line) for rid in bad]
+    assert '"value":NaN' in observations[lines[0] - 1]     # a JSON literal, not a string
+    smart_ms = load_trials(["NCT04749667"])[0]              # exc-14: eGFR < 60 (-5 would exclude)
+    result = screen_files([tmp_path / "in"], [CMM_EM, smart_ms], tmp_path / "out", AS_OF, workers=workers)
+    files = tmp_path / "in"
+    assert [str(p) for p in result.problems] == [
+        f"{files / 'Observation.ndjson'}:{lines[0]}: eGFR NaN mL/min/1.73m2 is not a possible value (0 to 250): "
+        "not used",
+        f"{files / 'Observation.ndjson'}:{lines[1]}: eGFR -5 mL/min/1.73m2 is not a possible value (0 to 250): "
+        "not used",
+        f"{files / 'Patient.ndjson'}:3: birthDate 2030-01-01 is after the screening date 2025-06-01: the age is "
+        "unknown"]
+    with (tmp_path / "out" / "problems.csv").open(newline="", encoding="utf-8") as f:
+        assert len(list(csv.reader(f))) == 4                # header and the three
+    verdicts = {(v["patient"], v["trial"]): {c["linkId"]: c for c in v["criteria"]} | {"verdict": v["verdict"]}
+                for v in json.loads((tmp_path / "out" / "screening.json").read_text())}
+    assert len(verdicts) == 6                               # every patient screened for both trials
+    for pid in ("Patient/p0", "Patient/p1"):
+        egfr = verdicts[pid, "NCT04749667"]["exc-14"]
+        assert egfr["result"] == "unknown" and "no eGFR result" in egfr["reason"]
+    age = verdicts["Patient/p2", "NCT02035514"]["inc-2"]
+    assert age["result"] == "unknown" and "2030-01-01 is after the screening date" in age["reason"]
+    assert verdicts["Patient/p2", "NCT02035514"]["verdict"] == "needs-review"
+    assert verdicts["Patient/p0", "NCT02035514"]["verdict"] == "eligible"          # the rest as before

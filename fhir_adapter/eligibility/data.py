@@ -18,8 +18,9 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
   LOINC code `mappings/terminology.yaml` accepts for the concept.
 
-A resource that is relevant but unusable (an EDSS without a date or with a score of 11) is not silently
-dropped: it becomes a `Problem` naming where it came from.
+A resource that is relevant but unusable (an EDSS without a date or with a score of 11, an eGFR of -5 or NaN)
+is not silently dropped: it becomes a `Problem` naming where it came from. JSON `NaN` and `Infinity` reach
+here as floats (Python's json reads them), and so do `"NaN"` strings: no range check lets them through.
 
 >>> p = index_resources([{"resourceType": "Patient", "id": "p1", "birthDate": "1990-05-02", "gender": "female"},
 ...     {"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
@@ -59,6 +60,20 @@ SUBTYPES = ("rrms", "spms", "ppms")
 # Cell counts arrive as 10*9/L or its equals, or per microlitre; facts compare in 10*9/L.
 _COUNT_FACTORS = {"10*9/l": 1.0, "10^9/l": 1.0, "10*3/ul": 1.0, "10^3/ul": 1.0, "k/ul": 1.0, "10*3/mm3": 1.0,
                   "/ul": 0.001, "/mm3": 0.001, "/nl": 1.0, "gpt/l": 1.0, "g/l": 1.0}
+#: The values a numeric lab result can possibly have, in the unit the facts compare in: (name, unit, highest).
+#: Below 0, above the highest, NaN or infinite, a result is reported as a problem and not used. The bounds are
+#: wide on purpose, as a value reported here is lost to screening: only what no patient can have is out (a
+#: count in /uL written as 10*9/L, a sign or decimal point lost). eGFR: the estimating equations stay below
+#: about 230 even for the lowest creatinine a lab reports, and measured hyperfiltration below 200. Platelets
+#: and white cells: the highest counts reported in thrombocythaemia and leukaemia are a few thousand and under
+#: two thousand 10*9/L. (`range` in mappings/ehr/catalog/labs.yaml is narrower: what `patients map` accepts
+#: as plausible from an extract it converts, and rejects otherwise.)
+LAB_LIMITS = {"egfr": ("eGFR", "mL/min/1.73m2", 250.0), "platelets": ("platelet count", "10*9/L", 10_000.0),
+              "white-cells": ("white cell count", "10*9/L", 2_000.0)}
+#: Years no one is older than: the longest verified human life is 122 years (Jeanne Calment, 1875-1997).
+OLDEST = 122
+#: Fewer days than OLDEST years: a birth date closer to the screening date needs no closer look.
+OLDEST_DAYS = 365 * OLDEST
 _QUALITATIVE_WORDS = {"positive": True, "pos": True, "detected": True, "reactive": True, "present": True,
                       "yes": True, "negative": False, "neg": False, "not detected": False, "non-reactive": False,
                       "nonreactive": False, "absent": False, "no": False, "undetected": False}
@@ -111,6 +126,7 @@ class PatientData:
     gender: str | None = None
     deceased: Day | bool = False                # the day of death, True when only known to have died
     seen: bool = False                          # a Patient resource was read (not only references to it)
+    where: str = ""                             # where the Patient resource was read (`file:line`, `Type/id`)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
     edss: list[tuple[Day, float, str]] = field(default_factory=list)
@@ -135,6 +151,30 @@ class PatientData:
             return "deceased"
         if died and died <= as_of.toordinal():
             return f"deceased on {dt.date.fromordinal(died).isoformat()}"
+        return None
+
+    def impossible_birth(self, as_of: dt.date) -> str | None:
+        """Why the birth date cannot be right at the screening date `as_of`, which leaves the age unknown: after
+        it, or more than OLDEST years before it; None when it can be (or is not recorded).
+
+        >>> p = PatientData("p1", birth=(day("1870-01-01"),) * 2, birth_text="1870-01-01")
+        >>> p.impossible_birth(dt.date(1990, 1, 1)), p.impossible_birth(dt.date(2000, 1, 1))
+        (None, 'birthDate 1870-01-01 makes the patient 130 years old on 2000-01-01, older than anyone has lived')
+        >>> p.impossible_birth(dt.date(1869, 12, 31))
+        'birthDate 1870-01-01 is after the screening date 1869-12-31'
+        """
+        birth = self.birth
+        if birth is None:
+            return None
+        today = as_of.toordinal()
+        if birth[0] > today:                    # even its earliest day: `2026` is possible on 2026-06-01
+            return f"birthDate {self.birth_text} is after the screening date {as_of.isoformat()}"
+        if today - birth[1] > OLDEST_DAYS:
+            born = dt.date.fromordinal(birth[1])
+            years = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
+            if years > OLDEST:
+                return (f"birthDate {self.birth_text} makes the patient {years} years old on {as_of.isoformat()}, "
+                        "older than anyone has lived")
         return None
 
     def sort(self) -> None:
@@ -469,6 +509,7 @@ class PatientIndex:
 
 def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
     p.seen = True
+    p.where = where
     p.gender = r.get("gender") if isinstance(r.get("gender"), str) else None
     p.birth_text = r.get("birthDate") if isinstance(r.get("birthDate"), str) else None
     p.birth = day_range(p.birth_text)
@@ -501,6 +542,8 @@ def _onset_from_age(birth: tuple[Day, Day], age: tuple[int, int]) -> tuple[Day, 
     return months_after(birth[0], months), months_after(birth[1], months + precision) - 1
 
 
+_INFINITY = float("inf")
+
 #: onsetAge units (UCUM code or unit text) in months: years and months; other units are not read.
 _AGE_UNITS = {"a": 12, "yr": 12, "year": 12, "years": 12, "mo": 1, "month": 1, "months": 1}
 
@@ -512,7 +555,7 @@ def _onset_age(r: dict[str, Any]) -> tuple[int, int] | str | None:
         return None
     unit = (age.get("code") or age.get("unit")) if isinstance(age, dict) else None
     value = _number(age.get("value")) if isinstance(age, dict) else None
-    if unit not in _AGE_UNITS or value is None or value < 0:
+    if unit not in _AGE_UNITS or value is None or not 0 <= value < _INFINITY:     # NaN fails both
         return f"onsetAge {json.dumps(age)} is not an age in years or months"
     per = _AGE_UNITS[unit]
     return int(value) * per, per
@@ -573,12 +616,12 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
             return False
         if name == "edss":
             if not (0 <= value <= 10 and value * 2 == int(value * 2)):
-                index.problems.append(Problem(where, f"EDSS {value:g} is not a score from 0 to 10 in 0.5 steps"))
+                index.problems.append(Problem(where, f"EDSS {_shown(value)} is not a score from 0 to 10 in 0.5 steps"))
                 return False
             p.edss.append((when, value, ref))
         else:
-            if value < 0 or value != int(value):
-                index.problems.append(Problem(where, f"{name} {value:g} is not a whole number of lesions"))
+            if not (value >= 0 and value.is_integer()):             # NaN and infinities are not integers
+                index.problems.append(Problem(where, f"{name} {_shown(value)} is not a whole number of lesions"))
                 return False
             (p.gd_lesions if name.startswith("gd") else p.t2_lesions).append((when, value, ref))
         return True
@@ -596,8 +639,10 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
         (p.pregnancy if name == "pregnancy-status" else p.lactation).append((when, state, ref))
         return True
     if name in LAB_CONCEPTS:
-        if name in ("egfr", "platelets", "white-cells"):
-            value, unit = _quantity(r)
+        limits = LAB_LIMITS.get(name)
+        if limits is not None:
+            given, unit = _quantity(r)
+            value = given
             if value is not None and unit and name != "egfr":
                 factor = _COUNT_FACTORS.get(unit.replace(" ", "").lower())
                 value = value * factor if factor is not None else None
@@ -606,6 +651,9 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
                     return False
             if value is None:
                 index.problems.append(Problem(where, f"{name} Observation without a numeric value"))
+                return False
+            if not 0.0 <= value <= limits[2]:                     # NaN fails both comparisons
+                index.problems.append(Problem(where, _impossible(limits, value, given, unit)))
                 return False
             result: Any = value
         else:
@@ -618,6 +666,24 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
             p.pregnancy.append((when, result, ref))
         return True
     return False
+
+
+def _shown(value: float) -> str:
+    """A number as JSON writes it (`NaN`, `Infinity`), in full up to ten digits."""
+    if value != value:
+        return "NaN"
+    if value in (_INFINITY, -_INFINITY):
+        return "Infinity" if value > 0 else "-Infinity"
+    return f"{value:.10g}"
+
+
+def _impossible(limits: tuple[str, str, float], value: float, given: float | None, unit: str | None) -> str:
+    """Why a lab value is not used: `eGFR -5 mL/min/1.73m2 is not a possible value (0 to 250): not used`."""
+    label, canonical, highest = limits
+    shown = f"{_shown(value)} {canonical}"
+    if given is not None and value != given and value == value:   # converted: what was written too
+        shown = f"{_shown(given)} {unit} ({shown})"
+    return f"{label} {shown} is not a possible value (0 to {highest:g}): not used"
 
 
 def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:

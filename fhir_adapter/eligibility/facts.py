@@ -8,7 +8,8 @@ is missing. Only data dated on or before the screening date counts, so a screeni
 Closed or open world, fact by fact (what absence of data means):
 
 - age, sex: from the Patient; unknown without a birth date / gender. A partial birth date (`1990`) gives
-  bounds, and the rule decides only if both ends agree.
+  bounds, and the rule decides only if both ends agree. Unknown also when the birth date is after the screening
+  date or more than 122 years before it (`PatientData.impossible_birth`; the run reports it in problems.csv).
 - ms-subtype: the MS course of the most recent (active first) Condition coded with a course (SNOMED, FY2026
   ICD-10-CM G35.A-C2, ICD-10-GM G35.1-3). Unknown when MS is recorded without its course (ICD-10 G35,
   G35.D, G35.9). `none` (so any-of rules fail) when the patient has Conditions but no MS at all.
@@ -52,7 +53,7 @@ from typing import Any, NamedTuple
 
 from .. import terminology
 from ..criteria import FACTS, Window
-from .data import END_UNKNOWN, ONGOING, SEVERITY_RANK, SUBTYPES, Day, PatientData, months_after
+from .data import END_UNKNOWN, OLDEST_DAYS, ONGOING, SEVERITY_RANK, SUBTYPES, Day, PatientData, months_after
 
 INFINITY = float("inf")
 SUBTYPE_NAMES = {"rrms": "relapsing-remitting MS", "spms": "secondary progressive MS",
@@ -236,9 +237,13 @@ def age(patient: PatientData, subject: str | None, window: Window | None, clock:
     if patient.birth is None:
         missing = "no birth date recorded" if patient.seen else "no Patient resource"
         return Fact(None, (), missing)
-    oldest = whole_years(patient.birth[0], clock.as_of)
-    youngest = whole_years(patient.birth[1], clock.as_of)
     evidence = (patient.reference,)
+    if patient.birth[0] > clock.as_of or clock.as_of - patient.birth[1] > OLDEST_DAYS:     # rare: ask why
+        wrong = patient.impossible_birth(clock.as_of_date)
+        if wrong:
+            return Fact(None, evidence, f"{wrong}: the age is unknown")
+    oldest = whole_years(patient.birth[0], clock.as_of)
+    youngest = whole_years(min(patient.birth[1], clock.as_of), clock.as_of)    # `2025` on 2025-06-01: 0 at most
     if oldest == youngest:
         return Fact(float(oldest), evidence, f"born {patient.birth_text}: {oldest} years on {clock.as_of_date}")
     return Fact(float(youngest), evidence, f"born {patient.birth_text}: {youngest} to {oldest} years on "

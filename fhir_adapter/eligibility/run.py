@@ -47,8 +47,11 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
         died = patient.deceased_by(as_of)
         if died:
             problems.append(Problem(patient.reference, f"{died}: not screened"))
-        else:
-            alive.append(patient)
+            continue
+        wrong = patient.impossible_birth(as_of)     # screened, with the age unknown (facts.age says why)
+        if wrong:
+            problems.append(Problem(patient.where or patient.reference, f"{wrong}: the age is unknown"))
+        alive.append(patient)
     writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
     summary = writer.add_all(screen(alive, trials, as_of))
     return summary, problems, index.read, index.used
