@@ -565,6 +565,15 @@ def test_lab_values_units_and_qualitative_results():
     chart = Chart()
     chart.lab("platelets", 20, value=95000, unit="/uL")
     assert chart.fact("lab-value", "platelets").value == 95
+    per_second = Chart()                                # Swedish labs: mL/s/1.73 m2, 1.5 is 90 per minute
+    per_second.lab("egfr", 20, value=1.5, unit="mL/s/1.73m2")
+    assert per_second.fact("lab-value", "egfr").value == 90
+    per_second.lab("egfr", 10, value=58, unit="mL/min/1,73 m2")
+    assert per_second.fact("lab-value", "egfr").value == 58
+    per_second.lab("egfr", 5, value=1.1, unit="mg/dL")  # a creatinine filed as eGFR: reported, not used
+    assert per_second.fact("lab-value", "egfr").value == 58
+    assert [p.message for p in index_resources(per_second.resources).problems] == [
+        "egfr in unit 'mg/dL', which screening cannot convert"]
     chart.observation(Chart.code("hiv"), 30, valueQuantity={"value": 0.1},
                       interpretation=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
                                                    "v3-ObservationInterpretation", "code": "POS"}]}])

@@ -643,8 +643,8 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
         if limits is not None:
             given, unit = _quantity(r)
             value = given
-            if value is not None and unit and name != "egfr":
-                factor = _COUNT_FACTORS.get(unit.replace(" ", "").lower())
+            if value is not None and unit:
+                factor = _unit_factor(name, unit)
                 value = value * factor if factor is not None else None
                 if value is None:
                     index.problems.append(Problem(where, f"{name} in unit {unit!r}, which screening cannot convert"))
@@ -666,6 +666,18 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
             p.pregnancy.append((when, result, ref))
         return True
     return False
+
+
+def _unit_factor(name: str, unit: str) -> float | None:
+    """What a lab value in `unit` is multiplied by to be in the unit facts compare in; None: not convertible.
+
+    >>> _unit_factor("egfr", "mL/s/1.73m2"), _unit_factor("egfr", "mL/min/{1.73_m2}"), _unit_factor("egfr", "mg/dL")
+    (60.0, 1.0, None)
+    """
+    unit = unit.replace(" ", "").lower()
+    if name == "egfr":                  # per minute (UCUM and its spellings) or per second (Swedish labs: x 60)
+        return 1.0 if unit.startswith("ml/min") else 60.0 if unit.startswith("ml/s") else None
+    return _COUNT_FACTORS.get(unit)
 
 
 def _shown(value: float) -> str:
