@@ -211,7 +211,7 @@ class Copies:
     first copy in input order is used: files in the order `Inputs.of` gives, lines in order, a Bundle's entries in
     order, whatever the number of workers. Each later copy is a problem at its own location naming the first's,
     saying whether it differs from the first, and in which elements (`report`). A resource without an id (allowed
-    in a Bundle) is never a copy of another.
+    in a Bundle) is never a copy of another; resources of types screening does not read are not looked at.
 
     Why the first and not, say, the latest `meta.lastUpdated`: exports need not carry it, and "the file given
     first wins" is a rule a site can act on (give the better source first), where merging two differing copies
@@ -219,14 +219,16 @@ class Copies:
 
     Reading costs one dict entry per resource of the types screening reads (`data.READ_TYPES`): its position
     and its patient's CRC-32 by `Type/id` (`first`; `others` for the rare id used again about another patient,
-    which is that patient's own resource). Nothing of the content is kept: the copies and their firsts are read
-    again, once all is read, only when there are copies.
+    which is that patient's own resource; two patients whose ids share a CRC-32 and a resource id would be taken
+    for one, and the copy reported as differing in `subject`). Nothing of the content is kept: the copies and their
+    firsts are read again, once all is read, only when there are copies.
     """
 
     def __init__(self, seeded: list[Stray] | None = None) -> None:
         self.first: dict[str, int] = {}                    # Type/id -> position | CRC-32 of its patient
         self.others: dict[tuple[str, str], int] = {}       # (Type/id, patient) -> the same
-        self.later: list[tuple[str, int, int]] = []        # (Type/id, position | CRC of the copy, of the first)
+        self.later: dict[int, tuple[str, int]] = {}        # a later copy's position -> (Type/id, the first's)
+        self.left: dict[int, int] = {}                     # a first copy's position -> how many later copies
         self.seeded = seeded is not None
         for _, position, resource in sorted(seeded or (), key=_position):    # their first copies, not yet used
             pid = subject_of(resource) or ""
@@ -248,7 +250,9 @@ class Copies:
             return True
         if first < value:
             if tell:
-                self.later.append((ref, value, first))
+                first &= ~_CRC
+                self.later[value & ~_CRC] = ref, first
+                self.left[first] = self.left.get(first, 0) + 1
             return False
         if not self.seeded:                     # only a stray can come before the first copy met
             raise _Later
@@ -263,11 +267,7 @@ class Copies:
         """
         if not self.later:
             return
-        left: dict[int, int] = {}               # first copy's position -> later copies still to compare with it
-        later: dict[int, tuple[str, int]] = {}  # later copy's position -> (Type/id, its first copy's position)
-        for ref, value, first in self.later:
-            left[first & ~_CRC] = left.get(first & ~_CRC, 0) + 1
-            later[value & ~_CRC] = ref, first & ~_CRC
+        left, later = self.left, self.later
         held: dict[int, tuple[str, str]] = {}
         for position, where, resource in _read_again(inputs, left.keys() | later.keys()):
             if position in left:
