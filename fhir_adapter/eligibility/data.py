@@ -441,15 +441,16 @@ class PatientIndex:
             found = self.patients[pid] = PatientData(pid)
         return found
 
-    def add(self, resource: dict[str, Any], where: str = "", pid: str | None = None) -> None:
-        """Reduce one resource into its patient's data (or record a problem); `pid` if already known.
+    def add(self, resource: dict[str, Any], where: str = "", pid: str | None = None, ref: str | None = None) -> None:
+        """Reduce one resource into its patient's data (or record a problem); `pid` and `ref` (its `Type/id`)
+        if already known.
 
         An element of an unexpected JSON shape (a string where FHIR has an object, a number out of range)
         makes the resource a problem naming where it is, never a failed run.
         """
         self.read += 1
         try:
-            self._add(resource, where, pid)
+            self._add(resource, where, pid, ref)
         except (TypeError, AttributeError, ValueError, KeyError, OverflowError, RecursionError) as exc:
             rtype = resource.get("resourceType")
             self.problems.append(Problem(where or f"{rtype}/{resource.get('id')}",
@@ -457,7 +458,7 @@ class PatientIndex:
                                          f"element has an unexpected shape or value ({exc.__class__.__name__}: "
                                          f"{str(exc)[:200]})"))
 
-    def _add(self, resource: dict[str, Any], where: str, pid: str | None) -> None:
+    def _add(self, resource: dict[str, Any], where: str, pid: str | None, ref: str | None) -> None:
         rtype = resource.get("resourceType")
         rid = resource.get("id")
         if rtype == "Medication":
@@ -468,7 +469,7 @@ class PatientIndex:
         handler = _HANDLERS.get(rtype)
         if handler is None:
             return
-        ref = f"{rtype}/{rid}" if rid else (where or f"{rtype}/?")
+        ref = ref or (f"{rtype}/{rid}" if rid else (where or f"{rtype}/?"))
         pid = pid or subject_of(resource)
         if not pid:
             self.problems.append(Problem(where or ref, _why_no_patient(resource)))
@@ -773,6 +774,8 @@ _HANDLERS = {
     "MedicationRequest": _medication,
     "MedicationAdministration": _medication,
 }
+#: The resource types screening reads (a Medication for the drug a therapy refers to); others are counted only.
+READ_TYPES = frozenset({*_HANDLERS, "Medication"})
 
 
 def index_resources(resources: Iterable[dict[str, Any] | tuple[str, dict[str, Any]]]) -> PatientIndex:

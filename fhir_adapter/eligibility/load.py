@@ -13,7 +13,11 @@ before screening starts, so nothing is lost whatever the JSON looks like. Lines 
 
 `Inputs.of` finds the files once, in the parent (each file once; stdin read there, so every worker has it),
 and JSON documents (Bundles, single resources) are read whole by every worker; a Bundle's entries that cannot be
-used are reported by worker 0 only.
+used are reported by worker 0 only. So is a Bundle written as one NDJSON line: every worker parses the lines that
+hold `"Bundle"`, and keeps its share of the entries.
+
+A resource read twice (the same Type/id about the same patient: an NDJSON export and a Bundle of the same data,
+a line repeated) is used once, from its first copy in input order; each later copy is a problem (see `Copies`).
 
 >>> partition(b"p1", 2) == partition("p1", 2)
 True
@@ -38,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..sources import InputError, decode, is_resource
-from .data import PatientIndex, Problem, drug_concepts, subject_of
+from .data import READ_TYPES, PatientIndex, Problem, drug_concepts, subject_of
 
 _PATIENT_TYPE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
 _ID = re.compile(rb'"id"\s*:\s*"([^"]+)"')
@@ -84,6 +88,14 @@ BOM = b"\xef\xbb\xbf"
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 #: Resources other entries of a Bundle refer to that get their id from their `urn:uuid:` fullUrl if they have none.
 _NAMED_BY_URL = ("Patient", "Medication")
+#: In a raw NDJSON line: it may be a Bundle, which every worker parses (its entries are about many patients).
+_BUNDLE = b'"Bundle"'
+#: A record's position in the input, the same in every worker, as one int: the file (its index in `Inputs.files`),
+#: the line (0 in a JSON document) and the entry (the n-th resource of a Bundle, 0 otherwise), shifted by these;
+#: the low 32 bits are free for the CRC-32 of the record's patient (see `Copies`).
+_FILE, _LINE, _ENTRY = 104, 64, 32
+_CRC = 0xFFFFFFFF
+_LINES = (1 << (_FILE - _LINE)) - 1
 
 
 def _parse(line: bytes, name: str, number: int) -> Any:
@@ -118,35 +130,189 @@ def _not_a_resource(value: Any) -> str:
     return "null, not a FHIR resource" if value is None else "not a FHIR resource (no resourceType)"
 
 
-def _ndjson_share(stream: IO[bytes], name: str, part: int, parts: int, index: PatientIndex,
-                  strays: list[tuple[str, dict[str, Any]]]) -> None:
+Stray = tuple[str, int, dict[str, Any]]        # a resource parsed by a worker that does not own its patient:
+                                                # (where, position, resource)
+
+
+def _ndjson_share(stream: IO[bytes], name: str, file: int, part: int, parts: int, index: PatientIndex,
+                  strays: list[Stray], copies: Copies, problems: list[Problem]) -> None:
     if stream.read(3) != BOM:                   # a byte order mark is allowed before the first line only
         stream.seek(0)
+    base = file << _FILE
     for number, line in enumerate(stream, 1):
         key = line_key(line)
         if key is not None and (zlib.crc32(key) * parts) >> 32 != part:
-            continue
+            if _BUNDLE not in line:
+                continue
+            theirs = True                       # parsed only in case it is a Bundle: then every worker reads it
+        else:
+            theirs = False
         resource = _parse(line, name, number)
         if resource is _BLANK:
             continue
         if not isinstance(resource, dict) or "resourceType" not in resource:
             raise InputError(f"{name}:{number}: {_not_a_resource(resource)}")
-        _keep(resource, f"{name}:{number}", key is None, part, parts, index, strays)
+        if resource["resourceType"] == "Bundle":
+            everyone = key is None or _BUNDLE in line   # every worker parsed it, each keeps its share; else only
+            where, at = f"{name}:{number}", base | number << _LINE     # this one did (an escaped name): strays
+            entries = document_resources(resource, where, problems if everyone else index.problems)
+            for seq, (location, entry) in enumerate(entries):
+                _keep(entry, location, at | seq << _ENTRY, everyone, part, parts, index, strays, copies)
+        elif not theirs:
+            _keep(resource, f"{name}:{number}", base | number << _LINE, key is None, part, parts, index, strays,
+                  copies)
 
 
-def _keep(resource: dict[str, Any], where: str, everyone: bool, part: int, parts: int, index: PatientIndex,
-          strays: list[tuple[str, dict[str, Any]]]) -> None:
-    """Index a parsed resource if it is this worker's; `everyone`: every worker parsed it."""
+def _keep(resource: dict[str, Any], where: str, position: int, everyone: bool, part: int, parts: int,
+          index: PatientIndex, strays: list[Stray], copies: Copies) -> None:
+    """Index a parsed resource if it is this worker's and not a later copy of one indexed (`Copies`);
+    `position`: where it is in the input (see `_FILE`); `everyone`: every worker parsed it."""
     pid = subject_of(resource)
     if pid is None:
-        if part == 0 or not everyone:
-            index.add(resource, where)          # counted, and reported if unusable, once
-        elif resource.get("resourceType") == "Medication" and resource.get("id"):
-            index.medications[resource["id"]] = drug_concepts(resource.get("code"))   # every worker needs them
-    elif partition(pid, parts) == part:
-        index.add(resource, where, pid)
+        tell = part == 0 or not everyone        # counted, and reported if unusable, once
+        rid = resource.get("id")
+        if resource.get("resourceType") == "Medication" and rid.__class__ is str and rid:
+            ref = f"Medication/{rid}"
+            first = copies.first.setdefault(ref, position)
+            if first != position and not copies.used(ref, first, position, "", tell):
+                index.read += tell
+                return
+            if not tell:
+                index.medications[rid] = drug_concepts(resource.get("code"))   # every worker needs them
+        if tell:
+            index.add(resource, where)
+        return
+    crc = zlib.crc32(pid.encode())
+    if (crc * parts) >> 32 == part:             # = partition(pid, parts)
+        rtype, rid = resource["resourceType"], resource.get("id")
+        if rid.__class__ is str and rid and rtype.__class__ is str and rtype in READ_TYPES:
+            ref = f"{rtype}/{rid}"              # data.py's evidence reference too
+            value = position | crc
+            first = copies.first.setdefault(ref, value)
+            if first != value and not copies.used(ref, first, value, pid):
+                index.read += 1
+                return
+            index.add(resource, where, pid, ref)
+        else:
+            index.add(resource, where, pid)
     elif not everyone:
-        strays.append((where, resource))        # guessed wrong from the raw line: hand it to its owner
+        strays.append((where, position, resource))      # guessed wrong from the raw line: hand it to its owner
+
+
+class _Later(Exception):
+    """A resource handed over by another worker comes before a copy of it indexed already: read the input again."""
+
+
+class Copies:
+    """The first copy of each resource a worker has read, and the later copies, which are not used.
+
+    A resource is its Type/id about one patient (every patient's resources go to one worker, so no worker needs
+    another's copies; a Medication, about no patient, is known to every worker and reported by worker 0). The
+    first copy in input order is used: files in the order `Inputs.of` gives, lines in order, a Bundle's entries in
+    order, whatever the number of workers. Each later copy is a problem at its own location naming the first's,
+    saying whether it differs from the first, and in which elements (`report`). A resource without an id (allowed
+    in a Bundle) is never a copy of another; resources of types screening does not read are not looked at.
+
+    Why the first and not, say, the latest `meta.lastUpdated`: exports need not carry it, and "the file given
+    first wins" is a rule a site can act on (give the better source first), where merging two differing copies
+    would make up a record neither source holds.
+
+    Reading costs one dict entry per resource of the types screening reads (`data.READ_TYPES`): its position
+    and its patient's CRC-32 by `Type/id` (`first`; `others` for the rare id used again about another patient,
+    which is that patient's own resource; two patients whose ids share a CRC-32 and a resource id would be taken
+    for one, and the copy reported as differing in `subject`). Nothing of the content is kept: the copies and their
+    firsts are read again, once all is read, only when there are copies.
+    """
+
+    def __init__(self, seeded: list[Stray] | None = None) -> None:
+        self.first: dict[str, int] = {}                    # Type/id -> position | CRC-32 of its patient
+        self.others: dict[tuple[str, str], int] = {}       # (Type/id, patient) -> the same
+        self.later: dict[int, tuple[str, int]] = {}        # a later copy's position -> (Type/id, the first's)
+        self.left: dict[int, int] = {}                     # a first copy's position -> how many later copies
+        self.seeded = seeded is not None
+        for _, position, resource in sorted(seeded or (), key=_position):    # their first copies, not yet used
+            pid = subject_of(resource) or ""
+            rtype, rid = resource["resourceType"], resource.get("id")
+            if rid.__class__ is str and rid and rtype.__class__ is str and rtype in READ_TYPES:
+                ref, value = f"{rtype}/{rid}", position | zlib.crc32(pid.encode())
+                if (self.first.setdefault(ref, value) ^ value) & _CRC:
+                    self.others.setdefault((ref, pid), value)
+
+    def used(self, ref: str, first: int, value: int, pid: str, tell: bool = True) -> bool:
+        """Whether the copy at `value` (position | patient CRC) of a resource met before at `first` is used;
+        a later copy is recorded when this worker tells (`tell`)."""
+        table: dict[Any, int] = self.first
+        key: Any = ref
+        if (first ^ value) & _CRC:              # the id again about another patient: that patient's resource
+            table, key = self.others, (ref, pid)
+            first = table.setdefault(key, value)
+        if first == value:
+            return True
+        if first < value:
+            if tell:
+                first &= ~_CRC
+                self.later[value & ~_CRC] = ref, first
+                self.left[first] = self.left.get(first, 0) + 1
+            return False
+        if not self.seeded:                     # only a stray can come before the first copy met
+            raise _Later
+        table[key] = value                      # a stray seeded from further on: this copy is first after all
+        return True
+
+    def report(self, inputs: Inputs, index: PatientIndex) -> None:
+        """Each later copy as a problem: where it is, where the first is, and whether it differs from it.
+
+        The copies and their firsts are read again, in input order; a first copy's canonical JSON is kept only
+        until its last later copy has been compared with it.
+        """
+        if not self.later:
+            return
+        left, later = self.left, self.later
+        held: dict[int, tuple[str, str]] = {}
+        for position, where, resource in _read_again(inputs, left.keys() | later.keys()):
+            if position in left:
+                held[position] = where, _canonical(resource)
+                continue
+            ref, first = later[position]
+            found = held.get(first)             # None only if a file changed while it was read
+            if found is None:
+                index.problems.append(Problem(where, f"{ref} again: this copy not used"))
+                continue
+            left[first] -= 1
+            if not left[first]:
+                del held[first]
+            first_where, text = found
+            index.problems.append(Problem(where, f"{ref} again (first at {first_where}): {_compared(text, resource)}"))
+
+
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+_ABSENT = object()
+
+
+def _compared(first: str, resource: dict[str, Any]) -> str:
+    """What a later copy is to its first (`first`: the first's canonical JSON)."""
+    if _canonical(resource) != first:
+        was = json.loads(first)
+        differ = [name for name in sorted(was.keys() | resource.keys())
+                  if was.get(name, _ABSENT) != resource.get(name, _ABSENT)]
+        if differ:                              # none: the same numbers written otherwise (3 and 3.0)
+            return f"differs from the first in {', '.join(differ)}; first used"
+    return "this copy not used"
+
+
+def _position(stray: Stray) -> int:
+    return stray[1]
+
+
+def _take(strays: list[Stray], part: int, parts: int, index: PatientIndex, copies: Copies) -> bool:
+    """Index the resources other workers parsed for this one, in input order; False when one of them comes before
+    a copy of it indexed already (then this worker reads its share again, `load_share(..., seeded=strays)`)."""
+    try:
+        for where, position, resource in sorted(strays, key=_position):
+            _keep(resource, where, position, True, part, parts, index, [], copies)
+    except _Later:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------ documents
@@ -309,24 +475,27 @@ def _stdin_is_document(data: bytes) -> bool:
 
 
 def load_share(inputs: Inputs, part: int = 0, parts: int = 1, skipped: list[tuple[Path, str]] | None = None,
-               ) -> tuple[PatientIndex, list[tuple[str, dict[str, Any]]]]:
-    """One worker's share of the input: its patients indexed, and lines it parsed that belong to another.
+               seeded: list[Stray] | None = None) -> tuple[PatientIndex, list[Stray], Copies]:
+    """One worker's share of the input: its patients indexed, the lines it parsed that belong to another, and the
+    copies of resources met (`Copies`; not yet reported: `Copies.report`, once the strays are in).
 
     JSON files found in a directory that are not FHIR (the `summary.json` of `patients map`) are added to
-    `skipped`; a file named explicitly must be FHIR.
+    `skipped`; a file named explicitly must be FHIR. `seeded`: the strays other workers handed over, read again
+    because one comes before a copy of it in this worker's share (see `_take`).
     """
     index = PatientIndex()
-    strays: list[tuple[str, dict[str, Any]]] = []
+    strays: list[Stray] = []
+    copies = Copies(seeded)
     problems: list[Problem] = []                # Bundles' unusable entries: every worker meets them, part 0 tells
-    for path, found in inputs.files:
+    for file, (path, found) in enumerate(inputs.files):
         if inputs.stdin is not None and str(path) == "-":
             name, data = "<stdin>", inputs.stdin
             if not _stdin_is_document(data):
-                _ndjson_share(io.BytesIO(data), name, part, parts, index, strays)
+                _ndjson_share(io.BytesIO(data), name, file, part, parts, index, strays, copies, problems)
                 continue
         elif _is_ndjson(path):
             with _open(path) as stream, _gzip_errors(path):
-                _ndjson_share(stream, str(path), part, parts, index, strays)
+                _ndjson_share(stream, str(path), file, part, parts, index, strays, copies, problems)
             continue
         else:
             with _open(path) as stream, _gzip_errors(path):
@@ -336,11 +505,50 @@ def load_share(inputs: Inputs, part: int = 0, parts: int = 1, skipped: list[tupl
             if skipped is not None:
                 skipped.append((path, "not a FHIR resource (no resourceType)"))
             continue
-        for location, resource in document_resources(document, name, problems):     # every worker reads them
-            _keep(resource, location, True, part, parts, index, strays)
+        base = file << _FILE
+        for seq, (location, resource) in enumerate(document_resources(document, name, problems)):   # every worker
+            _keep(resource, location, base | seq << _ENTRY, True, part, parts, index, strays, copies)
     if part == 0:
         index.problems += problems
-    return index, strays
+    return index, strays, copies
+
+
+def _read_again(inputs: Inputs, positions: set[int]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The resources at these positions (see `_FILE`), with their locations, in input order, read again."""
+    lines: dict[int, set[int]] = {}
+    for position in positions:
+        lines.setdefault(position >> _FILE, set()).add(position >> _LINE & _LINES)
+    for file in sorted(lines):
+        path, _ = inputs.files[file]
+        base, wanted = file << _FILE, lines[file]
+        if inputs.stdin is not None and str(path) == "-":
+            name, data = "<stdin>", inputs.stdin
+            stream: IO[bytes] | None = None if _stdin_is_document(data) else io.BytesIO(data)
+        elif _is_ndjson(path):
+            name, data, stream = str(path), b"", _open(path)
+        else:
+            with _open(path) as raw:
+                name, data, stream = str(path), raw.read(), None
+        if stream is None:
+            yield from _resources_at(_decode_document(data, name), name, base, positions)
+            continue
+        with stream:
+            if stream.read(3) != BOM:
+                stream.seek(0)
+            for number, line in enumerate(stream, 1):
+                if number in wanted:
+                    yield from _resources_at(_parse(line, name, number), f"{name}:{number}", base | number << _LINE,
+                                             positions)
+
+
+def _resources_at(document: Any, where: str, position: int, positions: set[int],
+                  ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    if not is_resource(document):
+        return
+    entries = document_resources(document, where, []) if document["resourceType"] == "Bundle" else [(where, document)]
+    for seq, (location, resource) in enumerate(entries):
+        if position | seq << _ENTRY in positions:
+            yield position | seq << _ENTRY, location, resource
 
 
 @contextmanager
@@ -356,7 +564,8 @@ def load(paths: Iterable[str | Path]) -> PatientIndex:
     """Every patient's data from files, in this process; files skipped in a directory are listed as problems."""
     skipped: list[tuple[Path, str]] = []
     inputs = Inputs.of(paths)
-    index, _ = load_share(inputs, skipped=skipped)
+    index, _, copies = load_share(inputs, skipped=skipped)
+    copies.report(inputs, index)
     index.problems += (Problem(str(path), f"{why}: not read") for path, why in inputs.skipped + skipped)
     return index.finish()
 
@@ -382,13 +591,16 @@ def _worker(inputs: Inputs, part: int, parts: int, task: Task, conn: Any) -> Non
     gc.disable()        # a short-lived process building many small objects: reference counting frees them
     try:
         skipped: list[tuple[Path, str]] = []
-        index, strays = load_share(inputs, part, parts, skipped)
-        by_part: dict[int, list] = {}
-        for where, resource in strays:
-            by_part.setdefault(partition(subject_of(resource) or "", parts), []).append((where, resource))
+        index, strays, copies = load_share(inputs, part, parts, skipped)
+        by_part: dict[int, list[Stray]] = {}
+        for stray in strays:
+            by_part.setdefault(partition(subject_of(stray[2]) or "", parts), []).append(stray)
         conn.send(("strays", by_part))
-        for where, resource in conn.recv():
-            index.add(resource, where)
+        incoming = conn.recv()
+        if not _take(incoming, part, parts, index, copies):   # one comes before a copy of it: all in order again
+            index, _, copies = load_share(inputs, part, parts, seeded=incoming)
+            _take(incoming, part, parts, index, copies)
+        copies.report(inputs, index)
         conn.send(("done", (task(index.finish(), part), skipped)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
         passed = isinstance(exc, InputError | OSError)
@@ -422,7 +634,8 @@ def map_shares(inputs: Inputs, task: Task, workers: int | None = None,
         start(workers)
     if workers == 1:
         with no_gc():
-            index, _ = load_share(inputs, 0, 1, inputs.skipped)
+            index, _, copies = load_share(inputs, 0, 1, inputs.skipped)
+            copies.report(inputs, index)
             result = task(index.finish(), 0)
         yield result
         return
