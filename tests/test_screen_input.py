@@ -206,14 +206,16 @@ def test_references_that_name_no_patient_say_what_they_name(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(bundle))
     (tmp_path / "o.ndjson").write_bytes(ndjson([{"resourceType": "Observation", "id": "o1",
                                                  "subject": {"reference": "Group/g1"}, "code": Chart.code("edss")},
-                                                {"resourceType": "Condition", "id": "c1"}]))
+                                                {"resourceType": "Condition", "id": "c1"},
+                                                {"resourceType": "Patient", "id": 5}]))
     index = load([tmp_path / "t.json", tmp_path / "o.ndjson"])
     assert list(map(str, index.problems)) == [
         f"{tmp_path / 't.json'}#entry[0]: Patient without an id",
         f"{tmp_path / 't.json'}#entry[1]: Observation subject 'urn:uuid:elsewhere' is not a Patient's fullUrl in "
         "its Bundle",
         f"{tmp_path / 'o.ndjson'}:1: Observation subject 'Group/g1' is not a Patient/<id> reference",
-        f"{tmp_path / 'o.ndjson'}:2: Condition without a subject or patient reference"]
+        f"{tmp_path / 'o.ndjson'}:2: Condition without a subject or patient reference",
+        f"{tmp_path / 'o.ndjson'}:3: Patient id 5 is not a string"]
 
 
 def test_problems_csv_is_in_file_and_line_order_for_any_number_of_workers(tmp_path):

@@ -419,7 +419,8 @@ def patient_id(reference: Any) -> str | None:
 def subject_of(resource: dict[str, Any]) -> str | None:
     """The id of the patient a resource is about (the Patient's own id for a Patient)."""
     if resource.get("resourceType") == "Patient":
-        return resource.get("id")
+        found = resource.get("id")
+        return found if isinstance(found, str) and found else None
     return patient_id(resource.get("subject")) or patient_id(resource.get("patient"))
 
 
@@ -756,7 +757,8 @@ def _why_no_patient(resource: dict[str, Any]) -> str:
     """Why a resource names no patient: no id (a Patient), or what its subject / patient names instead."""
     rtype = resource.get("resourceType")
     if rtype == "Patient":
-        return "Patient without an id"
+        found = resource.get("id")
+        return "Patient without an id" if found in (None, "") else f"Patient id {found!r} is not a string"
     for name in ("subject", "patient"):
         ref = resource.get(name)
         target = ref.get("reference") if isinstance(ref, dict) else None
