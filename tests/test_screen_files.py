@@ -165,8 +165,9 @@ def test_the_dead_are_reported_not_screened(tmp_path, workers):
     result = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
     screened = {v["patient"] for v in json.loads((tmp_path / "out" / "screening.json").read_text())}
     assert screened == {"Patient/p2", "Patient/p3"}
-    assert sorted(map(str, result.problems)) == ["Patient/p0: deceased: not screened",
-                                                 "Patient/p1: deceased on 2025-02-01: not screened"]
+    patients = tmp_path / "in" / "Patient.ndjson"         # where each Patient was read, as for any problem
+    assert sorted(map(str, result.problems)) == [f"{patients}:1: Patient/p0 deceased: not screened",
+                                                 f"{patients}:2: Patient/p1 deceased on 2025-02-01: not screened"]
     with (tmp_path / "out" / "problems.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.reader(f))) == 3                # header and the two
 

@@ -46,7 +46,9 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
     for patient in patients:        # the dead are not candidates for anything: reported, not screened
         died = patient.deceased_by(as_of)
         if died:
-            problems.append(Problem(patient.reference, f"{died}: not screened"))
+            where = patient.where or patient.reference              # the file and line, where there is one
+            who = "" if where == patient.reference else f"{patient.reference} "
+            problems.append(Problem(where, f"{who}{died}: not screened"))
             continue
         wrong = patient.impossible_birth(as_of)     # screened, with the age unknown (facts.age says why)
         if wrong:
