@@ -42,6 +42,8 @@ from typing import Any
 
 from .. import terminology
 
+INFINITY = float("inf")
+
 #: Day ordinals (`datetime.date.toordinal`) stand for dates throughout screening.
 Day = int
 
@@ -60,7 +62,7 @@ SUBTYPES = ("rrms", "spms", "ppms")
 # Cell counts arrive as 10*9/L or its equals, or per microlitre; facts compare in 10*9/L.
 _COUNT_FACTORS = {"10*9/l": 1.0, "10^9/l": 1.0, "10*3/ul": 1.0, "10^3/ul": 1.0, "k/ul": 1.0, "10*3/mm3": 1.0,
                   "/ul": 0.001, "/mm3": 0.001, "/nl": 1.0, "gpt/l": 1.0, "g/l": 1.0}
-#: The values a numeric lab result can possibly have, in the unit the facts compare in: (name, unit, highest).
+#: The values a numeric lab result can possibly have, in the unit the facts compare in: (unit, highest).
 #: Below 0, above the highest, NaN or infinite, a result is reported as a problem and not used. The bounds are
 #: wide on purpose, as a value reported here is lost to screening: only what no patient can have is out (a
 #: count in /uL written as 10*9/L, a sign or decimal point lost). eGFR: the estimating equations stay below
@@ -68,8 +70,13 @@ _COUNT_FACTORS = {"10*9/l": 1.0, "10^9/l": 1.0, "10*3/ul": 1.0, "10^3/ul": 1.0, 
 #: and white cells: the highest counts reported in thrombocythaemia and leukaemia are a few thousand and under
 #: two thousand 10*9/L. (`range` in mappings/ehr/catalog/labs.yaml is narrower: what `patients map` accepts
 #: as plausible from an extract it converts, and rejects otherwise.)
-LAB_LIMITS = {"egfr": ("eGFR", "mL/min/1.73m2", 250.0), "platelets": ("platelet count", "10*9/L", 10_000.0),
-              "white-cells": ("white cell count", "10*9/L", 2_000.0)}
+LAB_LIMITS = {"egfr": ("mL/min/1.73m2", 250.0), "platelets": ("10*9/L", 10_000.0), "white-cells": ("10*9/L", 2_000.0)}
+#: Each lab concept in words, for reasons and problems.
+LAB_NAMES = {"egfr": "eGFR", "platelets": "platelet count", "white-cells": "white cell count", "hiv": "HIV test",
+             "hbsag": "hepatitis B surface antigen test", "hcv": "hepatitis C test",
+             "hcv-rna": "hepatitis C RNA (PCR) test", "syphilis": "syphilis test",
+             "htlv": "HTLV test", "pregnancy-test": "pregnancy test",
+             "csf-oligoclonal-bands": "CSF oligoclonal band test"}
 #: Years no one is older than: the longest verified human life is 122 years (Jeanne Calment, 1875-1997).
 OLDEST = 122
 #: Fewer days than OLDEST years: a birth date closer to the screening date needs no closer look.
@@ -544,7 +551,6 @@ def _onset_from_age(birth: tuple[Day, Day], age: tuple[int, int]) -> tuple[Day, 
     return months_after(birth[0], months), months_after(birth[1], months + precision) - 1
 
 
-_INFINITY = float("inf")
 
 #: onsetAge units (UCUM code or unit text) in months: years and months; other units are not read.
 _AGE_UNITS = {"a": 12, "yr": 12, "year": 12, "years": 12, "mo": 1, "month": 1, "months": 1}
@@ -557,7 +563,7 @@ def _onset_age(r: dict[str, Any]) -> tuple[int, int] | str | None:
         return None
     unit = (age.get("code") or age.get("unit")) if isinstance(age, dict) else None
     value = _number(age.get("value")) if isinstance(age, dict) else None
-    if unit not in _AGE_UNITS or value is None or not 0 <= value < _INFINITY:     # NaN fails both
+    if unit not in _AGE_UNITS or value is None or not 0 <= value < INFINITY:     # NaN fails both
         return f"onsetAge {json.dumps(age)} is not an age in years or months"
     per = _AGE_UNITS[unit]
     return int(value) * per, per
@@ -654,8 +660,8 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
             if value is None:
                 index.problems.append(Problem(where, f"{name} Observation without a numeric value"))
                 return False
-            if not 0.0 <= value <= limits[2]:                     # NaN fails both comparisons
-                index.problems.append(Problem(where, _impossible(limits, value, given, unit)))
+            if not 0.0 <= value <= limits[1]:                     # NaN fails both comparisons
+                index.problems.append(Problem(where, _impossible(name, value, given, unit)))
                 return False
             result: Any = value
         else:
@@ -686,18 +692,18 @@ def _shown(value: float) -> str:
     """A number as JSON writes it (`NaN`, `Infinity`), in full up to ten digits."""
     if value != value:
         return "NaN"
-    if value in (_INFINITY, -_INFINITY):
+    if value in (INFINITY, -INFINITY):
         return "Infinity" if value > 0 else "-Infinity"
     return f"{value:.10g}"
 
 
-def _impossible(limits: tuple[str, str, float], value: float, given: float | None, unit: str | None) -> str:
+def _impossible(name: str, value: float, given: float | None, unit: str | None) -> str:
     """Why a lab value is not used: `eGFR -5 mL/min/1.73m2 is not a possible value (0 to 250): not used`."""
-    label, canonical, highest = limits
+    canonical, highest = LAB_LIMITS[name]
     shown = f"{_shown(value)} {canonical}"
     if given is not None and value != given and value == value:   # converted: what was written too
         shown = f"{_shown(given)} {unit} ({shown})"
-    return f"{label} {shown} is not a possible value (0 to {highest:g}): not used"
+    return f"{LAB_NAMES[name]} {shown} is not a possible value (0 to {highest:g}): not used"
 
 
 def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:

@@ -53,16 +53,21 @@ from typing import Any, NamedTuple
 
 from .. import terminology
 from ..criteria import FACTS, Window
-from .data import END_UNKNOWN, OLDEST_DAYS, ONGOING, SEVERITY_RANK, SUBTYPES, Day, PatientData, months_after
+from .data import (
+    END_UNKNOWN,
+    INFINITY,
+    LAB_NAMES,
+    OLDEST_DAYS,
+    ONGOING,
+    SEVERITY_RANK,
+    SUBTYPES,
+    Day,
+    PatientData,
+    months_after,
+)
 
-INFINITY = float("inf")
 SUBTYPE_NAMES = {"rrms": "relapsing-remitting MS", "spms": "secondary progressive MS",
                  "ppms": "primary progressive MS", "none": "no MS diagnosis"}
-LAB_NAMES = {"egfr": "eGFR", "platelets": "platelet count", "white-cells": "white cell count", "hiv": "HIV test",
-             "hbsag": "hepatitis B surface antigen test", "hcv": "hepatitis C test",
-             "hcv-rna": "hepatitis C RNA (PCR) test", "syphilis": "syphilis test",
-             "htlv": "HTLV test", "pregnancy-test": "pregnancy test",
-             "csf-oligoclonal-bands": "CSF oligoclonal band test"}
 LAB_UNITS = {"egfr": " mL/min/1.73m2", "platelets": " x10^9/L", "white-cells": " x10^9/L"}
 PREGNANT_FOR = 280          # days a positive pregnancy status or test still counts
 NOT_PREGNANT_FOR = 30       # days a negative one still counts
