@@ -520,6 +520,18 @@ def test_therapy_duration_courses_overlaps_and_bounds():
     assert Chart().fact("therapy-duration", DMT).value is None     # no medication list at all
 
 
+def test_therapy_facts_do_not_depend_on_the_order_records_come_in():
+    """A server pages resources in its own order: the same records give the same reasons and evidence."""
+    chart = Chart()
+    chart.med("fingolimod", start=565, end=365)
+    chart.med("interferon-beta-1a", start=400, end=200)
+    chart.med("natalizumab", start=100)
+    patient, reversed_ = chart.data(), index_resources(chart.resources[:1] + chart.resources[:0:-1]).patients["p1"]
+    clock = Clock(AS_OF)
+    for name, window in (("therapy-duration", None), ("therapy", None), ("therapy", Window(12, "mo"))):
+        assert facts.fact(name, patient, DMT, window, clock) == facts.fact(name, reversed_, DMT, window, clock)
+
+
 def test_drugs_not_recognised_are_counted_in_the_reason():
     """A drug known by no code or name of terminology.yaml is not one of the subject's, but the reviewer is told
     how many of the records were not recognised (one may be a DMT under a name screening does not know)."""

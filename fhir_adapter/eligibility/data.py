@@ -185,14 +185,21 @@ class PatientData:
         return None
 
     def sort(self) -> None:
-        """Order every dated list by day (facts rely on it)."""
+        """Order every dated list by day (facts rely on it), and the therapies by start, end and reference: the
+        same order (of reasons, of evidence) whatever order the input came in (files, or a server's pages)."""
         for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
                       *self.labs.values()):
             items.sort(key=_first)
+        if len(self.exposures) > 1:
+            self.exposures.sort(key=_exposure_order)
 
 
 def _first(item: tuple) -> Any:
     return item[0]
+
+
+def _exposure_order(e: Exposure) -> tuple[Day, Day, str]:
+    return (-1 if e.start is None else e.start), e.end, e.ref
 
 
 # --------------------------------------------------------------------------------------------- dates

@@ -537,14 +537,16 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
     if not patient.medication_records:
         return Fact(None, (), f"no medication records at all, so the time on {label} is not known")
     as_of = clock.as_of
-    spans: dict[str, list[tuple[Day, Day, Day, str]]] = {}      # drug -> (start, shortest end, longest end, ref)
-    open_start: list[str] = []
+    spans: dict[str, list[tuple[Day, Day, Day]]] = {}           # drug -> (start, shortest end, longest end)
+    open_start = 0                                                # records without a start
+    cited: dict[str, None] = {}                                   # evidence, in the exposures' order
     for e in patient.exposures:
         drugs = e.concepts & wanted
         if not drugs or (e.start is not None and e.start > as_of):
             continue
+        cited[e.ref] = None
         if e.start is None:                     # the start is not known: it may have begun at any time before
-            open_start.append(e.ref)
+            open_start += 1
             if e.end in (ONGOING, END_UNKNOWN) or e.end > as_of:
                 continue
         start = e.start if e.start is not None else e.end
@@ -555,12 +557,12 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
         else:
             shortest = longest = min(e.end, as_of)
         for drug in drugs:
-            spans.setdefault(drug, []).append((start, shortest, longest, e.ref))
+            spans.setdefault(drug, []).append((start, shortest, longest))
     courses: list[tuple[Day, Day, Day, str]] = []                # (start, shortest end, longest end, drug)
     for drug, items in spans.items():
         items.sort()
-        first, short, long_, _ = items[0]
-        for start, shortest, longest, _ in items[1:]:
+        first, short, long_ = items[0]
+        for start, shortest, longest in items[1:]:
             if start - short < SAME_COURSE:
                 short, long_ = max(short, shortest), max(long_, longest)
             else:
@@ -568,7 +570,7 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
                 first, short, long_ = start, shortest, longest
         courses.append((first, short, long_, drug))
     least, most = _covered(courses, 1), _covered(courses, 2)
-    evidence = tuple(ref for items in spans.values() for *_, ref in items)
+    evidence = tuple(cited)
     courses.sort()
     told = "; ".join(f"{drug} {clock.date(first)} to {clock.date(short)}" if short == long_ else
                      f"{drug} from {clock.date(first)}" + (f" to {clock.date(short)} or later" if short > first
@@ -578,9 +580,8 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
         return Fact(0.0, (), f"no {label} {clock.window_text(None)} among {patient.medication_records} "
                              "medication record(s)")
     if open_start:
-        told = "; ".join(filter(None, (told, f"{len(open_start)} record(s) without a start")))
-        return Fact(float(least), evidence + tuple(open_start), f"at least {least} days on {label} ({told})",
-                    upper=INFINITY)
+        told = "; ".join(filter(None, (told, f"{open_start} record(s) without a start")))
+        return Fact(float(least), evidence, f"at least {least} days on {label} ({told})", upper=INFINITY)
     if least == most:
         return Fact(float(least), evidence, f"{least} days on {label} ({told})")
     return Fact(float(least), evidence, f"{least} to {most} days on {label} ({told})", upper=float(most))
