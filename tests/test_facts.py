@@ -200,6 +200,21 @@ def test_latest_course_wins_and_no_ms_at_all_is_none():
     assert Chart().fact("ms-subtype").value is None
 
 
+def test_two_courses_recorded_the_same_day_are_unknown_and_the_same_course_twice_is_not():
+    chart = Chart()
+    rrms = chart.condition("rrms", recorded="2023-05-01")
+    spms = chart.condition("spms", recorded="2023-05-01T15:00:00Z")
+    found = chart.fact("ms-subtype")
+    assert found.value is None and set(found.evidence) == {f"Condition/{rrms['id']}", f"Condition/{spms['id']}"}
+    assert "recorded the same day" in found.detail and "relapsing-remitting" in found.detail
+    chart.condition("spms", recorded="2023-05-02")          # a later record settles it
+    assert chart.fact("ms-subtype").value == "spms"
+    twice = Chart()
+    twice.condition("rrms", recorded="2023-05-01")
+    twice.condition("rrms", recorded="2023-05-01")
+    assert twice.fact("ms-subtype").value == "rrms"
+
+
 @pytest.mark.parametrize(("years", "days_later", "duration"), [
     (2, 0, 2), (2, 1, 1), (10, 0, 10), (11, 1, 10), (11, 0, 11),
 ])
@@ -530,6 +545,40 @@ def test_therapy_facts_do_not_depend_on_the_order_records_come_in():
     clock = Clock(AS_OF)
     for name, window in (("therapy-duration", None), ("therapy", None), ("therapy", Window(12, "mo"))):
         assert facts.fact(name, patient, DMT, window, clock) == facts.fact(name, reversed_, DMT, window, clock)
+
+
+def test_records_of_the_same_day_give_the_same_facts_whatever_order_they_come_in():
+    """Two EDSS, relapses, lesion counts or labs of one day, two MS courses recorded the same day: which one a
+    fact reads (and cites) does not depend on input order (files, workers, a server's pages)."""
+    chart = Chart(gender="female")
+    chart.condition("rrms", onset=chart.ago(3000), recorded=chart.ago(900))
+    chart.condition("spms", onset=chart.ago(2000), recorded=chart.ago(900))
+    chart.condition("multiple-sclerosis", onset=chart.ago(3000))
+    chart.condition("polyneuropathy", onset=chart.ago(300))
+    chart.edss(3.0, 40)
+    chart.edss(6.5, 40)
+    chart.relapse(100, "mild")
+    chart.relapse(100, "severe", as_condition=True)
+    chart.mri(60, gd=0, t2=1)
+    chart.mri(60, gd=2, t2=0)
+    chart.lab("egfr", 30, value=55, unit="mL/min/{1.73_m2}")
+    chart.lab("egfr", 30, value=75, unit="mL/min/{1.73_m2}")
+    chart.lab("hiv", 30, positive=False)
+    chart.lab("hiv", 30, positive=True)
+    chart.pregnancy(10, False)
+    chart.pregnancy(10, True)
+    shuffled = chart.resources[:1] + chart.resources[:0:-1]
+    patient, reversed_ = chart.data(), index_resources(shuffled).patients["p1"]
+    clock = Clock(AS_OF)
+    asked = [("ms-subtype", None, None), ("disease-duration", None, None), ("edss", None, None),
+             ("edss-progression", None, Window(24, "mo")), ("relapse-count", None, Window(12, "mo")),
+             ("gd-lesion-count", None, Window(12, "mo")), ("new-t2-lesion-count", None, Window(12, "mo")),
+             ("lab-value", "egfr", None), ("lab-positive", "hiv", None), ("condition", "polyneuropathy", None),
+             ("pregnant", None, None)]
+    assert {name for name, _, _ in asked} <= set(FACTS)
+    for name, subject, window in asked:
+        assert facts.fact(name, patient, subject, window, clock) == facts.fact(name, reversed_, subject, window,
+                                                                             clock), name
 
 
 def test_drugs_not_recognised_are_counted_in_the_reason():

@@ -185,17 +185,25 @@ class PatientData:
         return None
 
     def sort(self) -> None:
-        """Order every dated list by day (facts rely on it), and the therapies by start, end and reference: the
-        same order (of reasons, of evidence) whatever order the input came in (files, or a server's pages)."""
+        """Order every dated list by day (facts rely on it) and reference, the therapies by start, end and
+        reference, the conditions by reference: the same facts, reasons and evidence whatever order the input
+        came in (files, workers, or a server's pages), also when two records share a day."""
         for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
                       *self.labs.values()):
-            items.sort(key=_first)
+            if len(items) > 1:
+                items.sort(key=_day_and_reference)
         if len(self.exposures) > 1:
             self.exposures.sort(key=_exposure_order)
+        if len(self.conditions) > 1:
+            self.conditions.sort(key=_reference)
 
 
-def _first(item: tuple) -> Any:
-    return item[0]
+def _day_and_reference(item: tuple) -> tuple[Day, str]:
+    return item[0], item[2]
+
+
+def _reference(item: Condition) -> str:
+    return item.ref
 
 
 def _exposure_order(e: Exposure) -> tuple[Day, Day, str]:

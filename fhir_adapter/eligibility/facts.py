@@ -266,7 +266,7 @@ def sex(patient: PatientData, subject: str | None, window: Window | None, clock:
 
 @evaluator("ms-subtype")
 def ms_subtype(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
-    best = None
+    best = None                         # (active, day), the latest records of the course, their courses
     general = None
     for c in patient.conditions:
         when = c.recorded or (c.onset[0] if c.onset else 0)
@@ -276,15 +276,23 @@ def ms_subtype(patient: PatientData, subject: str | None, window: Window | None,
         if course:
             key = (c.active, when)
             if best is None or key > best[0]:
-                best = (key, c, course)
+                best = (key, [c], course)
+            elif key == best[0]:
+                best[1].append(c)
+                best = (key, best[1], best[2] | course)
         elif "multiple-sclerosis" in c.concepts:
             general = c
     if best is not None:
-        _, c, course = best
+        _, latest, course = best
         if len(course) > 1:
-            return Fact(None, (c.ref,), f"{c.ref} is coded with more than one MS course: {', '.join(sorted(course))}")
+            refs = tuple(c.ref for c in latest)
+            if len(latest) == 1:
+                return Fact(None, refs, f"{refs[0]} is coded with more than one MS course: {', '.join(sorted(course))}")
+            return Fact(None, refs, "different MS courses recorded the same day: "
+                        + ", ".join(f"{SUBTYPE_NAMES[n]} ({c.ref})" for c in latest for n in sorted(
+                            c.concepts & course)))
         name = next(iter(course))
-        return Fact(name, (c.ref,), SUBTYPE_NAMES[name])
+        return Fact(name, (latest[0].ref,), SUBTYPE_NAMES[name])
     if general is not None:
         return Fact(None, (general.ref,), "MS is recorded without its course (relapsing-remitting, secondary or "
                                           "primary progressive)")
