@@ -30,6 +30,9 @@ KINDS: tuple[str, ...] = ("inclusion", "exclusion")
 #: The facts a rule can test, with the kind of value each gives and what its `subject` names.
 #: number: compared with an interval; code: one concept name from mappings/terminology.yaml;
 #: boolean: present or absent. `window` (a look-back before the screening date) applies where noted.
+#: `unrecorded: manual review`: records of this kind are often not in an EHR extract at all (procedures,
+#: allergies); a patient with none leaves a line testing only this fact unknown without holding the verdict
+#: (like a line for manual review), while a record found, or records without the subject, decide it.
 FACTS: dict[str, dict[str, str]] = {
     "age": {"value": "number", "unit": "a", "about": "age in whole years at the screening date"},
     "sex": {"value": "code", "about": "administrative gender (male, female, other, unknown)"},
@@ -53,6 +56,11 @@ FACTS: dict[str, dict[str, str]] = {
                                   "days apart make one course; overlapping drugs count once)"},
     "condition": {"value": "boolean", "subject": "value set or concept of conditions",
                   "about": "the condition is or was recorded"},
+    "procedure": {"value": "boolean", "window": "yes", "subject": "value set or concept of procedures",
+                  "about": "a procedure of the subject was done (in progress or completed) inside the window, or ever",
+                  "unrecorded": "manual review"},
+    "allergy": {"value": "boolean", "subject": "value set or concept of substances",
+                "about": "an active allergy or intolerance to the subject is recorded", "unrecorded": "manual review"},
     "lab-positive": {"value": "boolean", "window": "yes", "subject": "lab concept (hiv, hbsag, ...)",
                      "about": "the latest result of the test is positive"},
     "lab-value": {"value": "number", "window": "yes", "subject": "lab concept (egfr, platelets, ...)",

@@ -226,6 +226,7 @@ COMPUTES: dict[str, dict[str, list[str]]] = {
         "exc-4": ["therapy[immunomodulators-or-immunosuppressants] in 6 mo = true"],
         "exc-5": [f"therapy[{drug}] in 12 mo = true" for drug in ("cladribine", "ocrelizumab", "rituximab",
                                                                    "alemtuzumab")],
+        "exc-6": ["procedure[stem-cell-transplants] in 12 mo = true"],
         "exc-7": ["therapy[glucocorticoids-or-acth] in 3 mo = true"],
         "exc-8": ["relapse-count in 2 a >= 1"],
         "exc-9": ["therapy[fampridine] in 0 d = true"],
@@ -236,6 +237,8 @@ COMPUTES: dict[str, dict[str, list[str]]] = {
         "exc-16": ["lab-value[platelets] < 100"],
         "exc-19": ["condition[major-depression] = true"],
         "exc-21": ["pregnant = true", "lactating = true"],
+        "exc-22": ["procedure[stem-cell-transplants] = true"],
+        "exc-23": ["allergy[paracetamol-codeine-or-lidocaine] = true"],
         "exc-24": ["condition[polyneuropathy] = true"],
         "exc-25": ["condition[alcohol-dependence] = true", "condition[drug-dependence] = true"],
     },
@@ -247,7 +250,7 @@ MANUAL = {
     "NCT02035514": {"inc-6", "exc-8", "exc-10"},
     "NCT02403947": {"inc-4", "exc-7", "exc-11"},
     "NCT01854957": {"exc-10", "exc-14"},
-    "NCT04749667": {"inc-5", "exc-6", "exc-11", "exc-13", "exc-17", "exc-18", "exc-20", "exc-22", "exc-23", "exc-26"},
+    "NCT04749667": {"inc-5", "exc-11", "exc-13", "exc-17", "exc-18", "exc-20", "exc-26"},
 }
 
 # Drugs a line names, which its therapy rule must cover.

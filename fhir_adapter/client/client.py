@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 #: What screening reads about one patient when the server has no `$everything`.
 SCREENING_TYPES = ("Condition", "Observation", "MedicationStatement", "MedicationRequest",
-                   "MedicationAdministration")
+                   "MedicationAdministration", "Procedure", "AllergyIntolerance")
 
 
 class FhirClient:

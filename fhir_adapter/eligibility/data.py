@@ -143,6 +143,11 @@ class PatientData:
     pregnancy: list[tuple[Day, bool, str]] = field(default_factory=list)
     lactation: list[tuple[Day, bool, str]] = field(default_factory=list)
     exposures: list[Exposure] = field(default_factory=list)
+    procedures: list[tuple[Day | None, frozenset[str], str]] = field(default_factory=list)  # recognised ones
+    procedure_records: int = 0                  # Procedures read (not cancelled or in error), recognised or not
+    allergies: list[tuple[frozenset[str], str, str, Day | None]] = field(default_factory=list)
+    #                                             (concepts, ref, "unconfirmed" or "", day recorded or of onset)
+    allergy_records: int = 0                    # AllergyIntolerances read (not refuted), recognised or not
     medication_records: int = 0                 # therapy resources read, recognised or not
     unrecognised_medications: int = 0           # of these, drugs known by no code or name in terminology.yaml
     observations: int = 0
@@ -196,6 +201,10 @@ class PatientData:
             self.exposures.sort(key=_exposure_order)
         if len(self.conditions) > 1:
             self.conditions.sort(key=_reference)
+        if len(self.procedures) > 1:
+            self.procedures.sort(key=_procedure_order)
+        if len(self.allergies) > 1:
+            self.allergies.sort(key=_allergy_order)
 
 
 def _day_and_reference(item: tuple) -> tuple[Day, str]:
@@ -204,6 +213,14 @@ def _day_and_reference(item: tuple) -> tuple[Day, str]:
 
 def _reference(item: Condition) -> str:
     return item.ref
+
+
+def _procedure_order(item: tuple[Day | None, frozenset[str], str]) -> tuple[Day, str]:
+    return (-1 if item[0] is None else item[0]), item[2]
+
+
+def _allergy_order(item: tuple[frozenset[str], str, str, Day | None]) -> str:
+    return item[1]
 
 
 def _exposure_order(e: Exposure) -> tuple[Day, Day, str]:
@@ -774,6 +791,38 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
     return True
 
 
+def _procedure(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
+    """A Procedure done or under way: its day (R4 performed[x], R5 occurrence[x]: a period's last day; None if
+    not recorded)."""
+    if _skipped(r) or r.get("status") in ("preparation", "on-hold"):     # planned, not (yet) done
+        return False
+    p.procedure_records += 1
+    concepts = concepts_of(r.get("code"))
+    if not concepts:
+        return False
+    period = r.get("performedPeriod") or r.get("occurrencePeriod")
+    when = _effective(r, "performedDateTime", "occurrenceDateTime") or (
+        (day(period.get("end")) or day(period.get("start"))) if isinstance(period, dict) else None)
+    p.procedures.append((when, concepts, ref))
+    return True
+
+
+def _allergy(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
+    """An AllergyIntolerance, active (no clinicalStatus, or `active`); the substance by code or by name."""
+    if _skipped(r):
+        return False
+    p.allergy_records += 1
+    clinical = {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding") or () if isinstance(c, dict)}
+    concepts = drug_concepts(r.get("code"))
+    if not concepts or (clinical and "active" not in clinical):
+        return False
+    verification = {c.get("code") for c in (r.get("verificationStatus") or {}).get("coding") or ()
+                    if isinstance(c, dict)}
+    recorded = day(r.get("recordedDate")) or _effective(r, "onsetDateTime", "onsetPeriod")
+    p.allergies.append((concepts, ref, "unconfirmed" if "unconfirmed" in verification else "", recorded))
+    return True
+
+
 def _why_no_patient(resource: dict[str, Any]) -> str:
     """Why a resource names no patient: no id (a Patient), or what its subject / patient names instead."""
     rtype = resource.get("resourceType")
@@ -796,6 +845,8 @@ _HANDLERS = {
     "MedicationStatement": _medication,
     "MedicationRequest": _medication,
     "MedicationAdministration": _medication,
+    "Procedure": _procedure,
+    "AllergyIntolerance": _allergy,
 }
 #: The resource types screening reads (a Medication for the drug a therapy refers to); others are counted only.
 READ_TYPES = frozenset({*_HANDLERS, "Medication"})

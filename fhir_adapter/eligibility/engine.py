@@ -10,7 +10,9 @@ expectation; `all-of` / `any-of` combine three-valued (Kleene logic). A patient 
 Criteria that no data can decide (informed consent, "severely limited life expectancy": lines without a
 rule) are listed with the result `unknown` and the reason "manual review", and do not change the verdict:
 they are checked at the screening visit whatever the data say. A sub-item without a rule inside a computable
-line is unknown and counts through its line's combination.
+line is unknown and counts through its line's combination. A line on procedures or allergies, which many
+extracts do not hold, decides when the patient has such records, and is left to that review (unknown, not
+holding the verdict) when the patient has none.
 
 Facts are computed once per patient and screening (the four trials share most of them), and each distinct
 rule is judged once per patient.
@@ -289,11 +291,16 @@ class TrialPlan:
         self.nodes = tuple(nodes)
         self.order = tuple(sorted(range(len(nodes)), key=lambda i: -i))   # sub-items (later) before parents
         self.decisive = tuple(i for i in self.top if not nodes[i].manual)
+        #: lines testing a fact often not in an extract (criteria.FACTS `unrecorded`): unknown, they do not hold
+        #: the verdict, like a line for manual review; a record found (or records without it) decides them
+        self.unrecorded = frozenset(i for i in self.decisive if _unrecorded_review(nodes[i].criterion))
         self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
         #: what the site checks by hand: lines no data decides, and lines decided only in part ("exc-2 (in part)")
         self.manual_ids = "; ".join(
-            n.criterion.link_id if n.manual else f"{n.criterion.link_id} (in part)"
-            for n in nodes if (n.top and n.manual) or (not n.manual and n.criterion.reviewed_in_part))
+            n.criterion.link_id if n.manual else f"{n.criterion.link_id} (unless recorded)"
+            if n.index in self.unrecorded else f"{n.criterion.link_id} (in part)"
+            for n in nodes if (n.top and n.manual) or n.index in self.unrecorded
+            or (not n.manual and n.criterion.reviewed_in_part))
         self._parent_reasons: dict[tuple[int, tuple[str, ...]], str] = {}
         self._compile()
 
@@ -306,7 +313,7 @@ class TrialPlan:
         self._combined = tuple((i, _DECIDES["all-of" if nodes[i].combine in (None, "all-of") else "any-of"],
                                 nodes[i].children)
                                for i in self.order if nodes[i].slot is None and nodes[i].children)
-        self._decisive = tuple((i, nodes[i].loses) for i in self.decisive)
+        self._decisive = tuple((i, nodes[i].loses, i not in self.unrecorded) for i in self.decisive)
         lines = [i for i in range(len(nodes)) if nodes[i].fixed is None and nodes[i].slot is None]
         self.json_slots = frozenset(n.slot for n in nodes if n.fixed is None and n.slot is not None)
         below: dict[int, tuple[int, ...]] = {}     # a line and every line under it, parents first
@@ -340,12 +347,12 @@ class TrialPlan:
             mine = [results[c] for c in children]
             results[i] = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
         verdict = ELIGIBLE
-        for i, loses in self._decisive:
+        for i, loses, holds in self._decisive:
             r = results[i]
             if r == loses:
                 verdict = INELIGIBLE
                 break
-            if r == UNKNOWN:
+            if r == UNKNOWN and holds:
                 verdict = NEEDS_REVIEW
         return tuple(results), verdict
 
@@ -398,6 +405,13 @@ class TrialPlan:
                     f"{'any' if node.combine == 'any-of' else 'all'} of the sub-items: {items}"
             self._parent_reasons[key] = found
         return found
+
+
+def _unrecorded_review(criterion: Criterion) -> bool:
+    """Whether a line tests only a fact whose records an extract often lacks (criteria.FACTS `unrecorded`)."""
+    rule = criterion.rule
+    return (not criterion.children and isinstance(rule, Rule)
+            and FACTS[rule.fact].get("unrecorded") == "manual review")
 
 
 class Plan:
@@ -636,7 +650,8 @@ class Verdict:
         """What is missing to decide: `linkId: reason` of each unknown line (the innermost ones)."""
         nodes, results = self._plan.nodes, self.results
         return [f"{nodes[j].criterion.link_id}: {self._reason(j)}"
-                for i in self._plan.decisive if results[i] == UNKNOWN for j in self._open(i)]
+                for i in self._plan.decisive if results[i] == UNKNOWN and i not in self._plan.unrecorded
+                for j in self._open(i)]
 
     @property
     def deciding(self) -> list[str]:

@@ -619,6 +619,53 @@ def condition(patient: PatientData, subject: str | None, window: Window | None, 
     return Fact(False, (), f"no {label} among {len(patient.conditions)} recorded condition(s)")
 
 
+# ------------------------------------------------------------------------------------------ procedures, allergies
+# An EHR extract often holds no procedures or allergies at all: a patient with none leaves these facts unknown,
+# and their lines stay with the site's manual review (criteria.FACTS `unrecorded`).
+
+@evaluator("procedure")
+def procedure(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    wanted = members(subject or "")
+    label = _label(subject or "")
+    where = clock.window_text(window)
+    if not patient.procedure_records:
+        return Fact(None, (), f"no Procedure recorded for the patient (the extract may hold none), so {label} "
+                              f"{where} cannot be ruled out: manual review")
+    start_of_window = clock.since(window) if window is not None else 1
+    done: list[tuple[Day, str]] = []
+    undated: list[str] = []
+    for when, concepts, ref in patient.procedures:
+        if concepts & wanted:
+            if when is None:
+                undated.append(ref)
+            elif start_of_window <= when <= clock.as_of:
+                done.append((when, ref))
+    if done:
+        return Fact(True, tuple(ref for _, ref in done),
+                    f"{', '.join(clock.date(when) for when, _ in done)} ({label} {where})")
+    if undated:
+        if window is None:
+            return Fact(True, tuple(undated), f"recorded without a date ({label} {where})")
+        return Fact(None, tuple(undated), f"{label} recorded without a date: cannot tell whether {where}")
+    return Fact(False, (), f"no {label} {where} among {patient.procedure_records} recorded procedure(s)")
+
+
+@evaluator("allergy")
+def allergy(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
+    wanted = members(subject or "")
+    label = _label(subject or "")
+    if not patient.allergy_records:
+        return Fact(None, (), f"no AllergyIntolerance recorded for the patient (the extract may hold none), so an "
+                              f"allergy to {label} cannot be ruled out: manual review")
+    found = [(concepts & wanted, ref, verification) for concepts, ref, verification, when in patient.allergies
+             if concepts & wanted and (when is None or when <= clock.as_of)]
+    if found:
+        texts = [", ".join(sorted(names)) + (f" ({verification})" if verification else "")
+                 for names, _, verification in found]
+        return Fact(True, tuple(ref for _, ref, _ in found), f"allergy or intolerance to {'; '.join(texts)} recorded")
+    return Fact(False, (), f"no active allergy to {label} among {patient.allergy_records} allergy record(s)")
+
+
 # ------------------------------------------------------------------------------------------ pregnancy, lactation
 
 def _male(patient: PatientData) -> bool:
