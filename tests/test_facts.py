@@ -115,6 +115,25 @@ class Chart:
     def lactation(self, days: int, breastfeeding: bool) -> dict:
         return self.observation(self.code("breastfeeding-status"), days, valueBoolean=breastfeeding)
 
+    def procedure(self, concept: str | None = None, days: int = 300, *, system: str | None = None,
+                  code: str | None = None, status: str = "completed", **extra) -> dict:
+        return self._add("Procedure", status=status, code=self.code(concept, system, code),
+                         **({"performedDateTime": self.ago(days)} if days is not None else {}), **extra)
+
+    def allergy(self, concept: str | None = None, *, text: str | None = None, status: str | None = "active",
+                verification: str | None = None, system: str | None = None, code: str | None = None) -> dict:
+        """An AllergyIntolerance (its patient in `patient`, as R4 and R5 have it)."""
+        resource = self._add("AllergyIntolerance", code={"text": text} if text else self.code(concept, system, code))
+        resource["patient"] = resource.pop("subject")
+        if status:
+            resource["clinicalStatus"] = {"coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": status}]}
+        if verification:
+            resource["verificationStatus"] = {"coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                 "code": verification}]}
+        return resource
+
     def data(self):
         return index_resources(self.resources).patients[self.pid]
 
@@ -579,6 +598,53 @@ def test_records_of_the_same_day_give_the_same_facts_whatever_order_they_come_in
     for name, subject, window in asked:
         assert facts.fact(name, patient, subject, window, clock) == facts.fact(name, reversed_, subject, window,
                                                                              clock), name
+
+
+def test_procedure_inside_the_window_by_its_day_and_by_status():
+    """12 months before 2025-06-01 start on 2024-06-01 (365 days back); planned, cancelled or erroneous
+    procedures are not done; R5 writes occurrence[x], and a period counts by its last day."""
+    HSCT = "stem-cell-transplants"
+    def chart_with(**procedure) -> Chart:
+        chart = Chart()
+        chart.procedure("haematopoietic-stem-cell-transplant", **procedure)
+        return chart
+    assert chart_with(days=365).fact("procedure", HSCT, "12 mo").value is True
+    assert chart_with(days=366).fact("procedure", HSCT, "12 mo").value is False
+    assert chart_with(days=366).fact("procedure", HSCT).value is True                   # ever
+    assert chart_with(days=-5).fact("procedure", HSCT).value is False                    # after the screening date
+    for status in ("preparation", "not-done", "entered-in-error", "on-hold"):
+        found = chart_with(days=10, status=status).fact("procedure", HSCT)
+        assert found.value is None and "no Procedure recorded" in found.detail, status
+    r5 = chart_with(days=None, occurrencePeriod={"start": Chart().ago(400), "end": Chart().ago(360)})
+    assert r5.fact("procedure", HSCT, "12 mo").value is True
+    other = Chart()
+    other.procedure(system="http://snomed.info/sct", code="277762005")
+    found = other.fact("procedure", HSCT, "12 mo")
+    assert found.value is False and "among 1 recorded procedure(s)" in found.detail
+    assert Chart().fact("procedure", HSCT).value is None
+
+
+def test_allergy_active_and_recorded_by_the_screening_date():
+    SUBSTANCES = "paracetamol-codeine-or-lidocaine"
+    chart = Chart()
+    tylenol = chart.allergy(text="Tylenol with Codeine #3")
+    found = chart.fact("allergy", SUBSTANCES)
+    assert found.value is True and found.evidence == (f"AllergyIntolerance/{tylenol['id']}",)
+    assert "codeine, paracetamol" in found.detail
+    later = Chart()
+    later.allergy("lidocaine")["recordedDate"] = later.ago(-3)                          # recorded after as-of
+    assert later.fact("allergy", SUBSTANCES).value is False
+    inactive = Chart()
+    inactive.allergy("lidocaine", status="inactive")
+    assert inactive.fact("allergy", SUBSTANCES).value is False
+    unconfirmed = Chart()
+    unconfirmed.allergy(system="http://snomed.info/sct", code="387480006", verification="unconfirmed", status=None)
+    found = unconfirmed.fact("allergy", "lidocaine")
+    assert found.value is True and "(unconfirmed)" in found.detail
+    refuted = Chart()
+    refuted.allergy("codeine", verification="refuted")
+    assert refuted.fact("allergy", "codeine").value is None                             # the only record, refuted
+    assert Chart().fact("allergy", SUBSTANCES).value is None
 
 
 def test_drugs_not_recognised_are_counted_in_the_reason():

@@ -240,6 +240,42 @@ def test_manual_criteria_are_listed_but_do_not_decide():
     assert verdict.verdict == ELIGIBLE and verdict.missing == []
 
 
+def test_lines_on_records_an_extract_may_lack_are_reviewed_when_the_patient_has_none():
+    """A procedure or allergy line: with no Procedure (AllergyIntolerance) at all it is unknown, left to manual
+    review without holding the verdict; a record found decides it, and so do records without the one sought.
+    A transplant without a date under a window is unknown too, and left to the same review."""
+    trial = Trial("T", "T", tuple(Criterion.from_dict(c) for c in [
+        {"linkId": "inc-1", "kind": "inclusion", "text": "adult", "rule": {"fact": "age", "at-least": 18}},
+        {"linkId": "exc-1", "kind": "exclusion", "text": "transplant in a year",
+         "rule": {"fact": "procedure", "subject": "stem-cell-transplants", "window": "12 mo", "present": True}},
+        {"linkId": "exc-2", "kind": "exclusion", "text": "allergy",
+         "rule": {"any-of": [{"fact": "allergy", "subject": "codeine", "present": True},
+                             {"fact": "allergy", "subject": "lidocaine", "present": True}]}},
+        {"linkId": "exc-3", "kind": "exclusion", "text": "by hand"}]))
+    plain = verdict_of(Chart(), trial)
+    assert plain.verdict == ELIGIBLE and plain.missing == []
+    by_id = {r.criterion.link_id: r for r in plain.criteria}
+    assert by_id["exc-1"].result == by_id["exc-2"].result == "unknown"
+    assert "no Procedure recorded" in by_id["exc-1"].reason and "manual review" in by_id["exc-1"].reason
+    assert plain.plan.manual_ids == "exc-1 (unless recorded); exc-2 (unless recorded); exc-3"
+    recorded = Chart()
+    recorded.procedure(system="http://snomed.info/sct", code="277762005", days=100)     # not a transplant
+    recorded.allergy(text="no known allergies")
+    verdict = verdict_of(recorded, trial)
+    assert [r.result for r in verdict.criteria] == ["met", "not-met", "not-met", "unknown"]
+    assert verdict.verdict == ELIGIBLE
+    undated = Chart()
+    undated.procedure("haematopoietic-stem-cell-transplant", None)
+    verdict = verdict_of(undated, trial)
+    assert verdict.criteria[1].result == "unknown" and verdict.verdict == ELIGIBLE
+    assert "without a date" in verdict.criteria[1].reason and verdict.criteria[1].evidence
+    transplanted = Chart()
+    transplanted.procedure("haematopoietic-stem-cell-transplant", 365)                 # 2024-06-01: in the window
+    verdict = verdict_of(transplanted, trial)
+    assert verdict.verdict == INELIGIBLE and verdict.deciding == ["exc-1"]
+    assert verdict.criteria[1].evidence == (f"Procedure/{transplanted.resources[-1]['id']}",)
+
+
 def test_verdict_cites_the_resources_it_used():
     chart = candidate()
     verdict = verdict_of(chart, CMM_EM)

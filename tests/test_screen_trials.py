@@ -27,7 +27,7 @@ from fhir_adapter.eligibility import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial, 
 from fhir_adapter.eligibility.trials import load_trials
 from fhir_adapter.terminology import system
 
-ATC, ICD10, ICD10CM = system("atc"), system("icd10"), system("icd10cm")
+ATC, ICD10, ICD10CM, SNOMED = system("atc"), system("icd10"), system("icd10cm"), system("snomed")
 
 
 def _criteria(*items: dict) -> tuple[Criterion, ...]:
@@ -193,7 +193,8 @@ SMART_MS = Trial("NCT04749667", "SMART-MS", _criteria(
     {"linkId": "exc-5", "kind": "exclusion", "text": "Treatment with kladribin, ocrelizumab, rituximab, and "
                                                      "alemtuzumab within 12 months prior to inclusion",
      "rule": _any(*(_therapy(drug, "12 mo") for drug in ("cladribine", "ocrelizumab", "rituximab", "alemtuzumab")))},
-    {"linkId": "exc-6", "kind": "exclusion", "text": "Treatment with hematopoietic stem cell therapy within 12 months"},
+    {"linkId": "exc-6", "kind": "exclusion", "text": "Treatment with hematopoietic stem cell therapy within 12 months",
+     "rule": _rule("procedure", subject="haematopoietic-stem-cell-transplant", window="12 mo", present=True)},
     {"linkId": "exc-7", "kind": "exclusion", "text": "Treatment with glucocorticoids or ACTH within three months "
                                                      "prior to start of inclusion",
      "rule": _therapy("glucocorticoids-or-acth", "3 mo")},
@@ -221,6 +222,11 @@ SMART_MS = Trial("NCT04749667", "SMART-MS", _criteria(
     {"linkId": "exc-25", "kind": "exclusion", "text": "Prior or current alcohol or drug dependencies",
      "rule": _any(_rule("condition", subject="alcohol-dependence", present=True),
                   _rule("condition", subject="drug-dependence", present=True))},
+    {"linkId": "exc-22", "kind": "exclusion", "text": "History of autologous/allogenic bone marrow transplantation or "
+                                                      "peripheral blood cell transplant",
+     "rule": _rule("procedure", subject="haematopoietic-stem-cell-transplant", present=True)},
+    {"linkId": "exc-23", "kind": "exclusion", "text": "Known hypersensitivity against paracetamol, codein or xylocain",
+     "rule": _any(*(_rule("allergy", subject=drug, present=True) for drug in ("paracetamol", "codeine", "lidocaine")))},
     {"linkId": "exc-26", "kind": "exclusion", "text": "Inability to give informed consent"},
 ))
 
@@ -532,6 +538,30 @@ CASES: dict[str, list[tuple[str, Callable[[], Chart], str, str | None]]] = {
                                                                      c.lactation(5, True))),
          INELIGIBLE, r"(?i)breastfeeding|lactation"),
         ("woman without a pregnancy test", lambda: S(gender="female"), NEEDS_REVIEW, None),
+        # "hematopoietic stem cell therapy within 12 months" (365 days back) and "History of ... bone marrow
+        # transplantation or peripheral blood cell transplant": any transplant excludes, recent or not
+        ("stem cell transplant 300 days ago", lambda: add(S(), lambda c: c.procedure(
+            "haematopoietic-stem-cell-transplant", 300)), INELIGIBLE, r"(?i)hematopoietic stem cell therapy"),
+        ("bone marrow transplant 10 years ago (SNOMED 23719005)", lambda: add(S(), lambda c: c.procedure(
+            system=SNOMED, code="23719005", days=3650)), INELIGIBLE, r"(?i)bone marrow transplantation"),
+        ("transplant without a date", lambda: add(S(), lambda c: c.procedure(
+            "haematopoietic-stem-cell-transplant", None)), INELIGIBLE, r"(?i)bone marrow transplantation"),
+        ("transplant planned, not done", lambda: add(S(), lambda c: c.procedure(
+            "haematopoietic-stem-cell-transplant", 10, status="preparation")), ELIGIBLE, None),
+        ("a procedure that is no transplant (lumbar puncture)", lambda: add(S(), lambda c: c.procedure(
+            system=SNOMED, code="277762005", days=100)), ELIGIBLE, None),
+        # "Known hypersensitivity against paracetamol, codein or xylocain"
+        ("codeine allergy (SNOMED substance)", lambda: add(S(), lambda c: c.allergy("codeine")), INELIGIBLE,
+         r"(?i)hypersensitivity"),
+        ("'Xylocain' allergy, text only", lambda: add(S(), lambda c: c.allergy(text="Xylocain")), INELIGIBLE,
+         r"(?i)hypersensitivity"),
+        ("paracetamol allergy, unconfirmed", lambda: add(S(), lambda c: c.allergy(
+            "paracetamol", verification="unconfirmed")), INELIGIBLE, r"(?i)hypersensitivity"),
+        ("acetaminophen intolerance resolved", lambda: add(S(), lambda c: c.allergy(
+            text="acetaminophen", status="resolved")), ELIGIBLE, None),
+        ("lidocaine allergy refuted", lambda: add(S(), lambda c: c.allergy(
+            "lidocaine", verification="refuted")), ELIGIBLE, None),
+        ("penicillin allergy only", lambda: add(S(), lambda c: c.allergy(text="Penicillin")), ELIGIBLE, None),
     ],
 }
 

@@ -408,10 +408,12 @@ class TrialPlan:
 
 
 def _unrecorded_review(criterion: Criterion) -> bool:
-    """Whether a line tests only a fact whose records an extract often lacks (criteria.FACTS `unrecorded`)."""
-    rule = criterion.rule
-    return (not criterion.children and isinstance(rule, Rule)
-            and FACTS[rule.fact].get("unrecorded") == "manual review")
+    """Whether a line tests only facts whose records an extract often lacks (criteria.FACTS `unrecorded`)."""
+    def unrecorded(rule: Rule | Combination) -> bool:
+        if isinstance(rule, Combination):
+            return all(unrecorded(part) for part in rule.parts)
+        return FACTS[rule.fact].get("unrecorded") == "manual review"
+    return not criterion.children and criterion.rule is not None and unrecorded(criterion.rule)
 
 
 class Plan:

@@ -12,7 +12,8 @@ Closed or open world, fact by fact (what absence of data means):
   date or more than 122 years before it (`PatientData.impossible_birth`; the run reports it in problems.csv).
 - ms-subtype: the MS course of the most recent (active first) Condition coded with a course (SNOMED, FY2026
   ICD-10-CM G35.A-C2, ICD-10-GM G35.1-3). Unknown when MS is recorded without its course (ICD-10 G35,
-  G35.D, G35.9). `none` (so any-of rules fail) when the patient has Conditions but no MS at all.
+  G35.D, G35.9), or when the latest records, of one day, give different courses. `none` (so any-of rules
+  fail) when the patient has Conditions but no MS at all.
 - disease-duration: whole years (like age) from the earliest MS onset (onsetDateTime, onsetPeriod, or onsetAge
   in years with the birth date), else at least the years since the diagnosis was first recorded (a record can
   be younger than the disease: "2 to 10 years" is then not-met above 10, unknown below); unknown without either.
@@ -36,6 +37,12 @@ Closed or open world, fact by fact (what absence of data means):
   lower bound. Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
 - condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
   when the patient has any Condition (a problem list exists); unknown without one.
+- procedure: a Procedure of the value set done (completed, in progress or stopped) inside the window (its day, a
+  period's last day), or ever without a window; one without a date counts for "ever" and is unknown under a
+  window. Closed world when the patient has any Procedure; unknown without one, and then, since extracts often
+  hold none, its line is left to manual review instead of holding the verdict (criteria.FACTS `unrecorded`).
+- allergy: an active (or status-less) AllergyIntolerance to a substance of the value set, not refuted, recorded
+  by the screening date; unconfirmed ones count and say so. Closed world and manual review like procedure.
 - lab-positive, lab-value: the latest result of the test (inside the window when given). Open world:
   unknown when the test was not done (no HIV test is not a negative HIV test).
 - pregnant: not-met for men; otherwise the latest pregnancy status, test or pregnancy Condition (from its
