@@ -219,6 +219,33 @@ def test_latest_course_wins_and_no_ms_at_all_is_none():
     assert Chart().fact("ms-subtype").value is None
 
 
+def test_results_of_one_day_that_differ_decide_only_where_they_agree():
+    chart = Chart()
+    chart.edss(6.0, 100)
+    chart.edss(3.0, 40)
+    chart.edss(6.5, 40)
+    chart.edss(3.0, 40)
+    found = chart.fact("edss")
+    assert (found.value, found.upper) == (3.0, 6.5) and len(found.evidence) == 3
+    assert found.detail == "latest EDSS 3 and 6.5, all on 2025-04-22"
+    assert judge(Rule.from_dict({"fact": "edss", "range": [3.0, 6.5]}), found) == MET
+    assert judge(Rule.from_dict({"fact": "edss", "range": [4, 7]}), found) == UNKNOWN
+    assert judge(Rule.from_dict({"fact": "edss", "at-least": 7}), found) == NOT_MET
+    chart.lab("egfr", 30, value=55, unit="mL/min/{1.73_m2}")
+    chart.lab("egfr", 30, value=75, unit="mL/min/{1.73_m2}")
+    egfr = chart.fact("lab-value", "egfr")
+    assert (egfr.value, egfr.upper) == (55.0, 75.0)
+    assert judge(Rule.from_dict({"fact": "lab-value", "subject": "egfr", "below": 60}), egfr) == UNKNOWN
+    chart.lab("hiv", 30, positive=True)
+    chart.lab("hiv", 30, positive=False)
+    hiv = chart.fact("lab-positive", "hiv")
+    assert hiv.value is None and "both positive and negative" in hiv.detail and len(hiv.evidence) == 2
+    same = Chart()
+    same.edss(4.0, 40)
+    kept = same.edss(4.0, 40)
+    assert same.fact("edss") == facts.Fact(4.0, (f"Observation/{kept['id']}",), "latest EDSS 4 on 2025-04-22")
+
+
 def test_two_courses_recorded_the_same_day_are_unknown_and_the_same_course_twice_is_not():
     chart = Chart()
     rrms = chart.condition("rrms", recorded="2023-05-01")

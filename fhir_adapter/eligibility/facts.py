@@ -345,7 +345,21 @@ def edss(patient: PatientData, subject: str | None, window: Window | None, clock
     if not found:
         return Fact(None, (), f"no EDSS {clock.window_text(window)}")
     when, value, ref = found[-1]
+    if len(found) > 1 and found[-2][0] == when:
+        return _one_day(found, when, "latest EDSS", "", clock)
     return Fact(value, (ref,), f"latest EDSS {_number(value)} on {clock.date(when)}")
+
+
+def _one_day(found: list[tuple], when: Day, name: str, unit: str, clock: Clock) -> Fact:
+    """The values of day `when` among (day, value, ref) items sorted by day: where they differ, a range from the
+    lowest to the highest, so a rule decides only when all of them agree; else the last of them."""
+    same = [item for item in found if item[0] == when and item[1] is not None]
+    values = sorted({item[1] for item in same})
+    if len(values) == 1:
+        return Fact(float(values[0]), (same[-1][2],), f"{name} {_number(values[0])}{unit} on {clock.date(when)}")
+    return Fact(float(values[0]), tuple(item[2] for item in same),
+                f"{name} {' and '.join(map(_number, values))}{unit}, all on {clock.date(when)}",
+                upper=float(values[-1]))
 
 
 def progression_step(latest: float) -> float:
@@ -483,6 +497,9 @@ def lab_positive(patient: PatientData, subject: str | None, window: Window | Non
                         "positive nor negative")
         return Fact(None, (), f"no {name} result {clock.window_text(window)}")
     when, value, ref = found
+    same = [item for item in _upto(patient.labs.get(lab, ()), clock, window) if item[0] == when and item[1] is not None]
+    if len(same) > 1 and len({bool(item[1]) for item in same}) > 1:
+        return Fact(None, tuple(item[2] for item in same), f"{name} both positive and negative on {clock.date(when)}")
     return Fact(bool(value), (ref,), f"{name} {'positive' if value else 'negative'} on {clock.date(when)}")
 
 
@@ -494,6 +511,9 @@ def lab_value(patient: PatientData, subject: str | None, window: Window | None, 
     if found is None:
         return Fact(None, (), f"no {name} result {clock.window_text(window)}")
     when, value, ref = found
+    results = _upto(patient.labs.get(lab, ()), clock, window)
+    if len(results) > 1:
+        return _one_day(results, when, f"latest {name}", LAB_UNITS.get(lab, ""), clock)
     return Fact(float(value), (ref,), f"latest {name} {_number(value)}{LAB_UNITS.get(lab, '')} on {clock.date(when)}")
 
 
