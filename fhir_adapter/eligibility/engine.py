@@ -295,7 +295,8 @@ class TrialPlan:
         #: the verdict, like a line for manual review; a record found (or records without it) decides them
         self.unrecorded = frozenset(i for i in self.decisive if _unrecorded_review(nodes[i].criterion))
         self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
-        #: what the site checks by hand: lines no data decides, and lines decided only in part ("exc-2 (in part)")
+        #: what the site checks by hand: lines no data decides, lines decided only in part ("exc-2 (in part)"),
+        #: and lines on records an extract may lack, for patients without them ("exc-22 (unless recorded)")
         self.manual_ids = "; ".join(
             n.criterion.link_id if n.manual else f"{n.criterion.link_id} (unless recorded)"
             if n.index in self.unrecorded else f"{n.criterion.link_id} (in part)"
