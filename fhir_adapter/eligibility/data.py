@@ -38,6 +38,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from .. import terminology
@@ -196,7 +197,7 @@ class PatientData:
         for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
                       *self.labs.values()):
             if len(items) > 1:
-                items.sort(key=_day_and_reference)
+                items.sort(key=_DAY_AND_REFERENCE)
         if len(self.exposures) > 1:
             self.exposures.sort(key=_exposure_order)
         if len(self.conditions) > 1:
@@ -204,11 +205,10 @@ class PatientData:
         if len(self.procedures) > 1:
             self.procedures.sort(key=_procedure_order)
         if len(self.allergies) > 1:
-            self.allergies.sort(key=_allergy_order)
+            self.allergies.sort(key=itemgetter(1))             # by reference
 
 
-def _day_and_reference(item: tuple) -> tuple[Day, str]:
-    return item[0], item[2]
+_DAY_AND_REFERENCE = itemgetter(0, 2)        # of a (day, value, reference) item
 
 
 def _reference(item: Condition) -> str:
@@ -219,8 +219,6 @@ def _procedure_order(item: tuple[Day | None, frozenset[str], str]) -> tuple[Day,
     return (-1 if item[0] is None else item[0]), item[2]
 
 
-def _allergy_order(item: tuple[frozenset[str], str, str, Day | None]) -> str:
-    return item[1]
 
 
 def _exposure_order(e: Exposure) -> tuple[Day, Day, str]:
@@ -608,8 +606,12 @@ def _skipped(r: dict[str, Any]) -> bool:
     verification = r.get("verificationStatus")
     if not isinstance(verification, dict):
         return False
-    codes = {c.get("code") for c in verification.get("coding") or () if isinstance(c, dict)}
-    return bool(codes & {"refuted", "entered-in-error"})
+    return bool(_codes(verification) & {"refuted", "entered-in-error"})
+
+
+def _codes(concept: Any) -> set[Any]:
+    """The codes of a CodeableConcept's codings (none for an absent element)."""
+    return {c.get("code") for c in (concept or {}).get("coding") or () if isinstance(c, dict)}
 
 
 def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
@@ -624,7 +626,7 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
             index.problems.append(Problem(where, "MS relapse (Condition) without onset or recorded date"))
             return False
         p.relapses.append((when, _severity(r.get("severity")), ref))
-    clinical = {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding") or () if isinstance(c, dict)}
+    clinical = _codes(r.get("clinicalStatus"))
     active = not clinical or bool(clinical & {"active", "recurrence", "relapse"})
     abated = day(r.get("abatementDateTime")) or day((r.get("abatementPeriod") or {}).get("end"))
     age = _onset_age(r) if onset is None else None
@@ -812,12 +814,11 @@ def _allergy(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     if _skipped(r):
         return False
     p.allergy_records += 1
-    clinical = {c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding") or () if isinstance(c, dict)}
+    clinical = _codes(r.get("clinicalStatus"))
     concepts = drug_concepts(r.get("code"))
     if not concepts or (clinical and "active" not in clinical):
         return False
-    verification = {c.get("code") for c in (r.get("verificationStatus") or {}).get("coding") or ()
-                    if isinstance(c, dict)}
+    verification = _codes(r.get("verificationStatus"))
     recorded = day(r.get("recordedDate")) or _effective(r, "onsetDateTime", "onsetPeriod")
     p.allergies.append((concepts, ref, "unconfirmed" if "unconfirmed" in verification else "", recorded))
     return True

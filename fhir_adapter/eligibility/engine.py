@@ -297,13 +297,19 @@ class TrialPlan:
         self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
         #: what the site checks by hand: lines no data decides, lines decided only in part ("exc-2 (in part)"),
         #: and lines on records an extract may lack, for patients without them ("exc-22 (unless recorded)")
-        self.manual_ids = "; ".join(
-            n.criterion.link_id if n.manual else f"{n.criterion.link_id} (unless recorded)"
-            if n.index in self.unrecorded else f"{n.criterion.link_id} (in part)"
-            for n in nodes if (n.top and n.manual) or n.index in self.unrecorded
-            or (not n.manual and n.criterion.reviewed_in_part))
+        self.manual_ids = "; ".join(n.criterion.link_id + mark for n in nodes
+                                    if (mark := self._review_mark(n)) is not None)
         self._parent_reasons: dict[tuple[int, tuple[str, ...]], str] = {}
         self._compile()
+
+    def _review_mark(self, node: Node) -> str | None:
+        """How a line is listed for manual review: "" (a whole top-level line), " (unless recorded)" or
+        " (in part)"; None: not listed."""
+        if node.manual:
+            return "" if node.top else None
+        if node.index in self.unrecorded:
+            return " (unless recorded)"
+        return " (in part)" if node.criterion.reviewed_in_part else None
 
     def _compile(self) -> None:
         """What every patient's verdict and JSON line reuse: which rule result each line takes, the lines

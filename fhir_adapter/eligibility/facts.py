@@ -68,6 +68,7 @@ from .data import (
     ONGOING,
     SEVERITY_RANK,
     SUBTYPES,
+    Condition,
     Day,
     PatientData,
     months_after,
@@ -273,24 +274,25 @@ def sex(patient: PatientData, subject: str | None, window: Window | None, clock:
 
 @evaluator("ms-subtype")
 def ms_subtype(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
-    best = None                         # (active, day), the latest records of the course, their courses
+    best: tuple[bool, Day] | None = None        # (active, day) of the latest records of a course
+    latest: list[Condition] = []                # those records
+    course: frozenset[str] = frozenset()        # and the courses they give
     general = None
     for c in patient.conditions:
         when = c.recorded or (c.onset[0] if c.onset else 0)
         if when > clock.as_of:
             continue
-        course = c.concepts.intersection(SUBTYPES)
-        if course:
+        mine = c.concepts.intersection(SUBTYPES)
+        if mine:
             key = (c.active, when)
-            if best is None or key > best[0]:
-                best = (key, [c], course)
-            elif key == best[0]:
-                best[1].append(c)
-                best = (key, best[1], best[2] | course)
+            if best is None or key > best:
+                best, latest, course = key, [c], mine
+            elif key == best:
+                latest.append(c)
+                course |= mine
         elif "multiple-sclerosis" in c.concepts:
             general = c
     if best is not None:
-        _, latest, course = best
         if len(course) > 1:
             refs = tuple(c.ref for c in latest)
             if len(latest) == 1:
@@ -346,14 +348,23 @@ def edss(patient: PatientData, subject: str | None, window: Window | None, clock
         return Fact(None, (), f"no EDSS {clock.window_text(window)}")
     when, value, ref = found[-1]
     if len(found) > 1 and found[-2][0] == when:
-        return _one_day(found, when, "latest EDSS", "", clock)
+        return _one_day(_last_day(found), "latest EDSS", "", clock)
     return Fact(value, (ref,), f"latest EDSS {_number(value)} on {clock.date(when)}")
 
 
-def _one_day(found: list[tuple], when: Day, name: str, unit: str, clock: Clock) -> Fact:
-    """The values of day `when` among (day, value, ref) items sorted by day: where they differ, a range from the
-    lowest to the highest, so a rule decides only when all of them agree; else the last of them."""
-    same = [item for item in found if item[0] == when and item[1] is not None]
+def _last_day(items: list[tuple]) -> list[tuple]:
+    """The items (sorted by day, not empty) of the last day among them."""
+    when = items[-1][0]
+    i = len(items) - 1
+    while i and items[i - 1][0] == when:
+        i -= 1
+    return items[i:]
+
+
+def _one_day(same: list[tuple], name: str, unit: str, clock: Clock) -> Fact:
+    """The values of (day, value, ref) items of one day: where they differ, a range from the lowest to the
+    highest, so a rule decides only when all of them agree; else the last of them."""
+    when = same[-1][0]
     values = sorted({item[1] for item in same})
     if len(values) == 1:
         return Fact(float(values[0]), (same[-1][2],), f"{name} {_number(values[0])}{unit} on {clock.date(when)}")
@@ -465,11 +476,15 @@ def new_t2_lesion_count(patient: PatientData, subject: str | None, window: Windo
 
 # ------------------------------------------------------------------------------------------ labs
 
+def _latest_results(patient: PatientData, lab: str, window: Window | None, clock: Clock) -> list[tuple]:
+    """The results with a value (inside the window) of the latest day that has one; none: []."""
+    valued = [item for item in _upto(patient.labs.get(lab, ()), clock, window) if item[1] is not None]
+    return _last_day(valued) if valued else []
+
+
 def _latest_result(patient: PatientData, lab: str, window: Window | None, clock: Clock) -> tuple | None:
-    for item in reversed(_upto(patient.labs.get(lab, ()), clock, window)):
-        if item[1] is not None:
-            return item
-    return None
+    found = _latest_results(patient, lab, window, clock)
+    return found[-1] if found else None
 
 
 @evaluator("csf-oligoclonal-bands")
@@ -481,7 +496,8 @@ def csf_oligoclonal_bands(patient: PatientData, subject: str | None, window: Win
 def lab_positive(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
     lab = subject or ""
     name = LAB_NAMES.get(lab, lab)
-    found = _latest_result(patient, lab, window, clock)
+    same = _latest_results(patient, lab, window, clock)
+    found = same[-1] if same else None
     if lab == "hcv-rna":
         antibody = _latest_result(patient, "hcv-antibody", window, clock)
         if antibody is not None and (found is None or antibody[0] > found[0]):
@@ -497,7 +513,6 @@ def lab_positive(patient: PatientData, subject: str | None, window: Window | Non
                         "positive nor negative")
         return Fact(None, (), f"no {name} result {clock.window_text(window)}")
     when, value, ref = found
-    same = [item for item in _upto(patient.labs.get(lab, ()), clock, window) if item[0] == when and item[1] is not None]
     if len(same) > 1 and len({bool(item[1]) for item in same}) > 1:
         return Fact(None, tuple(item[2] for item in same), f"{name} both positive and negative on {clock.date(when)}")
     return Fact(bool(value), (ref,), f"{name} {'positive' if value else 'negative'} on {clock.date(when)}")
@@ -507,13 +522,12 @@ def lab_positive(patient: PatientData, subject: str | None, window: Window | Non
 def lab_value(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
     lab = subject or ""
     name = LAB_NAMES.get(lab, lab)
-    found = _latest_result(patient, lab, window, clock)
-    if found is None:
+    same = _latest_results(patient, lab, window, clock)
+    if not same:
         return Fact(None, (), f"no {name} result {clock.window_text(window)}")
-    when, value, ref = found
-    results = _upto(patient.labs.get(lab, ()), clock, window)
-    if len(results) > 1:
-        return _one_day(results, when, f"latest {name}", LAB_UNITS.get(lab, ""), clock)
+    when, value, ref = same[-1]
+    if len(same) > 1:
+        return _one_day(same, f"latest {name}", LAB_UNITS.get(lab, ""), clock)
     return Fact(float(value), (ref,), f"latest {name} {_number(value)}{LAB_UNITS.get(lab, '')} on {clock.date(when)}")
 
 
