@@ -14,7 +14,9 @@ from test_screen import CMM_EM, candidate
 
 from fhir_adapter import sources
 from fhir_adapter.cli import main
+from fhir_adapter.client import SCREENING_TYPES
 from fhir_adapter.eligibility import trials
+from fhir_adapter.eligibility.data import READ_TYPES
 from fhir_adapter.eligibility.load import load
 from fhir_adapter.eligibility.run import screen_files
 from fhir_adapter.report import writers
@@ -256,3 +258,9 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, capsys, cmm_em_only, monke
     assert main([*screen, "--out", str(tmp_path / "ro"), "--workers", "1"]) == 2
     assert f"error: {tmp_path / 'ro' / '.screening.json.partial'}: Permission denied" in capsys.readouterr().err
     assert writers.REPORTS[0] == "screening.json" and not (tmp_path / "ro" / "screening.json").exists()
+
+
+def test_a_server_is_asked_for_every_type_screening_reads():
+    """client.SCREENING_TYPES (what a server is searched for) and data.READ_TYPES (what the index reads) name the
+    same resource types, besides the Patient and the Medications therapies refer to."""
+    assert set(SCREENING_TYPES) == READ_TYPES - {"Patient", "Medication"}
