@@ -368,6 +368,40 @@ def test_edss_progression_needs_two_scores_in_the_window():
     assert found.value is None and "only one EDSS" in found.detail
 
 
+def test_edss_progression_with_several_scores_on_one_day_decides_only_where_every_pairing_agrees():
+    def progression(first: list[float], latest: list[float]) -> facts.Fact:
+        chart = Chart()
+        for score in first:
+            chart.edss(score, 300)
+        for score in latest:
+            chart.edss(score, 20)
+        return chart.fact("edss-progression", window="12 mo")
+
+    both = progression([3.0, 4.0], [5.0])                 # +2.0 and +1.0 from 5.0: progression either way
+    assert both.value is True and len(both.evidence) == 3
+    assert both.detail == ("EDSS 3 and 4 on 2024-08-05 to 5 on 2025-05-12: progression whichever score of one "
+                           "day holds")
+    assert progression([4.0, 4.5], [4.5]).value is False     # +0.5 and 0.0
+    split = progression([3.0, 4.5], [5.0])                   # +2.0 progression, +0.5 not
+    assert split.value is None and "depends on which score" in split.detail and len(split.evidence) == 3
+    assert progression([4.5], [5.0, 5.5]).value is None       # +0.5 from 5.0 is not, from 5.5 is
+
+
+def test_pregnancy_or_breastfeeding_both_recorded_on_the_latest_day_is_unknown():
+    chart = Chart(gender="female")
+    chart.pregnancy(40, True)
+    chart.pregnancy(10, True)
+    chart.pregnancy(10, False)
+    chart.lactation(10, True)
+    chart.lactation(10, False)
+    for name, state in (("pregnant", "pregnant"), ("lactating", "breastfeeding")):
+        found = chart.fact(name)
+        assert found.value is None and len(found.evidence) == 2, name
+        assert found.detail == f"both {state} and not {state} recorded on 2025-05-22"
+    chart.pregnancy(5, False)                                # a later record settles it
+    assert chart.fact("pregnant").value is False
+
+
 # ------------------------------------------------------------------------------------------ relapses
 
 @pytest.mark.parametrize(("days", "count"), [(59, 1), (60, 1), (61, 0)])

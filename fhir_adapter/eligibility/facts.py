@@ -392,10 +392,36 @@ def edss_progression(patient: PatientData, subject: str | None, window: Window |
     (d0, first, r0), (d1, latest, r1) = found[0], found[-1]
     if d0 == d1:
         return Fact(None, (r0, r1), f"the EDSS {clock.window_text(window)} are all from {clock.date(d1)}")
+    if found[1][0] == d0 or found[-2][0] == d1:
+        return _progression_of_days(_first_day(found), _last_day(found), clock)
     step = progression_step(latest)
     rise = latest - first
     return Fact(rise >= step, (r0, r1), f"EDSS {_number(first)} on {clock.date(d0)} to {_number(latest)} on "
                 f"{clock.date(d1)}: {rise:+g} (progression is {step:+g} from {_number(latest)})")
+
+
+def _first_day(items: list[tuple]) -> list[tuple]:
+    """The items (sorted by day, not empty) of the first day among them."""
+    when = items[0][0]
+    i = 1
+    while i < len(items) and items[i][0] == when:
+        i += 1
+    return items[:i]
+
+
+def _progression_of_days(first: list[tuple], last: list[tuple], clock: Clock) -> Fact:
+    """Progression from the first day's EDSS to the last day's where one of them holds several: decided only
+    when every pairing of a first and a last score gives the same answer."""
+    firsts, lasts = sorted({f[1] for f in first}), sorted({f[1] for f in last})
+    outcomes = {b - a >= progression_step(b) for a in firsts for b in lasts}
+    said = (f"EDSS {' and '.join(map(_number, firsts))} on {clock.date(first[0][0])} to "
+            f"{' and '.join(map(_number, lasts))} on {clock.date(last[0][0])}")
+    evidence = tuple(f[2] for f in first) + tuple(f[2] for f in last)
+    if len(outcomes) > 1:
+        return Fact(None, evidence, f"{said}: progression or not depends on which score of one day holds")
+    progressed = outcomes.pop()
+    return Fact(progressed, evidence, f"{said}: {'progression' if progressed else 'no progression'} "
+                "whichever score of one day holds")
 
 
 # ------------------------------------------------------------------------------------------ relapses, MRI
@@ -713,6 +739,17 @@ def _male(patient: PatientData) -> bool:
     return patient.gender == "male"
 
 
+def _disagree(found: list[tuple[Day, bool, str]]) -> bool:
+    """Whether the latest day of (day, state, ref) items holds both states."""
+    return len(found) > 1 and found[-2][0] == found[-1][0] and len({item[1] for item in _last_day(found)}) > 1
+
+
+def _both_recorded(found: list[tuple[Day, bool, str]], state: str, clock: Clock) -> Fact:
+    same = _last_day(found)
+    return Fact(None, tuple(item[2] for item in same),
+                f"both {state} and not {state} recorded on {clock.date(same[0][0])}")
+
+
 @evaluator("pregnant")
 def pregnant(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
     if _male(patient):
@@ -736,6 +773,8 @@ def pregnant(patient: PatientData, subject: str | None, window: Window | None, c
         return Fact(None, (undated,), "pregnancy recorded as an active condition without a date")
     if found:
         when, state, ref = found[-1]
+        if _disagree(found):
+            return _both_recorded(found, "pregnant", clock)
         age = clock.as_of - when
         if state and age <= PREGNANT_FOR:
             return Fact(True, (ref,), f"pregnant on {clock.date(when)}")
@@ -753,6 +792,8 @@ def lactating(patient: PatientData, subject: str | None, window: Window | None, 
         return Fact(False, (patient.reference,), "male")
     found = _upto(patient.lactation, clock)
     if found and clock.as_of - found[-1][0] <= LACTATION_FOR:
+        if _disagree(found):
+            return _both_recorded(found, "breastfeeding", clock)
         when, state, ref = found[-1]
         return Fact(state, (ref,), f"{'breastfeeding' if state else 'not breastfeeding'} on {clock.date(when)}")
     return Fact(None, tuple(f[2] for f in found[-1:]),
