@@ -51,6 +51,7 @@ class Terminology:
     valuesets: dict[str, tuple[str, ...]]
     index: dict[tuple[str, str], str]
     groups: dict[str, dict[str, str]]           # system -> group code (no dots) -> concept
+    labels: dict[str, str]                      # value set -> its words in reasons and texts
 
     def group_of(self, system_url: str, code: str) -> str | None:
         """The concept of the narrowest group a code belongs to (`C50.911` is under `C`), or None."""
@@ -105,13 +106,17 @@ def load() -> Terminology:
             owner = groups.setdefault(system_url, {}).setdefault(code, name)
             if owner != name:
                 raise ValueError(f"{SOURCE}: {where}: group {code} already belongs to concept {owner}")
-    valuesets = {}
-    for name, members_ in data.get("valuesets", {}).items():
+    valuesets, labels = {}, {}
+    for name, spec in data.get("valuesets", {}).items():
+        members_ = spec.get("members", []) if isinstance(spec, dict) else spec
         unknown = [m for m in members_ if m not in concepts]
-        if unknown:
-            raise ValueError(f"{SOURCE}: value set {name} names unknown concepts {unknown}")
+        if unknown or not members_:
+            raise ValueError(f"{SOURCE}: value set {name} names unknown concepts {unknown}" if unknown else
+                             f"{SOURCE}: value set {name} has no members (a list, or `members:` with a `display:`)")
         valuesets[name] = tuple(members_)
-    return Terminology(systems, concepts, valuesets, index, groups)
+        labels[name] = str(spec.get("display") or "") if isinstance(spec, dict) else ""
+        labels[name] = labels[name] or name.replace("-", " ")
+    return Terminology(systems, concepts, valuesets, index, groups, labels)
 
 
 _HIERARCHICAL = ("icd10", "icd10cm", "icd10gm", "atc")
@@ -160,6 +165,13 @@ def members(valueset: str) -> tuple[str, ...]:
         return load().valuesets[valueset]
     except KeyError:
         raise KeyError(f"unknown value set {valueset!r}: add it to {SOURCE}") from None
+
+
+def label(valueset_or_concept: str) -> str:
+    """A value set's or concept's words: the set's `display` (else its name with spaces), the concept's display."""
+    data = load()
+    found = data.labels.get(valueset_or_concept)
+    return found if found is not None else concept(valueset_or_concept).display
 
 
 def recognised_codes(valueset_or_concept: str) -> frozenset[tuple[str, str]]:

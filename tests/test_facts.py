@@ -694,7 +694,9 @@ def test_allergy_active_and_recorded_by_the_screening_date():
     assert "codeine, paracetamol" in found.detail
     later = Chart()
     later.allergy("lidocaine")["recordedDate"] = later.ago(-3)                          # recorded after as-of
-    assert later.fact("allergy", SUBSTANCES).value is False
+    found = later.fact("allergy", SUBSTANCES)
+    assert found.value is False
+    assert found.detail == "no active allergy to paracetamol, codeine or lidocaine among 1 allergy record(s)"
     inactive = Chart()
     inactive.allergy("lidocaine", status="inactive")
     assert inactive.fact("allergy", SUBSTANCES).value is False

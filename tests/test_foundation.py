@@ -86,6 +86,19 @@ def test_terminology_drug_names_are_read_and_must_name_one_drug(tmp_path, monkey
         terminology.load.__wrapped__()
 
 
+def test_value_set_words_are_its_display_or_its_name(tmp_path, monkeypatch):
+    assert terminology.label("paracetamol-codeine-or-lidocaine") == "paracetamol, codeine or lidocaine"
+    assert terminology.label("corticosteroids") == "corticosteroids"                   # a plain list: the name
+    assert terminology.label("codeine") == "Codeine"                                   # a concept: its display
+    assert terminology.members("paracetamol-codeine-or-lidocaine") == ("paracetamol", "codeine", "lidocaine")
+    source = tmp_path / "terminology.yaml"
+    source.write_text("systems: {atc: http://www.whocc.no/atc}\nconcepts:\n  a: {codes: [[atc, L01, a]]}\n"
+                      "valuesets:\n  some: {display: some drugs}\n", encoding="utf-8")
+    monkeypatch.setattr(terminology, "SOURCE", source)
+    with pytest.raises(ValueError, match="value set some has no members"):
+        terminology.load.__wrapped__()
+
+
 def test_unknown_concept_says_where_to_add_it():
     with pytest.raises(KeyError, match="terminology.yaml"):
         terminology.codings("no-such-concept")

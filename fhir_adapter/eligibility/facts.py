@@ -238,9 +238,7 @@ def _label(subject: str) -> str:
 
 def _label_of(subject: str) -> str:
     data = terminology.load()
-    if subject in data.valuesets:
-        return subject.replace("-", " ")
-    return data.concepts[subject].display if subject in data.concepts else subject
+    return terminology.label(subject) if subject in data.valuesets or subject in data.concepts else subject
 
 
 # ------------------------------------------------------------------------------------------ demographics

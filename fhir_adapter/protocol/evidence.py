@@ -152,7 +152,7 @@ def _subject_value(subject: str) -> dict[str, Any]:
     data = terminology.load()
     if subject in data.valuesets:
         members = ", ".join(terminology.concept(m).display for m in data.valuesets[subject])
-        return {"text": f"{subject.replace('-', ' ')}: {members}"}
+        return {"text": f"{terminology.label(subject)}: {members}"}
     return terminology.codeable_concept(subject)
 
 
