@@ -685,6 +685,36 @@ def test_procedure_inside_the_window_by_its_day_and_by_status():
     assert Chart().fact("procedure", HSCT).value is None
 
 
+def test_a_transplant_on_the_problem_list_counts_as_done_by_its_onset_else_by_its_record():
+    """A stem cell transplant recorded as a history or status Condition (SNOMED situation, ICD-10-CM Z94.84 and
+    Z94.81, ICD-10-GM Z94.80 and Z94.81) is done by its onset; without one, some time before it was recorded."""
+    HSCT = "stem-cell-transplants"
+    CM, GM = "http://hl7.org/fhir/sid/icd-10-cm", "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+    def chart_with(system: str, code: str, **dates) -> tuple[Chart, str]:
+        chart = Chart()
+        return chart, "Condition/" + chart.condition(system=system, code=code, **dates)["id"]
+
+    recent, ref = chart_with(CM, "Z94.84", onset=Chart().ago(300))
+    found = recent.fact("procedure", HSCT, "12 mo")
+    assert found == facts.Fact(True, (ref,), "2024-08-05 (haematopoietic stem cell transplants in the 12 months "
+                                              "before 2025-06-01)")
+    old, _ = chart_with("http://snomed.info/sct", "153351000119102", onset="2015-03-01")
+    assert old.fact("procedure", HSCT).value is True                                     # ever
+    assert old.fact("procedure", HSCT, "12 mo").value is None          # no Procedure records: another is possible
+    old.procedure(system="http://snomed.info/sct", code="277762005")
+    assert old.fact("procedure", HSCT, "12 mo").value is False
+    status, ref = chart_with(GM, "Z94.80", recorded=Chart().ago(100))                   # done before 100 days ago
+    assert status.fact("procedure", HSCT).value is True
+    found = status.fact("procedure", HSCT, "12 mo")
+    assert found.value is None and found.evidence == (ref,) and "cannot tell whether" in found.detail
+    long_ago, _ = chart_with(CM, "Z94.81", recorded="2019-01-10")
+    long_ago.procedure(system="http://snomed.info/sct", code="277762005")
+    assert long_ago.fact("procedure", HSCT, "12 mo").value is False                  # done before the window
+    assert long_ago.fact("procedure", HSCT).value is True
+    later, _ = chart_with(GM, "Z94.81", recorded=Chart().ago(-10))                        # after the screening date
+    assert later.fact("procedure", HSCT).value is None
+
+
 def test_allergy_active_and_recorded_by_the_screening_date():
     SUBSTANCES = "paracetamol-codeine-or-lidocaine"
     chart = Chart()

@@ -194,7 +194,7 @@ SMART_MS = Trial("NCT04749667", "SMART-MS", _criteria(
                                                      "alemtuzumab within 12 months prior to inclusion",
      "rule": _any(*(_therapy(drug, "12 mo") for drug in ("cladribine", "ocrelizumab", "rituximab", "alemtuzumab")))},
     {"linkId": "exc-6", "kind": "exclusion", "text": "Treatment with hematopoietic stem cell therapy within 12 months",
-     "rule": _rule("procedure", subject="haematopoietic-stem-cell-transplant", window="12 mo", present=True)},
+     "rule": _rule("procedure", subject="stem-cell-transplants", window="12 mo", present=True)},
     {"linkId": "exc-7", "kind": "exclusion", "text": "Treatment with glucocorticoids or ACTH within three months "
                                                      "prior to start of inclusion",
      "rule": _therapy("glucocorticoids-or-acth", "3 mo")},
@@ -224,7 +224,7 @@ SMART_MS = Trial("NCT04749667", "SMART-MS", _criteria(
                   _rule("condition", subject="drug-dependence", present=True))},
     {"linkId": "exc-22", "kind": "exclusion", "text": "History of autologous/allogenic bone marrow transplantation or "
                                                       "peripheral blood cell transplant",
-     "rule": _rule("procedure", subject="haematopoietic-stem-cell-transplant", present=True)},
+     "rule": _rule("procedure", subject="stem-cell-transplants", present=True)},
     {"linkId": "exc-23", "kind": "exclusion", "text": "Known hypersensitivity against paracetamol, codein or xylocain",
      "rule": _any(*(_rule("allergy", subject=drug, present=True) for drug in ("paracetamol", "codeine", "lidocaine")))},
     {"linkId": "exc-26", "kind": "exclusion", "text": "Inability to give informed consent"},
@@ -546,6 +546,11 @@ CASES: dict[str, list[tuple[str, Callable[[], Chart], str, str | None]]] = {
             system=SNOMED, code="23719005", days=3650)), INELIGIBLE, r"(?i)bone marrow transplantation"),
         ("transplant without a date", lambda: add(S(), lambda c: c.procedure(
             "haematopoietic-stem-cell-transplant", None)), INELIGIBLE, r"(?i)bone marrow transplantation"),
+        ("stem cell transplant status on the problem list (ICD-10-CM Z94.84), no onset", lambda: add(
+            S(), lambda c: c.condition(system=ICD10CM, code="Z94.84")), INELIGIBLE, r"(?i)bone marrow transplantation"),
+        ("history of peripheral stem cell transplant in 2019 (SNOMED situation)", lambda: add(
+            S(), lambda c: c.condition(system=SNOMED, code="153351000119102", onset="2019-05-01")), INELIGIBLE,
+         r"(?i)peripheral blood cell transplant"),
         ("transplant planned, not done", lambda: add(S(), lambda c: c.procedure(
             "haematopoietic-stem-cell-transplant", 10, status="preparation")), ELIGIBLE, None),
         ("a procedure that is no transplant (lumbar puncture)", lambda: add(S(), lambda c: c.procedure(

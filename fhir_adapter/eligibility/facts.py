@@ -693,9 +693,6 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
     wanted = members(subject or "")
     label = _label(subject or "")
     where = clock.window_text(window)
-    if not patient.procedure_records:
-        return Fact(None, (), f"no Procedure recorded for the patient (the extract may hold none), so {label} "
-                              f"{where} cannot be ruled out: manual review")
     start_of_window = clock.since(window) if window is not None else 1
     done: list[tuple[Day, str]] = []
     undated: list[str] = []
@@ -705,7 +702,18 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
                 undated.append(ref)
             elif start_of_window <= when <= clock.as_of:
                 done.append((when, ref))
+    for c in patient.conditions:        # a history or status on the problem list: done by its onset, else by
+        if not c.concepts & wanted or (c.recorded or (c.onset[0] if c.onset else 0)) > clock.as_of:
+            continue                    # the day it was recorded
+        if c.onset and c.onset[0] >= start_of_window:
+            done.append((c.onset[0], c.ref))
+        elif (c.onset[1] if c.onset else c.recorded or start_of_window) >= start_of_window:
+            undated.append(c.ref)       # may be either side of the window's start
+    if not done and not undated and not patient.procedure_records:
+        return Fact(None, (), f"no Procedure recorded for the patient (the extract may hold none), so {label} "
+                              f"{where} cannot be ruled out: manual review")
     if done:
+        done.sort()
         return Fact(True, tuple(ref for _, ref in done),
                     f"{', '.join(clock.date(when) for when, _ in done)} ({label} {where})")
     if undated:
