@@ -209,3 +209,28 @@ def test_impossible_values_in_files_are_reported_by_line_and_not_used(tmp_path, 
     assert age["result"] == "unknown" and "2030-01-01 is after the screening date" in age["reason"]
     assert verdicts["Patient/p2", "NCT02035514"]["verdict"] == "needs-review"
     assert verdicts["Patient/p0", "NCT02035514"]["verdict"] == "eligible"          # the rest as before
+
+
+def test_records_dated_before_the_birth_date_are_reported_and_not_used(tmp_path):
+    """An EDSS, a relapse and a therapy dated before the patient was born (a wrong date, or another patient's
+    record) are each in problems.csv by reference and cited nowhere; the verdicts are those without them."""
+    chart = candidate("p0")                                  # born 35 years before 2025-06-01
+    early = [chart.edss(7.5, 40 * 365)["id"], chart.relapse(38 * 365)["id"],
+             chart.med("natalizumab", start=37 * 365, end=36 * 365)["id"]]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "clean").mkdir()
+    write_by_type(chart.resources, tmp_path / "in")
+    result = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=1)
+    born = chart.resources[0]["birthDate"]
+    assert sorted(map(str, result.problems)) == sorted(
+        f"{kind}/{rid}: dated {(AS_OF - dt.timedelta(days=days)).isoformat()}, before the birth date {born} of "
+        f"Patient/p0: not used"
+        for kind, rid, days in zip(("Observation", "Observation", "MedicationStatement"), early,
+                                   (40 * 365, 38 * 365, 37 * 365), strict=True))
+    written = (tmp_path / "out" / "screening.json").read_text()
+    assert not any(rid in written for rid in early)
+    clean = candidate("p0")
+    write_by_type(clean.resources, tmp_path / "clean")
+    screen_files([tmp_path / "clean"], [CMM_EM], tmp_path / "without", AS_OF, workers=1)
+    assert json.loads(written) == json.loads((tmp_path / "without" / "screening.json").read_text())
+

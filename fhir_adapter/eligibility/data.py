@@ -36,6 +36,7 @@ import calendar
 import datetime as dt
 import json
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -190,6 +191,27 @@ class PatientData:
                         "older than anyone has lived")
         return None
 
+    def drop_before_birth(self) -> list[tuple[str, Day]]:
+        """Remove the observations, relapses and therapies dated before the earliest possible birth day (a wrong
+        date, or another patient's record) and return them as (reference, day): reported, not used. The dated
+        lists must be sorted (`sort`)."""
+        if self.birth is None:
+            return []
+        born = self.birth[0]
+        dropped = []
+        for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
+                      *self.labs.values()):
+            if items and items[0][0] < born:
+                early = bisect_left(items, born, key=_day_of)
+                dropped += [(item[2], item[0]) for item in items[:early]]
+                del items[:early]
+        if any(e.start is not None and e.start < born for e in self.exposures):
+            therapies = {e.ref: e.start for e in self.exposures if e.start is not None and e.start < born}
+            dropped += therapies.items()
+            self.exposures = [e for e in self.exposures if e.ref not in therapies]
+            self.medication_records -= len(therapies)
+        return dropped
+
     def sort(self) -> None:
         """Order every dated list by day (facts rely on it) and reference, the therapies by start, end and
         reference, the conditions by reference: the same facts, reasons and evidence whatever order the input
@@ -209,6 +231,7 @@ class PatientData:
 
 
 _DAY_AND_REFERENCE = itemgetter(0, 2)        # of a (day, value, reference) item
+_day_of = itemgetter(0)
 
 
 def _reference(item: Condition) -> str:

@@ -53,6 +53,10 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
         wrong = patient.impossible_birth(as_of)     # screened, with the age unknown (facts.age says why)
         if wrong:
             problems.append(Problem(patient.where or patient.reference, f"{wrong}: the age is unknown"))
+        else:
+            problems += [Problem(ref, f"dated {dt.date.fromordinal(when).isoformat()}, before the birth date "
+                                      f"{patient.birth_text} of {patient.reference}: not used")
+                         for ref, when in patient.drop_before_birth()]
         alive.append(patient)
     writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
     summary = writer.add_all(screen(alive, trials, as_of))
