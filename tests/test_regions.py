@@ -193,6 +193,28 @@ def test_a_run_removes_what_a_killed_run_left(tmp_path):
     assert len(json.loads((tmp_path / "out" / "screening.json").read_text())) == 30
 
 
+def test_a_second_run_into_the_same_directory_stops_and_leaves_the_first_alone(tmp_path, capsys):
+    """While one run writes into `out` (its lock held, a working file made), another run there stops with a clear
+    message before touching anything; a lock file a killed run left (no lock held) stops nobody."""
+    from fhir_adapter.cli import main
+    from fhir_adapter.report.writers import LOCK, OutputInUse, replacing
+
+    source = cohort_dir(tmp_path)
+    previous_run(tmp_path / "out")
+    with replacing(tmp_path / "out"):
+        (tmp_path / "out" / ".screening.json.partial").write_text("the first run's verdicts")
+        with pytest.raises(OutputInUse, match="another screening run is writing its reports there"):
+            screen_files([source], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+        assert main(["screen", "--input", str(source), "--as-of", "2025-06-01", "--out", str(tmp_path / "out")]) == 2
+        assert "another screening run" in capsys.readouterr().err
+        assert (tmp_path / "out" / ".screening.json.partial").read_text() == "the first run's verdicts"
+        (tmp_path / "out" / ".screening.json.partial").unlink()
+    assert_previous_run_kept(tmp_path / "out")                              # the lock file gone too
+    (tmp_path / "out" / LOCK).write_text("")                                # left by a killed run
+    screen_files([source], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == MADE
+
+
 def test_screening_in_one_process_replaces_the_reports_only_when_done(tmp_path, monkeypatch):
     index = index_resources(candidate("p1").resources)
     previous_run(tmp_path / "out")

@@ -70,7 +70,7 @@ def _output_directory(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eligibility.run import screen_files, screen_server
     from ..eligibility.trials import load_trials
-    from ..report.writers import HTML_CANDIDATES
+    from ..report.writers import HTML_CANDIDATES, OutputInUse
 
     if bool(args.server) == bool(args.input):
         raise UsageError("give either --server URL or --input PATH")
@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
+    except OutputInUse as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:                      # an input file that cannot be read, a report that cannot be written
         if exc.filename is None:
             raise
