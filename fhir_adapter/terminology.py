@@ -109,13 +109,14 @@ def load() -> Terminology:
     valuesets, labels = {}, {}
     for name, spec in data.get("valuesets", {}).items():
         members_ = spec.get("members", []) if isinstance(spec, dict) else spec
+        if not members_:
+            raise ValueError(f"{SOURCE}: value set {name} has no members (a list, or `members:` with a `display:`)")
         unknown = [m for m in members_ if m not in concepts]
-        if unknown or not members_:
-            raise ValueError(f"{SOURCE}: value set {name} names unknown concepts {unknown}" if unknown else
-                             f"{SOURCE}: value set {name} has no members (a list, or `members:` with a `display:`)")
+        if unknown:
+            raise ValueError(f"{SOURCE}: value set {name} names unknown concepts {unknown}")
         valuesets[name] = tuple(members_)
-        labels[name] = str(spec.get("display") or "") if isinstance(spec, dict) else ""
-        labels[name] = labels[name] or name.replace("-", " ")
+        display = spec.get("display") if isinstance(spec, dict) else None
+        labels[name] = str(display) if display else name.replace("-", " ")
     return Terminology(systems, concepts, valuesets, index, groups, labels)
 
 

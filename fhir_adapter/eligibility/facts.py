@@ -702,9 +702,10 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
                 undated.append(ref)
             elif start_of_window <= when <= clock.as_of:
                 done.append((when, ref))
-    for c in patient.conditions:        # a history or status on the problem list: done by its onset, else by
+    # a history or status Condition (problem list): the procedure was done by its onset, else by its record
+    for c in patient.conditions:
         if not c.concepts & wanted or (c.recorded or (c.onset[0] if c.onset else 0)) > clock.as_of:
-            continue                    # the day it was recorded
+            continue
         if c.onset and c.onset[0] >= start_of_window:
             done.append((c.onset[0], c.ref))
         elif (c.onset[1] if c.onset else c.recorded or start_of_window) >= start_of_window:
