@@ -246,6 +246,35 @@ def test_results_of_one_day_that_differ_decide_only_where_they_agree():
     assert same.fact("edss") == facts.Fact(4.0, (f"Observation/{kept['id']}",), "latest EDSS 4 on 2025-04-22")
 
 
+def _verified(code: str) -> dict:
+    return {"verificationStatus": {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": code}]}}
+
+
+def test_a_course_recorded_only_as_provisional_or_differential_is_unknown():
+    suspected = Chart()
+    suspected.condition("rrms", recorded="2023-05-01")
+    spms = suspected.condition("spms", recorded="2024-09-01", **_verified("provisional"))    # a suspected transition
+    found = suspected.fact("ms-subtype")
+    assert found == facts.Fact(None, (f"Condition/{spms['id']}",),
+                               "secondary progressive MS recorded only as a provisional diagnosis")
+    suspected.condition("spms", recorded="2025-01-10", **_verified("confirmed"))
+    assert suspected.fact("ms-subtype").value == "spms"
+    differential = Chart()
+    differential.condition("rrms", recorded="2023-05-01", **_verified("differential"))
+    assert "only as a differential diagnosis" in differential.fact("ms-subtype").detail
+
+
+def test_an_unconfirmed_comorbidity_counts_for_an_exclusion_and_says_so():
+    chart = Chart()
+    chart.condition("malignancy", onset="2020-01-01", **_verified("differential"))
+    found = chart.fact("condition", "malignancy")
+    assert found.value is True and found.detail.endswith("recorded (only as a differential diagnosis)")
+    chart.condition("malignancy", onset="2021-01-01")
+    found = chart.fact("condition", "malignancy")
+    assert found.value is True and "only as" not in found.detail and len(found.evidence) == 2
+
+
 def test_two_courses_recorded_the_same_day_are_unknown_and_the_same_course_twice_is_not():
     chart = Chart()
     rrms = chart.condition("rrms", recorded="2023-05-01")

@@ -318,11 +318,21 @@ def _progression(first: float, latest: float, gd: int = 1) -> Chart:
     return chart
 
 
+def provisional(chart: Chart) -> Chart:
+    """The chart with its MS diagnosis marked provisional (Condition.verificationStatus)."""
+    diagnosis = next(r for r in chart.resources if r["resourceType"] == "Condition")
+    diagnosis["verificationStatus"] = {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "provisional"}]}
+    return chart
+
+
 M, S = mesems_candidate, smart_candidate
 AGE = r"(?i)\bage|years"
 # (case, patient, verdict, a regex matching the text of a criterion that makes the patient ineligible)
 MESEMS_COMMON: list[tuple[str, Callable[[], Chart], str, str | None]] = [
     ("candidate", lambda: M(), ELIGIBLE, None),
+    # the course from the latest diagnosis: a suspected (provisional) one leaves the "form of MS" to review
+    ("RRMS recorded only as provisional", lambda: provisional(M()), NEEDS_REVIEW, None),
     # "Age 18 to 50 years": 18 and 50 are in, 17 and 51 are out
     ("age 18 today", lambda: born(M(), 18), ELIGIBLE, None),
     ("age 17, 18 tomorrow", lambda: born(M(), 18, 1), INELIGIBLE, AGE),

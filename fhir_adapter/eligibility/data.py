@@ -86,6 +86,7 @@ OLDEST_DAYS = 365 * OLDEST
 _QUALITATIVE_WORDS = {"positive": True, "pos": True, "detected": True, "reactive": True, "present": True,
                       "yes": True, "negative": False, "neg": False, "not detected": False, "non-reactive": False,
                       "nonreactive": False, "absent": False, "no": False, "undetected": False}
+_UNCONFIRMED = {"provisional", "differential", "unconfirmed"}     # a Condition's verificationStatus
 _SKIPPED_STATUS = {"entered-in-error", "cancelled", "not-done", "not-taken", "refuted", "preliminary-error",
                    "draft", "unknown-error"}
 
@@ -113,6 +114,7 @@ class Condition:
     ref: str
     onset_age: tuple[int, int] | None = None    # onsetAge as (months, precision in months), until the birth
                                                 # date resolves it: 25 years is (300, 12), 30 months (30, 1)
+    unconfirmed: str = ""                       # "provisional", "differential" or "unconfirmed": not confirmed
 
 
 @dataclass(slots=True)
@@ -656,7 +658,9 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
     if isinstance(age, str):
         index.problems.append(Problem(where, f"{age}: the onset is taken as unknown"))
         age = None
-    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age))
+    doubt = _codes(r.get("verificationStatus")) & _UNCONFIRMED
+    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age,
+                                  min(doubt) if doubt else ""))
     return True
 
 

@@ -299,6 +299,9 @@ def ms_subtype(patient: PatientData, subject: str | None, window: Window | None,
                         + ", ".join(f"{SUBTYPE_NAMES[n]} ({c.ref})" for c in latest for n in sorted(
                             c.concepts & course)))
         name = next(iter(course))
+        if all(c.unconfirmed for c in latest):      # a suspected course (a transition to SPMS): not yet known
+            return Fact(None, tuple(c.ref for c in latest), f"{SUBTYPE_NAMES[name]} recorded only as a "
+                        f"{' or '.join(sorted({c.unconfirmed for c in latest}))} diagnosis")
         return Fact(name, (latest[0].ref,), SUBTYPE_NAMES[name])
     if general is not None:
         return Fact(None, (general.ref,), "MS is recorded without its course (relapsing-remitting, secondary or "
@@ -678,9 +681,11 @@ def condition(patient: PatientData, subject: str | None, window: Window | None, 
         return Fact(None, (), f"no Condition recorded, so {label} cannot be ruled out")
     found = [c for c in patient.conditions if c.concepts & wanted
              and ((c.recorded or (c.onset[0] if c.onset else 0)) <= clock.as_of)]
-    if found:
+    if found:                               # a provisional or differential diagnosis counts, and says so
         names = sorted({n for c in found for n in c.concepts & wanted})
-        return Fact(True, tuple(c.ref for c in found), f"{', '.join(names)} recorded")
+        doubt = sorted({c.unconfirmed for c in found}) if all(c.unconfirmed for c in found) else ()
+        return Fact(True, tuple(c.ref for c in found), f"{', '.join(names)} recorded" +
+                    (f" (only as a {' or '.join(doubt)} diagnosis)" if doubt else ""))
     return Fact(False, (), f"no {label} among {len(patient.conditions)} recorded condition(s)")
 
 
