@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import requests
+import responses
 import yaml
 from test_facts import AS_OF
 from test_screen import CMM_EM
@@ -143,3 +146,24 @@ def test_patient_by_patient_reads_the_same_data_as_type_by_type(fresh_fhir_serve
     assert verdicts[0] == verdicts[1] == expected(resources)
     assert main(["screen", "--input", str(tmp_path), "--per-patient", "--out", str(tmp_path / "out")]) == 2
     assert "--per-patient reads patients from a server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("answer", "said"), [
+    ({"body": requests.ConnectionError("refused")}, "cannot reach the server"),
+    ({"status": 500, "json": {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "exception", "diagnostics": "database is down"}]}},
+     "HTTP 500: error exception: database is down"),
+    ({"status": 401, "json": {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "login", "diagnostics": "token expired"}]}}, "HTTP 401"),
+])
+@responses.activate
+def test_a_server_that_fails_is_named_with_its_outcome_not_a_traceback(tmp_path, capsys, answer, said):
+    """Unreachable, a server error or a refusal while reading patients: one line saying what the server said
+    (its OperationOutcome), exit 1, and no reports written."""
+    responses.add(responses.GET, re.compile(r"https://ehr\.example/fhir/.*"), **answer)
+    status = main(["screen", "--server", "https://ehr.example/fhir", "--retries", "0", "--as-of", "2025-06-01",
+                   "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert err.startswith("fhir-adapter screen: error: GET ") and "Patient" in err and said in err
+    assert list((tmp_path / "out").iterdir()) == []
