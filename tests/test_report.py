@@ -127,9 +127,13 @@ def test_cli_input_out_and_usage_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trials, "load_trials", lambda only=(): [CMM_EM])
     assert main(["screen", "--input", str(tmp_path / "in"), "--as-of", "2025-06-01", "--out",
                  str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "NCT02035514 CMM-EM: 1 eligible, 0 need review, 0 ineligible" in out
     assert f"wrote {tmp_path / 'out' / 'report.html'}" in out
+    assert "no FHIR resources" not in err
+    (tmp_path / "empty").mkdir()                            # an extract that came out empty: said, not an error
+    assert main(["screen", "--input", str(tmp_path / "empty"), "--out", str(tmp_path / "none")]) == 0
+    assert f"note: no FHIR resources found in {tmp_path / 'empty'}: no patient screened" in capsys.readouterr().err
     assert main(["screen", "--out", str(tmp_path / "x")]) == 2
     assert "give either --server URL or --input PATH" in capsys.readouterr().err
     assert main(["screen", "--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2

@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: skipped {len(result.skipped) - SHOWN_SKIPPED} more files in the input directories",
               file=sys.stderr)
     screening = result.screening
+    if not result.read:
+        where = ", ".join(map(str, args.input)) if args.input else args.server
+        print(f"note: no FHIR resources found in {where}: no patient screened", file=sys.stderr)
     print(f"screened {screening.patients} patients ({result.read} resources read, {result.used} used) "
           f"against {len(trials)} trial(s) as of {as_of.isoformat()}")
     for trial in trials:
