@@ -106,15 +106,21 @@ def test_bad_input_names_file_line_and_column_and_unusable_records_are_reported(
     (tmp_path / "Observation.ndjson").write_text('{"resourceType": "Observation", "id": "a"}\n{"resourceType": \n')
     with pytest.raises(InputError, match=r"Observation.ndjson:2:\d+: malformed JSON"):
         load([tmp_path])
-    (tmp_path / "Observation.ndjson").write_text(json.dumps(
-        {"resourceType": "Observation", "id": "e1", "subject": {"reference": "Patient/p1"},
-         "code": Chart.code("edss"), "valueQuantity": {"value": 4}}) + "\n")
+    edss = {"resourceType": "Observation", "id": "e1", "subject": {"reference": "Patient/p1"},
+            "code": Chart.code("edss"), "valueQuantity": {"value": 4}}
+    (tmp_path / "Observation.ndjson").write_text("".join(json.dumps(r) + "\n" for r in (
+        edss, {**edss, "id": "e2", "effectiveDateTime": "2024-03"},
+        {**edss, "id": "e3", "effectivePeriod": {"start": "2024-13-01"}})))
     result = screen_files([tmp_path], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
-    assert [str(p) for p in result.problems] == [f"{tmp_path / 'Observation.ndjson'}:1: edss Observation without "
-                                                 "an effective date"]
+    assert [str(p) for p in result.problems] == [
+        f"{tmp_path / 'Observation.ndjson'}:1: edss Observation without an effective date",
+        f"{tmp_path / 'Observation.ndjson'}:2: edss Observation with effectiveDateTime '2024-03', not a full, "
+        "valid date",
+        f"{tmp_path / 'Observation.ndjson'}:3: edss Observation with effectivePeriod '2024-13-01', not a full, "
+        "valid date"]
     with (tmp_path / "out" / "problems.csv").open(newline="") as stream:
-        assert list(csv.reader(stream)) == [["where", "problem"], [f"{tmp_path / 'Observation.ndjson'}:1",
-                                                                   "edss Observation without an effective date"]]
+        assert list(csv.reader(stream))[:2] == [["where", "problem"], [f"{tmp_path / 'Observation.ndjson'}:1",
+                                                                       "edss Observation without an effective date"]]
 
 
 @pytest.mark.parametrize("workers", [1, 3])

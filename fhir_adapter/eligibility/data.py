@@ -310,6 +310,20 @@ def _effective(resource: dict[str, Any], *names: str) -> Day | None:
     return None
 
 
+def _undated(resource: dict[str, Any], names: tuple[str, ...]) -> str:
+    """Why `_effective` found no day: the first date element given that is not a full date, or none given."""
+    for name in names:
+        value = resource.get(name)
+        if isinstance(value, dict):
+            value = value.get("start") or value.get("end")
+        if value is not None:
+            return f"with {name} {value!r}, not a full, valid date"
+    return "without an effective date"
+
+
+_OBSERVED = ("effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
+
+
 # --------------------------------------------------------------------------------------------- codes
 
 _ICD10 = frozenset(terminology.system(alias) for alias in ("icd10", "icd10cm", "icd10gm"))
@@ -668,10 +682,10 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
     concepts = concepts_of(r.get("code"))
     if not concepts or _skipped(r):
         return False
-    when = _effective(r, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
+    when = _effective(r, *_OBSERVED)
     name = next(iter(concepts)) if len(concepts) == 1 else sorted(concepts)[0]
     if when is None:
-        index.problems.append(Problem(where, f"{name} Observation without an effective date"))
+        index.problems.append(Problem(where, f"{name} Observation {_undated(r, _OBSERVED)}"))
         return False
     p.observations += 1
     if name == "relapse":
