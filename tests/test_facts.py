@@ -769,6 +769,28 @@ def test_allergy_active_and_recorded_by_the_screening_date():
     assert Chart().fact("allergy", SUBSTANCES).value is None
 
 
+def test_a_therapy_dated_by_month_or_year_decides_only_where_every_day_it_may_mean_agrees():
+    """An end recorded as `2025-05` may be any day of May: inside a window that starts on 2025-03-01 (3 months
+    before 2025-06-01) whichever day, across the start of one that begins 2025-05-02 (30 days) unknown; a month
+    wholly before the window is not exposure. Time on therapy becomes a range. Such records used to be dropped."""
+    def ended(end: str, start: str = "2023-01-15") -> Chart:
+        chart = Chart()
+        chart._add("MedicationStatement", status="completed", medicationCodeableConcept=chart.code("natalizumab"),
+                   effectivePeriod={"start": start, "end": end})
+        return chart
+
+    may = ended("2025-05")
+    assert may.fact("therapy", "natalizumab", "3 mo").value is True
+    found = may.fact("therapy", "natalizumab", "30 d")
+    assert found.value is None and "ended between 2025-05-01 and 2025-05-31" in found.detail
+    assert ended("2025-02").fact("therapy", "natalizumab", "3 mo").value is False
+    duration = ended("2024").fact("therapy-duration", DMT)                 # 2023-01-15 to some day of 2024
+    assert (duration.value, duration.upper) == (351.0, 716.0)
+    whole_years = ended("2020", start="2019").data().exposures[0]         # both partial: still read
+    assert (whole_years.start, whole_years.end_from, whole_years.end) == (
+        dt.date(2019, 1, 1).toordinal(), dt.date(2020, 1, 1).toordinal(), dt.date(2020, 12, 31).toordinal())
+
+
 def test_drugs_not_recognised_are_counted_in_the_reason():
     """A drug known by no code or name of terminology.yaml is not one of the subject's, but the reviewer is told
     how many of the records were not recognised (one may be a DMT under a name screening does not know)."""

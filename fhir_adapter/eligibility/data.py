@@ -119,12 +119,14 @@ class Condition:
 
 @dataclass(slots=True)
 class Exposure:
-    """A therapy taken from `start` to `end` (ONGOING, END_UNKNOWN or a day)."""
+    """A therapy taken from `start` to `end` (ONGOING, END_UNKNOWN or a day). A date without its day (`2019`,
+    `2025-05`) starts at its earliest day and ends at its latest, `end_from` its earliest."""
 
     concepts: frozenset[str]
     start: Day | None
     end: Day
     ref: str
+    end_from: Day | None = None                 # the earliest day an end recorded as a month or year may mean
 
 
 @dataclass(slots=True)
@@ -299,6 +301,24 @@ def day_range(text: Any) -> tuple[Day, Day] | None:
     except ValueError:
         return None
     return None
+
+
+def _span(*texts: Any) -> tuple[Day, Day] | None:
+    """The first full date among the texts as (day, day), else the days the first month or year may mean."""
+    for text in texts:
+        exact = day(text)
+        if exact is not None:
+            return exact, exact
+    for text in texts:
+        found = day_range(text)
+        if found is not None:
+            return found
+    return None
+
+
+def _earliest_day(*texts: Any) -> Day | None:
+    found = _span(*texts)
+    return found[0] if found else None
 
 
 def _effective(resource: dict[str, Any], *names: str) -> Day | None:
@@ -809,28 +829,30 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         for dosage in r.get("dosageInstruction") or ():
             bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or bounds
         validity = (r.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        start = day(bounds.get("start")) or day(validity.get("start")) or day(r.get("authoredOn"))
-        end = day(bounds.get("end")) or day(validity.get("end"))
+        start = _earliest_day(bounds.get("start"), validity.get("start"), r.get("authoredOn"))
+        ends = _span(bounds.get("end"), validity.get("end"))
     elif rtype == "MedicationAdministration":
         start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
                            "occurrenceDateTime")
         period = r.get("effectivePeriod") or r.get("occurencePeriod") or {}     # R5 spells it "occurence"
         end = day(period.get("end")) or start
+        ends = (end, end) if end is not None else None
     else:
         period = r.get("effectivePeriod") or {}
-        start = day(period.get("start")) or day(r.get("effectiveDateTime"))
-        end = day(period.get("end"))
-        if end is None and "effectiveDateTime" in r and status not in ("active", "intended", "on-hold"):
-            end = start
-        if start is None and end is None and status == "active":
+        start = _earliest_day(period.get("start"), r.get("effectiveDateTime"))
+        ends = _span(period.get("end"))
+        if ends is None and "effectiveDateTime" in r and status not in ("active", "intended", "on-hold"):
+            ends = _span(r.get("effectiveDateTime"))
+        if start is None and ends is None and status == "active":
             start = day(r.get("dateAsserted"))          # no effective[x]: taken on the day it was asserted
+    end, end_from = (ends[1], ends[0] if ends[0] != ends[1] else None) if ends else (None, None)
     if start is None and end is None:
         index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} without any date"))
         return False
     if end is None:
         # R5 statements are all `recorded`: an open period is an ongoing therapy there, as `active` is in R4
         end = ONGOING if status in ("active", "intended", "on-hold", "recorded", None) else END_UNKNOWN
-    p.exposures.append(Exposure(concepts, start, end, ref))
+    p.exposures.append(Exposure(concepts, start, end, ref, end_from))
     return True
 
 

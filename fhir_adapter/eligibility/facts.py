@@ -589,8 +589,12 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
                 unsure.append(e.ref)
                 texts.append(f"{drug} {started}, end not recorded")
         elif e.end >= start_of_window:
-            exposed.append(e.ref)
-            texts.append(f"{drug} {started} to {clock.date(e.end)}")
+            if e.end_from is not None and e.end_from < start_of_window:      # a month or year across its start
+                unsure.append(e.ref)
+                texts.append(f"{drug} {started}, ended between {clock.date(e.end_from)} and {clock.date(e.end)}")
+            else:
+                exposed.append(e.ref)
+                texts.append(f"{drug} {started} to {clock.date(e.end)}")
     if exposed:
         return Fact(True, tuple(exposed), f"{'; '.join(texts)} ({label} {where})")
     if unsure:
@@ -631,7 +635,7 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
         elif e.end == END_UNKNOWN:
             shortest, longest = start, as_of
         else:
-            shortest = longest = min(e.end, as_of)
+            shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
         for drug in drugs:
             spans.setdefault(drug, []).append((start, shortest, longest))
     courses: list[tuple[Day, Day, Day, str]] = []                # (start, shortest end, longest end, drug)
