@@ -835,8 +835,7 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
                            "occurrenceDateTime")
         period = r.get("effectivePeriod") or r.get("occurencePeriod") or {}     # R5 spells it "occurence"
-        end = day(period.get("end")) or start
-        ends = (end, end) if end is not None else None
+        ends = _span(period.get("end")) or ((start, start) if start is not None else None)
     else:
         period = r.get("effectivePeriod") or {}
         start = _earliest_day(period.get("start"), r.get("effectiveDateTime"))
