@@ -116,6 +116,11 @@ class Condition:
                                                 # date resolves it: 25 years is (300, 12), 30 months (30, 1)
     unconfirmed: str = ""                       # "provisional", "differential" or "unconfirmed": not confirmed
 
+    @property
+    def noted(self) -> Day:
+        """The day the condition is known from: recorded, else its earliest onset (0 when neither is given)."""
+        return self.recorded or (self.onset[0] if self.onset else 0)
+
 
 @dataclass(slots=True)
 class Exposure:
@@ -188,12 +193,16 @@ class PatientData:
         if birth[0] > today:                    # even its earliest day: `2026` is possible on 2026-06-01
             return f"birthDate {self.birth_text} is after the screening date {as_of.isoformat()}"
         if today - birth[1] > OLDEST_DAYS:
-            born = dt.date.fromordinal(birth[1])
-            years = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
+            years = whole_years(birth[1], today)
             if years > OLDEST:
                 return (f"birthDate {self.birth_text} makes the patient {years} years old on {as_of.isoformat()}, "
                         "older than anyone has lived")
         return None
+
+    def _dated(self) -> tuple[list[tuple[Day, Any, str]], ...]:
+        """The lists of (day, value, reference) items."""
+        return (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
+                *self.labs.values())
 
     def drop_before_birth(self) -> list[tuple[str, Day]]:
         """Remove the observations, relapses and therapies dated before the earliest possible birth day (a wrong
@@ -203,14 +212,13 @@ class PatientData:
             return []
         born = self.birth[0]
         dropped = []
-        for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
-                      *self.labs.values()):
+        for items in self._dated():
             if items and items[0][0] < born:
-                early = bisect_left(items, born, key=_day_of)
+                early = bisect_left(items, born, key=day_of)
                 dropped += [(item[2], item[0]) for item in items[:early]]
                 del items[:early]
-        if any(e.start is not None and e.start < born for e in self.exposures):
-            therapies = {e.ref: e.start for e in self.exposures if e.start is not None and e.start < born}
+        therapies = {e.ref: e.start for e in self.exposures if e.start is not None and e.start < born}
+        if therapies:
             dropped += therapies.items()
             self.exposures = [e for e in self.exposures if e.ref not in therapies]
             self.medication_records -= len(therapies)
@@ -220,8 +228,7 @@ class PatientData:
         """Order every dated list by day (facts rely on it) and reference, the therapies by start, end and
         reference, the conditions by reference: the same facts, reasons and evidence whatever order the input
         came in (files, workers, or a server's pages), also when two records share a day."""
-        for items in (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
-                      *self.labs.values()):
+        for items in self._dated():
             if len(items) > 1:
                 items.sort(key=_DAY_AND_REFERENCE)
         if len(self.exposures) > 1:
@@ -235,7 +242,7 @@ class PatientData:
 
 
 _DAY_AND_REFERENCE = itemgetter(0, 2)        # of a (day, value, reference) item
-_day_of = itemgetter(0)
+day_of = itemgetter(0)                      # the day of such an item (facts bisect the lists by it)
 
 
 def _reference(item: Condition) -> str:
@@ -301,6 +308,16 @@ def day_range(text: Any) -> tuple[Day, Day] | None:
     except ValueError:
         return None
     return None
+
+
+def whole_years(start: Day, end: Day) -> int:
+    """Completed years from one day to another, counted like an age.
+
+    >>> whole_years(dt.date(2004, 2, 29).toordinal(), dt.date(2022, 2, 28).toordinal())
+    17
+    """
+    a, b = dt.date.fromordinal(start), dt.date.fromordinal(end)
+    return b.year - a.year - ((b.month, b.day) < (a.month, a.day))
 
 
 def _span(*texts: Any) -> tuple[Day, Day] | None:
@@ -835,13 +852,13 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
                            "occurrenceDateTime")
         period = r.get("effectivePeriod") or r.get("occurencePeriod") or {}     # R5 spells it "occurence"
-        ends = _span(period.get("end")) or ((start, start) if start is not None else None)
+        ends = day_range(period.get("end")) or ((start, start) if start is not None else None)
     else:
         period = r.get("effectivePeriod") or {}
         start = _earliest_day(period.get("start"), r.get("effectiveDateTime"))
-        ends = _span(period.get("end"))
+        ends = day_range(period.get("end"))
         if ends is None and "effectiveDateTime" in r and status not in ("active", "intended", "on-hold"):
-            ends = _span(r.get("effectiveDateTime"))
+            ends = day_range(r.get("effectiveDateTime"))
         if start is None and ends is None and status == "active":
             start = day(r.get("dateAsserted"))          # no effective[x]: taken on the day it was asserted
     end, end_from = (ends[1], ends[0] if ends[0] != ends[1] else None) if ends else (None, None)
@@ -881,7 +898,7 @@ def _allergy(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     if not concepts or (clinical and "active" not in clinical):
         return False
     verification = _codes(r.get("verificationStatus"))
-    recorded = day(r.get("recordedDate")) or _effective(r, "onsetDateTime", "onsetPeriod")
+    recorded = _effective(r, "recordedDate", "onsetDateTime", "onsetPeriod")
     p.allergies.append((concepts, ref, "unconfirmed" if "unconfirmed" in verification else "", recorded))
     return True
 

@@ -71,7 +71,9 @@ from .data import (
     Condition,
     Day,
     PatientData,
+    day_of,
     months_after,
+    whole_years,
 )
 
 SUBTYPE_NAMES = {"rrms": "relapsing-remitting MS", "spms": "secondary progressive MS",
@@ -156,14 +158,6 @@ def _window_start(as_of: dt.date, window: Window) -> Day:
     return start + window.strict
 
 
-def whole_years(start: Day, end: Day) -> int:
-    """Completed years from one day to another, counted like an age.
-
-    >>> whole_years(dt.date(2004, 2, 29).toordinal(), dt.date(2022, 2, 28).toordinal())
-    17
-    """
-    a, b = dt.date.fromordinal(start), dt.date.fromordinal(end)
-    return b.year - a.year - ((b.month, b.day) < (a.month, a.day))
 
 
 def _number(value: float) -> str:
@@ -197,13 +191,9 @@ def fact(name: str, patient: PatientData, subject: str | None, window: Window | 
 
 def _upto(items: list[tuple], clock: Clock, window: Window | None = None) -> list[tuple]:
     """The items (sorted by day) dated inside the window and not after the screening date."""
-    hi = bisect_right(items, clock.as_of, key=_day)
-    lo = bisect_left(items, clock.since(window), 0, hi, key=_day) if window is not None else 0
+    hi = bisect_right(items, clock.as_of, key=day_of)
+    lo = bisect_left(items, clock.since(window), 0, hi, key=day_of) if window is not None else 0
     return items[lo:hi]
-
-
-def _day(item: tuple) -> int:
-    return item[0]
 
 
 def _members(subject: str) -> frozenset[str]:
@@ -277,7 +267,7 @@ def ms_subtype(patient: PatientData, subject: str | None, window: Window | None,
     course: frozenset[str] = frozenset()        # and the courses they give
     general = None
     for c in patient.conditions:
-        when = c.recorded or (c.onset[0] if c.onset else 0)
+        when = c.noted
         if when > clock.as_of:
             continue
         mine = c.concepts.intersection(SUBTYPES)
@@ -684,7 +674,7 @@ def condition(patient: PatientData, subject: str | None, window: Window | None, 
     if not patient.conditions:
         return Fact(None, (), f"no Condition recorded, so {label} cannot be ruled out")
     found = [c for c in patient.conditions if c.concepts & wanted
-             and ((c.recorded or (c.onset[0] if c.onset else 0)) <= clock.as_of)]
+             and c.noted <= clock.as_of]
     if found:                               # a provisional or differential diagnosis counts, and says so
         names = sorted({n for c in found for n in c.concepts & wanted})
         doubt = sorted({c.unconfirmed for c in found}) if all(c.unconfirmed for c in found) else ()
@@ -713,7 +703,7 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
                 done.append((when, ref))
     # a history or status Condition (problem list): the procedure was done by its onset, else by its record
     for c in patient.conditions:
-        if not c.concepts & wanted or (c.recorded or (c.onset[0] if c.onset else 0)) > clock.as_of:
+        if not c.concepts & wanted or c.noted > clock.as_of:
             continue
         if c.onset and c.onset[0] >= start_of_window:
             done.append((c.onset[0], c.ref))
@@ -784,7 +774,7 @@ def pregnant(patient: PatientData, subject: str | None, window: Window | None, c
             if ended or c.active:
                 recorded.append((c.abated, False, c.ref) if ended else (began, True, c.ref))
     if recorded:
-        found = sorted([*found, *recorded], key=_day)
+        found = sorted([*found, *recorded], key=day_of)
     if undated and not found:
         return Fact(None, (undated,), "pregnancy recorded as an active condition without a date")
     if found:
