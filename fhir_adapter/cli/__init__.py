@@ -1,8 +1,9 @@
 """The `fhir-adapter` command line: one module per verb, each with `register(subparsers)`.
 
-Exit status: 0 success, 1 the work ran but found problems (rejects, invalid resources, failed entries),
-2 usage or input error; 141 (128 + SIGPIPE, as a shell reports a command its pipe closed on) when the reader of
-stdout went away early (`... | head`), quietly.
+Exit status: 0 success, 1 the work ran but found problems (rejects, invalid resources, failed entries) or a
+server failed (`main` prints its error, a FHIR server's OperationOutcome included), 2 usage or input error (a
+server that cannot take what is asked too); 141 (128 + SIGPIPE, as a shell reports a command its pipe closed
+on) when the reader of stdout went away early (`... | head`), quietly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import signal
 import sys
 
 from .. import __version__
+from ..client.exceptions import CapabilityError, FhirClientError
+from ..server import ServerError
 from ..sources import InputError
 
 VERBS = ("trials", "patients", "push", "server", "screen", "validate", "demo")
@@ -34,9 +37,9 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def add_fhir_version(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
-                        help="FHIR version to write (default R4: R4B-valid JSON, R4-compatible)")
+def add_fhir_version(parser: argparse.ArgumentParser,
+                     help: str = "FHIR version to write (default R4: R4B-valid JSON, R4-compatible)") -> None:
+    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper, help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, InputError, FileNotFoundError) as exc:
         print(f"fhir-adapter {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except (FhirClientError, ServerError) as exc:   # unreachable, refused, or what the server said went wrong
+        print(f"fhir-adapter {args.verb}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, CapabilityError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

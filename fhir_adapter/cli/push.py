@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import sources
-from ..client import FhirClientError, PushResult
-from ..client.exceptions import AuthError, CapabilityError
+from ..client import PushResult
+from ..client.exceptions import AuthError
 from ..client.options import add_arguments, client_from_args
 from ..client.push import DEFAULT_CHUNK, DEFAULT_WORKERS, ID_STRATEGIES
 from ..client.push import push as push_resources
-from . import UsageError
+from . import UsageError, add_fhir_version
 
 SHOWN_FAILURES = 20
 
@@ -80,8 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="where to write failed resources, re-pushable (default push-failed.ndjson; a "
                              ".txt report with every OperationOutcome goes beside it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
-                        help="FHIR version of the input, which the server must speak (default R4)")
+    add_fhir_version(parser, help="FHIR version of the input, which the server must speak (default R4)")
     parser.set_defaults(run=run)
 
 
@@ -106,13 +105,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with client:
             result = push_resources(client, items, chunk_size=args.chunk, workers=args.workers,
-                               id_strategy=args.id_strategy, compare=not args.no_compare,
-                               fhir_release=args.fhir_version, progress=bar)
-    except FhirClientError as exc:
+                                    id_strategy=args.id_strategy, compare=not args.no_compare,
+                                    fhir_release=args.fhir_version, progress=bar)
+    finally:                                    # before `main` prints a client error
         bar.close()
-        print(f"fhir-adapter push: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, CapabilityError) else 1
-    bar.close()
     return report(result, args.server, args.failed)
 
 

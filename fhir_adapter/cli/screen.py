@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from ..client import CapabilityError, FhirClientError, options
+from ..client import options
 from . import UsageError
 
 
@@ -103,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc.args[0])) from None
     except OutputInUse as exc:
         raise UsageError(str(exc)) from None
-    except FhirClientError as exc:              # unreachable, refused, or an error the server explained
-        print(f"fhir-adapter screen: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, CapabilityError) else 1
     except OSError as exc:                      # an input file that cannot be read, a report that cannot be written
         if exc.filename is None:
             raise

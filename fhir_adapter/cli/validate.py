@@ -13,7 +13,7 @@ from itertools import chain, islice
 from typing import Any, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
-from . import UsageError
+from . import UsageError, add_fhir_version
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "bindings, UCUM syntax, the project's codes and rules, and Bundle integrity. "
                     "Exit 0 valid, 1 errors (or warnings with --fail-on warning), 2 usage error.")
     parser.add_argument("inputs", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
-    parser.add_argument("--fhir-version", choices=("R4", "R5"), default="R4", type=str.upper,
-                        help="FHIR version of the input (default R4: checked with the R4B models)")
+    add_fhir_version(parser, help="FHIR version of the input (default R4: checked with the R4B models)")
     parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
                         help="text for people (default), json, or junit (one testcase per resource)")
     parser.add_argument("--fail-on", choices=("error", "warning"), default="error",
