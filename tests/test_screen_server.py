@@ -167,3 +167,14 @@ def test_a_server_that_fails_is_named_with_its_outcome_not_a_traceback(tmp_path,
     assert status == 1 and "Traceback" not in err
     assert err.startswith("fhir-adapter screen: error: GET ") and "Patient" in err and said in err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_server_options_that_cannot_work_are_usage_errors_before_anything_is_read(tmp_path, capsys, monkeypatch):
+    """A --server that is no URL or a token variable that is not set: exit 2 with what is wrong, as push does."""
+    monkeypatch.delenv("FHIR_ADAPTER_NO_SUCH_TOKEN", raising=False)
+    assert main(["screen", "--server", "notaurl", "--out", str(tmp_path / "a")]) == 2
+    assert "error: not an http(s) base URL: 'notaurl'" in capsys.readouterr().err
+    assert main(["screen", "--server", "https://ehr.example/fhir", "--token-env", "FHIR_ADAPTER_NO_SUCH_TOKEN",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "FHIR_ADAPTER_NO_SUCH_TOKEN is not set" in err and "Traceback" not in err

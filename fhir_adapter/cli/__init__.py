@@ -17,7 +17,9 @@ import signal
 import sys
 
 from .. import __version__
-from ..client.exceptions import CapabilityError, FhirClientError
+from ..client import FhirClient
+from ..client.exceptions import AuthError, CapabilityError, FhirClientError
+from ..client.options import client_from_args
 from ..server import ServerError
 from ..sources import InputError
 
@@ -26,6 +28,15 @@ VERBS = ("trials", "patients", "push", "server", "screen", "validate", "demo")
 
 class UsageError(Exception):
     """A command line the program cannot act on; exit status 2."""
+
+
+def client_of(args: argparse.Namespace, **options: object) -> FhirClient:
+    """The FHIR client the server options describe, or a usage error saying what is wrong with them (an URL that
+    is none, a token variable that is not set)."""
+    try:
+        return client_from_args(args, **options)
+    except (AuthError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def plural(count: int, noun: str) -> str:

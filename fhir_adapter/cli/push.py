@@ -17,11 +17,10 @@ from typing import TextIO
 
 from .. import sources
 from ..client import PushResult
-from ..client.exceptions import AuthError
-from ..client.options import add_arguments, client_from_args
+from ..client.options import add_arguments
 from ..client.push import DEFAULT_CHUNK, DEFAULT_WORKERS, ID_STRATEGIES
 from ..client.push import push as push_resources
-from . import UsageError, add_fhir_version
+from . import UsageError, add_fhir_version, client_of
 
 SHOWN_FAILURES = 20
 
@@ -87,10 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.chunk < 1 or args.workers < 1:
         raise UsageError("--chunk and --workers must be at least 1")
-    try:
-        client = client_from_args(args, pool_size=max(10, args.workers * 2))
-    except (AuthError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    client = client_of(args, pool_size=max(10, args.workers * 2))
     items, skipped = read_inputs(args.paths)
     for path in skipped:
         print(f"note: skipped {path}: not a FHIR resource (no resourceType)", file=sys.stderr)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..client import options
-from . import UsageError
+from . import UsageError, client_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, not {args.workers}")
     if args.html_candidates is not None and args.html_candidates < 0:
         raise UsageError(f"--html-candidates must be 0 or more, not {args.html_candidates}")
+    client = client_of(args) if args.server else None
     _output_directory(args.out)
     as_of = args.as_of or dt.date.today()
     html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
     written = None
     try:
         if args.server:
-            done = screen_server(options.client_from_args(args), args.trial, args.out, as_of,
+            done = screen_server(client, args.trial, args.out, as_of,
                                  from_server=args.from_server, write_back=args.write_back,
                                  per_patient=args.per_patient, html_candidates=html_candidates)
             trials, result, written = done.trials, done.run, done.written
