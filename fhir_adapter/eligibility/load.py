@@ -535,7 +535,10 @@ def _read_again(inputs: Inputs, positions: set[int]) -> Iterator[tuple[int, str,
         with stream:
             if stream.read(3) != BOM:
                 stream.seek(0)
+            last = max(wanted)
             for number, line in enumerate(stream, 1):
+                if number > last:
+                    break
                 if number in wanted:
                     yield from _resources_at(_parse(line, name, number), f"{name}:{number}", base | number << _LINE,
                                              positions)
@@ -617,21 +620,22 @@ def workers_available() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def map_shares(inputs: Inputs, task: Task, workers: int | None = None,
-               start: Callable[[int], None] | None = None) -> Iterator[Any]:
-    """Run `task(index, part)` on each worker's share of the patients; yields the results in part order.
-
-    With one worker (or where processes cannot fork) it all runs in this process. `start(parts)`, when given,
-    is called before any work, with the number of parts. JSON files found not to be FHIR are added to
-    `inputs.skipped`.
-    """
+def worker_count(workers: int | None = None) -> int:
+    """How many parts `map_shares` splits the patients into: `workers` (default: one per core), or 1 where
+    processes cannot fork."""
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    workers = workers or workers_available()
     if "fork" not in multiprocessing.get_all_start_methods():
-        workers = 1
-    if start is not None:
-        start(workers)
+        return 1
+    return workers or workers_available()
+
+
+def map_shares(inputs: Inputs, task: Task, workers: int | None = None) -> Iterator[Any]:
+    """Run `task(index, part)` on each of `worker_count(workers)` shares of the patients; yields the results in
+    part order. With one worker it all runs in this process. JSON files found not to be FHIR are added to
+    `inputs.skipped`.
+    """
+    workers = worker_count(workers)
     if workers == 1:
         with no_gc():
             index, _, copies = load_share(inputs, 0, 1, inputs.skipped)

@@ -21,7 +21,7 @@ from ..report.regions import Regions
 from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish, plan, replacing
 from .data import PatientIndex, Problem
 from .engine import Trial, screen
-from .load import Inputs, map_shares, order_key
+from .load import Inputs, map_shares, order_key, worker_count
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial]
                                       f"{patient.birth_text} of {patient.reference}: not used")
                          for ref, when in patient.drop_before_birth()]
         alive.append(patient)
-    writer = Part(out, part, trials, html_candidates, keep_statuses, regions)
+    writer = Part(out, part, trials, regions, html_candidates, keep_statuses)
     summary = writer.add_all(screen(alive, trials, as_of))
     return summary, problems, index.read, index.used
 
@@ -83,16 +83,14 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    regions: list[Regions] = []
-
-    def start(parts: int) -> None:           # before the workers fork: they write into the regions laid out
-        regions.append(plan(out, parts))
-
-    def task(index: PatientIndex, part: int) -> Any:
-        return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions[0])
-
+    parts = worker_count(workers)
     with replacing(out):
-        shares = list(map_shares(inputs, task, workers, start))
+        regions = plan(out, parts)          # before the workers fork: they write into the regions laid out
+
+        def task(index: PatientIndex, part: int) -> Any:
+            return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions)
+
+        shares = list(map_shares(inputs, task, parts))
         screened = time.perf_counter()
         problems = _problems(p for share in shares for p in share[1])
         screening = finish(out, [s[0] for s in shares], trials, as_of.isoformat(), html_candidates, problems,

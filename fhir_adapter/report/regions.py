@@ -110,9 +110,7 @@ class Regions:
 
     def join(self, ends: list[int]) -> int:
         """Make `path` the parts one after the other (`ends[k]`: where part k stopped writing in its file);
-        returns the joined size, at which the file ends. Parts missing at the end of `ends` (they never ran)
-        count as empty; the parts' own files are removed."""
-        ends = list(ends) + [self.location(k)[1] for k in range(len(ends), self.parts)]
+        returns the joined size, at which the file ends; the parts' own files are removed."""
         with self.path.open("r+b", buffering=0) as stream:
             size = self._cut(stream.fileno(), ends) if self.in_place else self._append(stream, ends)
             os.ftruncate(stream.fileno(), size)          # an earlier run's bytes beyond it, if any, go

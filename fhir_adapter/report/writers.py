@@ -114,15 +114,15 @@ class Part:
     Lines are gathered and written in large binary blocks; funnel counts are gathered per distinct
     (trial, verdict, results) and counted at the end. Every part but part 0 starts its JSON with the `,`
     that separates it from the parts before (`finish` blanks it when those are empty). `regions` says where
-    the parts of screening.json go (default: part 0 alone); screening.csv's parts are files of their own.
+    the parts of screening.json go (`plan`); screening.csv's parts are files of their own.
     """
 
     out: Path
     number: int
     trials: list[Trial]
+    regions: Regions
     html_candidates: int = HTML_CANDIDATES
     keep_statuses: bool = False
-    regions: Regions | None = None
     _patients: int = 0
     _lines: int = 0
     _last: str | None = None
@@ -133,10 +133,7 @@ class Part:
     BLOCK = 32                                         # verdicts gathered before a write (a few 100 KB)
 
     def __post_init__(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
         final = self.number == 0
-        if self.regions is None:
-            self.regions = Regions(working(self.out / "screening.json"), self.number + 1)
         self._json = self.regions.open(self.number)
         self._limit = self.regions.limit(self.number)
         self._csv_file = csv_regions(self.regions).open(self.number)
@@ -199,7 +196,7 @@ class Part:
         candidates = {t.id: self._candidates.get((t.id, ELIGIBLE), []) + self._candidates.get((t.id, NEEDS_REVIEW), [])
                       for t in self.trials}
         return PartSummary(self.funnels, candidates, self._statuses, self._patients, self.number,
-                           self.regions, self._lines, json_end, csv_end)  # type: ignore[arg-type]
+                           self.regions, self._lines, json_end, csv_end)
 
 
 def working(path: Path) -> Path:
