@@ -121,6 +121,27 @@ def test_screening_json_is_the_same_whichever_way_parts_are_joined(tmp_path, mon
                                                                        "screening.json"]
 
 
+@pytest.mark.parametrize("layout", ["in place", "part files"])
+def test_patients_only_in_a_later_part_give_the_one_worker_bytes(tmp_path, monkeypatch, layout):
+    """Parts 0 and 1 of 3 empty: the leading ",\n" of part 2 is left out where parts are files of their own
+    (the very bytes of one worker), blanked where they are joined in place (the same JSON)."""
+    from fhir_adapter.eligibility.load import partition
+
+    pid = next(f"p{n}" for n in range(100) if partition(f"p{n}", 3) == 2)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "all.ndjson").write_text("".join(json.dumps(r) + "\n" for r in candidate(pid).resources))
+    screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "one", AS_OF, workers=1)
+    if layout == "part files":
+        monkeypatch.setattr(regions_module, "_FALLOCATE", None)
+    screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "three", AS_OF, workers=3)
+    one, three = ((tmp_path / d / "screening.json").read_bytes() for d in ("one", "three"))
+    assert one.startswith(b'[\n{"patient": "Patient/' + pid.encode())
+    if layout == "part files":
+        assert three == one
+    else:
+        assert json.loads(three) == json.loads(one)
+
+
 def test_a_part_may_not_outgrow_its_region(tmp_path):
     verdicts = list(screen(index_resources(candidate("p1").resources).patients.values(), [CMM_EM], AS_OF))
     regions = Regions(tmp_path / "screening.json", 2, stride=4096, block=16)

@@ -108,11 +108,12 @@ class Regions:
         """The first byte part `part` may not write: in place the next region's start (none for the last part)."""
         return (part + 1) * self.stride if self.in_place and part + 1 < self.parts else 1 << 62
 
-    def join(self, ends: list[int]) -> int:
+    def join(self, ends: list[int], skip: dict[int, int] | None = None) -> int:
         """Make `path` the parts one after the other (`ends[k]`: where part k stopped writing in its file);
-        returns the joined size, at which the file ends; the parts' own files are removed."""
+        returns the joined size, at which the file ends; the parts' own files are removed. `skip[k]`: bytes
+        left out at the start of part k's own file (a part joined in place cannot leave any out)."""
         with self.path.open("r+b", buffering=0) as stream:
-            size = self._cut(stream.fileno(), ends) if self.in_place else self._append(stream, ends)
+            size = self._cut(stream.fileno(), ends) if self.in_place else self._append(stream, ends, skip or {})
             os.ftruncate(stream.fileno(), size)          # an earlier run's bytes beyond it, if any, go
         return size
 
@@ -131,24 +132,24 @@ class Regions:
                 size -= start - padded
         return size
 
-    def _append(self, target: BinaryIO, ends: list[int]) -> int:
+    def _append(self, target: BinaryIO, ends: list[int], skip: dict[int, int]) -> int:
         target.seek(ends[0])
         for k in range(1, self.parts):
             path = self.location(k)[0]
             if ends[k]:
-                append(target, path)
+                append(target, path, skip.get(k, 0))
             path.unlink(missing_ok=True)
         return target.tell()
 
 
-def append(target: BinaryIO, path: Path) -> None:
-    """Copy a whole file to the end of `target`, inside the kernel where it can."""
+def append(target: BinaryIO, path: Path, start: int = 0) -> None:
+    """Copy a file from byte `start` on to the end of `target`, inside the kernel where it can."""
     with path.open("rb") as source:
-        size = os.fstat(source.fileno()).st_size
+        size = os.fstat(source.fileno()).st_size - start
         target.flush()
-        copied = kernel_copy(source.fileno(), target.fileno(), 0, size)
+        copied = kernel_copy(source.fileno(), target.fileno(), start, size)
         if copied < size:               # the rest through this process, after what the kernel copied
             target.seek(0, os.SEEK_END)
-            source.seek(copied)
+            source.seek(start + copied)
             shutil.copyfileobj(source, target, 1 << 20)
         target.seek(0, os.SEEK_END)

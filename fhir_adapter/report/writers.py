@@ -340,12 +340,16 @@ def _join_json(parts: list[PartSummary]) -> None:
     """screening.json made whole: the parts joined, then the list closed."""
     regions = parts[0].regions
     first = next((part for part in parts if part.lines), None)
-    if first is not None and first.number:              # its leading "," follows nothing: a blank instead
-        path, start = regions.location(first.number)
-        with path.open("r+b") as stream:
-            stream.seek(start)
-            stream.write(b" ")
-    size = regions.join([part.json_end for part in parts])
+    skip = {}
+    if first is not None and first.number:              # its leading ",\n" follows nothing
+        if regions.in_place:                            # a blank instead: bytes in place cannot be left out
+            path, start = regions.location(first.number)
+            with path.open("r+b") as stream:
+                stream.seek(start)
+                stream.write(b" ")
+        else:
+            skip[first.number] = len(b",\n")
+    size = regions.join([part.json_end for part in parts], skip)
     with regions.path.open("r+b") as stream:
         stream.seek(size)
         stream.write(b"\n]\n" if first is not None else b"]\n")
