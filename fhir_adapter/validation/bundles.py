@@ -1,6 +1,6 @@
 """Bundle rules: references resolve inside the bundle, fullUrl and id agree, transaction entries have a
-request method and url, no resource or fullUrl appears twice. Every finding belongs to one entry
-(`entry_issues` gives them by entry index, so a report can name the entry's line).
+request method and url, no resource or fullUrl appears twice. A finding about an entry has a location
+starting with the entry's (`Bundle.entry[3].request`), by which a report puts it with the entry.
 
 >>> b = {"resourceType": "Bundle", "type": "collection", "entry": [
 ...     {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Observation", "id": "1",
@@ -39,20 +39,7 @@ def _references(value: Any, location: str) -> Iterator[tuple[str, str]]:
 
 def bundle_issues(bundle: dict[str, Any], *, allow_external: bool = False) -> list[Issue]:
     """The bundle-level findings of a Bundle (each entry's resource is validated on its own)."""
-    return [issue for _, issue in _findings(bundle, allow_external)]
-
-
-def entry_issues(bundle: dict[str, Any], *, allow_external: bool = False) -> dict[int, list[Issue]]:
-    """The bundle-level findings of a Bundle by the index of the entry each is about."""
-    found: dict[int, list[Issue]] = {}
-    for i, issue in _findings(bundle, allow_external):
-        found.setdefault(i, []).append(issue)
-    return found
-
-
-def _findings(bundle: dict[str, Any], allow_external: bool) -> list[tuple[int, Issue]]:
-    """(entry index, finding) pairs, in entry order for each check."""
-    out: list[tuple[int, Issue]] = []
+    out: list[Issue] = []
     entries = bundle.get("entry")
     if not isinstance(entries, list):
         return out
@@ -69,27 +56,27 @@ def _findings(bundle: dict[str, Any], allow_external: bool) -> list[tuple[int, I
         rid = resource.get("id") if resource else None
         if isinstance(full_url, str):
             if full_url in full_urls:
-                out.append((i, Issue("error", f"{where}.fullUrl", f"fullUrl {full_url} is also entry "
-                                     f"{full_urls[full_url]}'s", rule="bundle-duplicate")))
+                out.append(Issue("error", f"{where}.fullUrl", f"fullUrl {full_url} is also entry "
+                                 f"{full_urls[full_url]}'s", rule="bundle-duplicate"))
             full_urls.setdefault(full_url, i)
             if resource is not None:
-                out.extend((i, issue) for issue in _full_url_agrees(full_url, rtype, rid, where))
+                out.extend(_full_url_agrees(full_url, rtype, rid, where))
         if rtype and isinstance(rid, str):
             if (rtype, rid) in typed_ids:
-                out.append((i, Issue("error", f"{where}.resource.{rtype}.id", f"{rtype}/{rid} is also entry "
-                                     f"{typed_ids[(rtype, rid)]}", rule="bundle-duplicate")))
+                out.append(Issue("error", f"{where}.resource.{rtype}.id", f"{rtype}/{rid} is also entry "
+                                 f"{typed_ids[(rtype, rid)]}", rule="bundle-duplicate"))
             typed_ids.setdefault((rtype, rid), i)
         if kind in TRANSACTIONS:
             request = item.get("request") if isinstance(item.get("request"), dict) else {}
             for part in ("method", "url"):
                 if not request.get(part):
-                    out.append((i, Issue("error", f"{where}.request", f"a {kind} entry needs request.{part}",
-                                         rule="bundle-request")))
+                    out.append(Issue("error", f"{where}.request", f"a {kind} entry needs request.{part}",
+                                     rule="bundle-request"))
             url = request.get("url")
             if request.get("method") == "PUT" and rtype and isinstance(url, str) and "?" not in url and \
                     isinstance(rid, str) and url.rstrip("/") != f"{rtype}/{rid}":
-                out.append((i, Issue("error", f"{where}.request.url", f"PUT {url} does not match the resource "
-                                     f"{rtype}/{rid}", rule="bundle-request")))
+                out.append(Issue("error", f"{where}.request.url", f"PUT {url} does not match the resource "
+                                 f"{rtype}/{rid}", rule="bundle-request"))
     out.extend(_unresolved(entries, full_urls, typed_ids, kind, allow_external))
     return out
 
@@ -111,7 +98,7 @@ def _full_url_agrees(full_url: str, rtype: Any, rid: Any, where: str) -> list[Is
 
 
 def _unresolved(entries: list[Any], full_urls: dict[str, int], typed_ids: dict[tuple[str, str], int],
-                kind: Any, allow_external: bool) -> Iterator[tuple[int, Issue]]:
+                kind: Any, allow_external: bool) -> Iterator[Issue]:
     for i, item in enumerate(entries):
         resource = item.get("resource") if isinstance(item, dict) else None
         if not isinstance(resource, dict):
@@ -127,5 +114,5 @@ def _unresolved(entries: list[Any], full_urls: dict[str, int], typed_ids: dict[t
                 continue
             if allow_external and not reference.startswith("urn:"):
                 continue
-            yield i, Issue("error", location, f"{reference} does not resolve inside the bundle",
-                           rule="bundle-reference")
+            yield Issue("error", location, f"{reference} does not resolve inside the bundle",
+                        rule="bundle-reference")

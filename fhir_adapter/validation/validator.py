@@ -30,7 +30,7 @@ from typing import Any
 from ..ehr.checking import ShapeCheck
 from ..render import check_version
 from ..sources import InputError, is_resource, read_json, walk
-from .bundles import bundle_issues, entry_issues
+from .bundles import bundle_issues
 from .elements import ElementCheck
 from .rules import rule_issues
 from .spec import invariants
@@ -142,16 +142,10 @@ class Validator:
     def resource_issues(self, resource: dict[str, Any]) -> list[Issue]:
         """Every finding on one resource (for a Bundle: its own elements and the bundle-level rules, not its
         entries' resources)."""
-        found = self._own_issues(resource)
-        if _is_bundle(resource):
-            found += bundle_issues(resource, allow_external=self.allow_external)
-        return found
-
-    def _own_issues(self, resource: dict[str, Any]) -> list[Issue]:
-        """The findings on a resource's own elements (a Bundle's: without its entries' resources)."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return [Issue("error", "(root)", "not a FHIR resource: no resourceType", rule="structure")]
-        if _is_bundle(resource):
+        bundle = _is_bundle(resource)
+        if bundle:
             shallow = {**resource, "entry": [{k: v for k, v in e.items() if k != "resource"}
                                              if isinstance(e, dict) else e for e in resource["entry"]]}
             found = self.structure.issues(shallow)
@@ -159,6 +153,8 @@ class Validator:
             found = self.structure.issues(resource)
         found += self.elements.issues(resource)
         found += rule_issues(resource)
+        if bundle:
+            found += bundle_issues(resource, allow_external=self.allow_external)
         return found
 
     def document(self, source: str, document: Any, text: str | None = None) -> list[Result]:
@@ -169,19 +165,17 @@ class Validator:
         and goes with its resource's result (with the Bundle's when the entry has no resource).
         """
         if not _is_bundle(document):
-            return [Result(source, _label(document), _within(self._own_issues(document), "", source))]
+            return [Result(source, _label(document), _within(self.resource_issues(document), "", source))]
         entries = document["entry"]
         lines = _entry_lines(text, entries) if text else {}
         by_entry: dict[int, list[Issue]] = {}
         own: list[Issue] = []
-        for issue in self._own_issues(document):  # the Bundle's elements: an entry's request is the entry's
+        for issue in self.resource_issues(document):     # a finding located in an entry is the entry's
             match = _ENTRY.match(issue.location)
             if match and int(match.group(1)) < len(entries):
                 by_entry.setdefault(int(match.group(1)), []).append(issue)
             else:
                 own.append(replace(issue, source=source))
-        for i, issues in entry_issues(document, allow_external=self.allow_external).items():
-            by_entry.setdefault(i, []).extend(issues)
         results = []
         for i, item in enumerate(entries):
             where = f"{source}:{lines[i]}#entry[{i}]" if i in lines else f"{source}#entry[{i}]"
