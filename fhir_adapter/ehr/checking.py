@@ -217,7 +217,7 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 @functools.cache
-def _elements(model: type[Any]) -> dict[str, tuple[Any, bool, Any]]:
+def model_elements(model: type[Any]) -> dict[str, tuple[Any, bool, Any]]:
     """Each element of a model by its JSON name: (element type, is a list, model class of a complex type)."""
     out = {}
     for name, f in model.model_fields.items():
@@ -234,7 +234,7 @@ def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
 
 def _leaf_validators(model: type[Any], value: dict[str, Any], out: list[Any]) -> bool:
     """The validators of a valid resource's leaves, in `_shape` order; False if a part cannot be followed."""
-    elements = _elements(model)
+    elements = model_elements(model)
     for name, item in value.items():
         if name == "resourceType":
             out.append(_equals(type(item), item))
@@ -311,7 +311,7 @@ _UNSEEN: Any = object()
 
 def _slot_validators(model: type[Any], value: dict[str, Any], found: dict[int, Any]) -> bool:
     """Find where each slot marker (`_SLOT_MARK` n) sits in a resource and the type of that element."""
-    elements = _elements(model)
+    elements = model_elements(model)
     for name, item in value.items():
         if name == "resourceType":
             continue

@@ -13,10 +13,10 @@ True
 
 from __future__ import annotations
 
-import typing
 from functools import cache
 from typing import Any
 
+from ..ehr.checking import model_elements
 from ..render import check_version
 from .structure import model_class
 
@@ -30,15 +30,6 @@ def other_version(fhir_version: str) -> str:
     return "R5" if check_version(fhir_version) == "R4" else "R4"
 
 
-def _leaf(annotation: Any) -> Any:
-    """The class inside Optional[List[...]] / Annotated[...]."""
-    args = typing.get_args(annotation)
-    while args:
-        annotation = next(a for a in args if a is not type(None))
-        args = typing.get_args(annotation) if typing.get_origin(annotation) is not typing.Annotated else ()
-    return annotation
-
-
 @cache
 def _fields(type_name: str, fhir_version: str) -> dict[str, str | None] | None:
     """JSON name -> the complex type of its value (None for a primitive) of a type; None for an unknown type."""
@@ -46,16 +37,9 @@ def _fields(type_name: str, fhir_version: str) -> dict[str, str | None] | None:
         model = model_class(type_name, fhir_version)
     except KeyError:
         return None
-    fields: dict[str, str | None] = {}
-    for name, info in model.model_fields.items():
-        json_name = info.alias or name
-        if json_name.startswith("_") or name == "fhir_comments":
-            continue
-        leaf = _leaf(info.annotation)
-        leaf_name = getattr(leaf, "__name__", "")
-        fields[json_name] = leaf_name[:-4] if getattr(leaf, "__module__", "") == "abc" and \
-            leaf_name.endswith("Type") else None
-    return fields
+    return {name: klass.__name__ if klass is not None else None
+            for name, (_, _, klass) in model_elements(model).items()
+            if not name.startswith("_") and name != "fhir_comments"}
 
 
 _differs_memo: dict[tuple[str, str, str], bool] = {}
