@@ -565,11 +565,10 @@ def _gzip_errors(path: Path) -> Iterator[None]:
 
 def load(paths: Iterable[str | Path]) -> PatientIndex:
     """Every patient's data from files, in this process; files skipped in a directory are listed as problems."""
-    skipped: list[tuple[Path, str]] = []
     inputs = Inputs.of(paths)
-    index, _, copies = load_share(inputs, skipped=skipped)
+    index, _, copies = load_share(inputs, skipped=inputs.skipped)
     copies.report(inputs, index)
-    index.problems += (Problem(str(path), f"{why}: not read") for path, why in inputs.skipped + skipped)
+    index.problems += (Problem(str(path), f"{why}: not read") for path, why in inputs.skipped)
     return index.finish()
 
 
