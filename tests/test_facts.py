@@ -791,6 +791,42 @@ def test_a_therapy_dated_by_month_or_year_decides_only_where_every_day_it_may_me
         dt.date(2019, 1, 1).toordinal(), dt.date(2020, 1, 1).toordinal(), dt.date(2020, 12, 31).toordinal())
 
 
+def test_a_therapy_started_in_a_month_or_year_is_every_day_of_it():
+    """A start recorded as `2019` may be any day of 2019: the reason says "from 2019", time on therapy is counted
+    from its last day at least and its first day at most, a start in the screening month may be after the
+    screening date, and only a start wholly before the birth date is a wrong one."""
+    def started(start: str, status: str = "active", end: str | None = None, born: str | None = None) -> Chart:
+        chart = Chart(born=born)
+        period = {"start": start, **({"end": end} if end else {})}
+        chart._add("MedicationStatement", status=status, medicationCodeableConcept=chart.code("natalizumab"),
+                   effectivePeriod=period)
+        return chart
+
+    def days(*ymd: int) -> int:
+        return AS_OF.toordinal() - dt.date(*ymd).toordinal()
+
+    ongoing = started("2019")
+    found = ongoing.fact("therapy", "natalizumab", "0 d")
+    assert found.value is True and found.detail.startswith("natalizumab from 2019, ongoing"), found.detail
+    duration = ongoing.fact("therapy-duration", DMT)
+    assert (duration.value, duration.upper) == (days(2019, 12, 31), days(2019, 1, 1))
+    assert "(natalizumab 2019 to 2025-06-01)" in duration.detail, duration.detail
+    ended = started("2024-03", status="completed", end="2024-05-10").fact("therapy-duration", DMT)
+    assert (ended.value, ended.upper) == (40.0, 70.0) and "natalizumab 2024-03 to 2024-05-10" in ended.detail
+    this_month = started("2025-06").fact("therapy", "natalizumab", "3 mo")      # 2025-06-01 to 2025-06-30
+    assert this_month.value is None
+    assert this_month.detail.startswith("natalizumab from 2025-06, perhaps after 2025-06-01"), this_month.detail
+    assert started("2025-05").fact("therapy", "natalizumab", "3 mo").value is True
+    assert started("2025-07").fact("therapy", "natalizumab", "3 mo").value is False       # not yet taken
+    same_year = started("1990", born="1990-06-01").data()                               # may be after the birth
+    assert [e.start_until for e in same_year.exposures] == [dt.date(1990, 12, 31).toordinal()]
+    assert same_year.drop_before_birth() == [] and same_year.exposures
+    year_before = started("1989", born="1990-06-01").data()
+    dropped = year_before.drop_before_birth()
+    assert [ref for ref, _ in dropped] == ["MedicationStatement/p1-medicationstatement-1"]
+    assert not year_before.exposures
+
+
 def test_drugs_not_recognised_are_counted_in_the_reason():
     """A drug known by no code or name of terminology.yaml is not one of the subject's, but the reviewer is told
     how many of the records were not recognised (one may be a DMT under a name screening does not know)."""

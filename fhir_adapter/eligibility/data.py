@@ -125,13 +125,19 @@ class Condition:
 @dataclass(slots=True)
 class Exposure:
     """A therapy taken from `start` to `end` (ONGOING, END_UNKNOWN or a day). A date without its day (`2019`,
-    `2025-05`) starts at its earliest day and ends at its latest, `end_from` its earliest."""
+    `2025-05`) starts at its earliest day (`start_until` its latest) and ends at its latest (`end_from` its
+    earliest)."""
 
     concepts: frozenset[str]
     start: Day | None
     end: Day
     ref: str
     end_from: Day | None = None                 # the earliest day an end recorded as a month or year may mean
+    start_until: Day | None = None              # the latest day a start recorded as a month or year may mean
+
+    @property
+    def latest_start(self) -> Day | None:
+        return self.start if self.start_until is None else self.start_until
 
 
 @dataclass(slots=True)
@@ -217,7 +223,7 @@ class PatientData:
                 early = bisect_left(items, born, key=day_of)
                 dropped += [(item[2], item[0]) for item in items[:early]]
                 del items[:early]
-        therapies = {e.ref: e.start for e in self.exposures if e.start is not None and e.start < born}
+        therapies = {e.ref: e.start for e in self.exposures if e.start is not None and e.latest_start < born}
         if therapies:
             dropped += therapies.items()
             self.exposures = [e for e in self.exposures if e.ref not in therapies]
@@ -331,11 +337,6 @@ def _span(*texts: Any) -> tuple[Day, Day] | None:
         if found is not None:
             return found
     return None
-
-
-def _earliest_day(*texts: Any) -> Day | None:
-    found = _span(*texts)
-    return found[0] if found else None
 
 
 def _effective(resource: dict[str, Any], *names: str) -> Day | None:
@@ -846,21 +847,24 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         for dosage in r.get("dosageInstruction") or ():
             bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or bounds
         validity = (r.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        start = _earliest_day(bounds.get("start"), validity.get("start"), r.get("authoredOn"))
+        starts = _span(bounds.get("start"), validity.get("start"), r.get("authoredOn"))
         ends = _span(bounds.get("end"), validity.get("end"))
     elif rtype == "MedicationAdministration":
-        start = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
+        given = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
                            "occurrenceDateTime")
+        starts = (given, given) if given is not None else None
         period = r.get("effectivePeriod") or r.get("occurencePeriod") or {}     # R5 spells it "occurence"
-        ends = day_range(period.get("end")) or ((start, start) if start is not None else None)
+        ends = day_range(period.get("end")) or starts
     else:
         period = r.get("effectivePeriod") or {}
-        start = _earliest_day(period.get("start"), r.get("effectiveDateTime"))
+        starts = _span(period.get("start"), r.get("effectiveDateTime"))
         ends = day_range(period.get("end"))
         if ends is None and "effectiveDateTime" in r and status not in ("active", "intended", "on-hold"):
             ends = day_range(r.get("effectiveDateTime"))
-        if start is None and ends is None and status == "active":
-            start = day(r.get("dateAsserted"))          # no effective[x]: taken on the day it was asserted
+        if starts is None and ends is None and status == "active":
+            asserted = day(r.get("dateAsserted"))      # no effective[x]: taken on the day it was asserted
+            starts = (asserted, asserted) if asserted is not None else None
+    start, start_until = (starts[0], starts[1] if starts[1] != starts[0] else None) if starts else (None, None)
     end, end_from = (ends[1], ends[0] if ends[0] != ends[1] else None) if ends else (None, None)
     if start is None and end is None:
         index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} without any date"))
@@ -868,7 +872,7 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
     if end is None:
         # R5 statements are all `recorded`: an open period is an ongoing therapy there, as `active` is in R4
         end = ONGOING if status in ("active", "intended", "on-hold", "recorded", None) else END_UNKNOWN
-    p.exposures.append(Exposure(concepts, start, end, ref, end_from))
+    p.exposures.append(Exposure(concepts, start, end, ref, end_from, start_until))
     return True
 
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .. import terminology
@@ -130,6 +130,24 @@ class Clock:
             if len(self._dates) < 100_000:
                 self._dates[d] = found
         return found
+
+    def span(self, first: Day, last: Day | None) -> str:
+        """A day, or the days a month or a year recorded without its day may mean as that month or year.
+
+        >>> c = Clock(dt.date(2024, 3, 31))
+        >>> [c.span(*(dt.date(*d).toordinal() for d in days)) for days in (((2019, 1, 1), (2019, 12, 31)),
+        ...     ((2024, 2, 1), (2024, 2, 29)), ((2024, 2, 2), (2024, 2, 29)))]
+        ['2019', '2024-02', 'between 2024-02-02 and 2024-02-29']
+        """
+        if last is None or last == first:
+            return self.date(first)
+        a, b = dt.date.fromordinal(first), dt.date.fromordinal(last)
+        if a.day == 1 and (b + dt.timedelta(days=1)).day == 1:
+            if a.month == b.month and a.year == b.year:
+                return a.isoformat()[:7]
+            if (a.month, b.month) == (1, 12) and a.year == b.year:
+                return str(a.year)
+        return f"between {self.date(first)} and {self.date(last)}"
 
     def window_text(self, window: Window | None) -> str:
         found = self._texts.get(window)
@@ -567,14 +585,18 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
         if e.start is not None and e.start > clock.as_of:
             continue                                        # prescribed for later: not yet taken
         drug = ", ".join(sorted(e.concepts & wanted))
-        started = f"from {clock.date(e.start)}" if e.start is not None else "start not recorded"
-        if e.end == ONGOING:
+        since = clock.span(e.start, e.start_until) if e.start is not None else ""
+        started = f"from {since}" if since else "start not recorded"
+        if e.start_until is not None and e.start_until > clock.as_of:     # a month or year across the as-of day
+            unsure.append(e.ref)
+            texts.append(f"{drug} {started}, perhaps after {clock.date(clock.as_of)}")
+        elif e.end == ONGOING:
             exposed.append(e.ref)
             texts.append(f"{drug} {started}, ongoing")
         elif e.end == END_UNKNOWN:
             if e.start is not None and e.start >= start_of_window:
                 exposed.append(e.ref)
-                texts.append(f"{drug} started {clock.date(e.start)}")
+                texts.append(f"{drug} started {since}")
             else:
                 unsure.append(e.ref)
                 texts.append(f"{drug} {started}, end not recorded")
@@ -607,7 +629,7 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
     if not patient.medication_records:
         return Fact(None, (), f"no medication records at all, so the time on {label} is not known")
     as_of = clock.as_of
-    spans: dict[str, list[tuple[Day, Day, Day]]] = {}           # drug -> (start, shortest end, longest end)
+    spans: dict[str, list[Course]] = {}                           # drug -> its records as one-record courses
     open_start = 0                                                # records without a start
     cited: dict[str, None] = {}                                   # evidence, in the exposures' order
     for e in patient.exposures:
@@ -619,33 +641,39 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
             open_start += 1
             if e.end in (ONGOING, END_UNKNOWN) or e.end > as_of:
                 continue
-        start = e.start if e.start is not None else e.end
+        if e.start is not None:
+            early, late = e.start, e.latest_start
+        else:                                   # counted from its end: no time on it is known
+            early = late = e.end if e.end_from is None else e.end_from
         if e.end == ONGOING:
             shortest = longest = as_of
         elif e.end == END_UNKNOWN:
-            shortest, longest = start, as_of
+            shortest, longest = late, as_of
         else:
             shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
         for drug in drugs:
-            spans.setdefault(drug, []).append((start, shortest, longest))
-    courses: list[tuple[Day, Day, Day, str]] = []                # (start, shortest end, longest end, drug)
-    for drug, items in spans.items():
+            spans.setdefault(drug, []).append(Course(early, late, shortest, longest, drug, late))
+    courses: list[Course] = []
+    for items in spans.values():
         items.sort()
-        first, short, long_ = items[0]
-        for start, shortest, longest in items[1:]:
-            if start - short < SAME_COURSE:
-                short, long_ = max(short, shortest), max(long_, longest)
+        course = items[0]
+        for item in items[1:]:
+            if item.early - course.shortest < SAME_COURSE:
+                course = course._replace(late=min(course.late, item.late), shortest=max(course.shortest,
+                                         item.shortest), longest=max(course.longest, item.longest))
             else:
-                courses.append((first, short, long_, drug))
-                first, short, long_ = start, shortest, longest
-        courses.append((first, short, long_, drug))
-    least, most = _covered(courses, 1), _covered(courses, 2)
+                courses.append(course)
+                course = item
+        courses.append(course)
+    least = _covered((c.late, c.shortest) for c in courses)
+    most = _covered((c.early, c.longest) for c in courses)
     evidence = tuple(cited)
     courses.sort()
-    told = "; ".join(f"{drug} {clock.date(first)} to {clock.date(short)}" if short == long_ else
-                     f"{drug} from {clock.date(first)}" + (f" to {clock.date(short)} or later" if short > first
-                                                          else "") + ", end not recorded"
-                     for first, short, long_, drug in courses)
+    told = "; ".join(f"{c.drug} {clock.span(c.early, c.first_until)} to {clock.date(c.shortest)}"
+                     if c.shortest == c.longest else
+                     f"{c.drug} from {clock.span(c.early, c.first_until)}" + (
+                         f" to {clock.date(c.shortest)} or later" if c.shortest > c.late else "")
+                     + ", end not recorded" for c in courses)
     if not courses and not open_start:
         return Fact(0.0, (), f"no {label} {clock.window_text(None)} among {patient.medication_records} "
                              "medication record(s)")
@@ -657,12 +685,25 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
     return Fact(float(least), evidence, f"{least} to {most} days on {label} ({told})", upper=float(most))
 
 
-def _covered(courses: list[tuple[Day, Day, Day, str]], end: int) -> int:
-    """Days from the courses' starts to their ends (item `end`), a day on two drugs counted once."""
+class Course(NamedTuple):
+    """Time on one drug: from a start between `early` and `late` to an end between `shortest` and `longest`;
+    `first_until`: the latest day the first record's start may mean, for its text."""
+
+    early: Day
+    late: Day
+    shortest: Day
+    longest: Day
+    drug: str
+    first_until: Day
+
+
+def _covered(spans: Iterable[tuple[Day, Day]]) -> int:
+    """Days from the starts to the ends of the (start, end) spans, a day on two drugs counted once."""
     total, reach = 0, 0
-    for first, last in sorted((c[0], c[end]) for c in courses):
-        if last > reach:
-            total += last - max(first, reach)
+    for first, last in sorted(spans):
+        begin = max(first, reach)
+        if last > begin:
+            total += last - begin
             reach = last
     return total
 
