@@ -75,3 +75,21 @@ def test_stdout_gone_tells_a_pipe_without_reader(monkeypatch):
         assert not cli._stdout_gone()  # the reader is still there
         os.close(read)
         assert cli._stdout_gone()
+
+
+@pytest.mark.parametrize("verb", [["demo", "--out", "o"], ["screen", "--input", "i", "--out", "o"],
+                                  ["patients", "generate", "--patients", "2", "--out", "o"],
+                                  ["patients", "map", "extract", "--out", "o"]])
+@pytest.mark.parametrize("given, told", [("0001-01-01", "is not a date from 1900-01-01 to 2999-12-31"),
+                                         ("9999-12-31", "is not a date from 1900-01-01 to 2999-12-31"),
+                                         ("2025-02-30", "is not a date: write YYYY-MM-DD")])
+def test_every_date_option_takes_the_same_dates(verb, given, told, capsys, tmp_path, monkeypatch):
+    """--as-of, --reference-date and --extracted-on: a date the calendar arithmetic behind them can use, or a
+    usage error before anything runs (a year 1 or 9999 used to end in an OverflowError traceback)."""
+    monkeypatch.chdir(tmp_path)
+    option = {"demo": "--as-of", "screen": "--as-of", "generate": "--reference-date", "map": "--extracted-on"}
+    with pytest.raises(SystemExit) as stop:
+        main([*verb, option[verb[1] if verb[0] == "patients" else verb[0]], given])
+    assert stop.value.code == 2 and told in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert cli.date_option("2999-12-31").year == 2999 and cli.date_option("1900-01-01").year == 1900

@@ -241,7 +241,7 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, capsys, cmm_em_only, monke
     screen = ["screen", "--input", str(tmp_path / "in.ndjson")]
     with pytest.raises(SystemExit) as stop:
         main([*screen, "--as-of", "0001-01-01", "--out", str(tmp_path / "o")])
-    assert stop.value.code == 2 and "is not a screening date from 1900-01-01" in capsys.readouterr().err
+    assert stop.value.code == 2 and "is not a date from 1900-01-01" in capsys.readouterr().err
     for workers in ("0", "-1"):
         assert main([*screen, "--workers", workers, "--out", str(tmp_path / "o")]) == 2
         assert f"--workers must be at least 1, not {workers}" in capsys.readouterr().err

@@ -9,6 +9,7 @@ on) when the reader of stdout went away early (`... | head`), quietly.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import logging
 import os
@@ -24,6 +25,9 @@ from ..server import ServerError
 from ..sources import InputError
 
 VERBS = ("trials", "patients", "push", "server", "screen", "validate", "demo")
+#: The dates the options accept (--as-of, --reference-date, --extracted-on): windows and histories count back
+#: years from them, and calendar arithmetic needs room on both sides.
+EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 
 
 class UsageError(Exception):
@@ -37,6 +41,17 @@ def client_of(args: argparse.Namespace, **options: object) -> FhirClient:
         return client_from_args(args, **options)
     except (AuthError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def date_option(text: str) -> dt.date:
+    """An argparse type: a date YYYY-MM-DD from EARLIEST to LATEST."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
+    if not EARLIEST <= day <= LATEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date from {EARLIEST} to {LATEST}")
+    return day
 
 
 def plural(count: int, noun: str) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 
-from . import UsageError, plural
+from . import UsageError, date_option, plural
 
 DEFAULT_OUT = Path("demo-output")
 
@@ -27,17 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="port of the local server on 127.0.0.1 (default: a free one)")
     parser.add_argument("--keep-server", action="store_true",
                         help="leave the server running afterwards (stop it with: fhir-adapter server stop)")
-    parser.add_argument("--as-of", type=_date, default=None, metavar="YYYY-MM-DD",
+    parser.add_argument("--as-of", type=date_option, default=None, metavar="YYYY-MM-DD",
                         help="screening date; the cohort's histories end on it too (default today)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from . import UsageError, add_fhir_version, plural
+from . import UsageError, add_fhir_version, date_option, plural
 
 SHOWN_REJECTS = 20
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mapping.add_argument("--no-validate", action="store_true", help="skip validating each resource")
     mapping.add_argument("--allow-rejects", action="store_true",
                          help="exit 0 even when rows were rejected (they are still reported)")
-    mapping.add_argument("--extracted-on", type=_date, metavar="YYYY-MM-DD",
+    mapping.add_argument("--extracted-on", type=date_option, metavar="YYYY-MM-DD",
                          help="date the extract was taken; later dates are rejected as future (default: today)")
     mapping.add_argument("--workers", type=int, metavar="N",
                          help="processes (default: one per core; one for a small extract)")
@@ -44,16 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     generate.add_argument("--patients", type=int, required=True, metavar="N", help="number of patients")
     generate.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
     generate.add_argument("--out", type=Path, required=True, metavar="DIR", help="extract directory to write")
-    generate.add_argument("--reference-date", type=_date, metavar="YYYY-MM-DD",
+    generate.add_argument("--reference-date", type=date_option, metavar="YYYY-MM-DD",
                           help="the histories end on this date, the screening date to use (default: today)")
     generate.set_defaults(run=run_generate)
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
 def run_map(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..client import options
-from . import UsageError, client_of
+from . import UsageError, client_of, date_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "(or give --server)")
     parser.add_argument("--trial", metavar="ID", action="append", default=[],
                         help="screen for this trial only (NCT id; repeat for more; default: every trial)")
-    parser.add_argument("--as-of", metavar="DATE", type=_date, default=None,
+    parser.add_argument("--as-of", metavar="DATE", type=date_option, default=None,
                         help="screening date that every time window counts back from (YYYY-MM-DD; default today)")
     parser.add_argument("--from-server", action="store_true",
                         help="read the criteria from the EvidenceVariables on --server instead of mappings/")
@@ -41,20 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-#: The screening dates accepted: windows count back years from --as-of, and calendar arithmetic needs room.
-EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(9998, 12, 31)
 #: How many files skipped in the input directories are named one by one (the rest are counted).
 SHOWN_SKIPPED = 10
-
-
-def _date(text: str) -> dt.date:
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date: write YYYY-MM-DD") from None
-    if not EARLIEST <= day <= LATEST:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a screening date from {EARLIEST} to {LATEST}")
-    return day
 
 
 def _output_directory(out: Path) -> None:
