@@ -34,7 +34,8 @@ Closed or open world, fact by fact (what absence of data means):
 - therapy-duration: days on drugs of the value set up to the screening date. A drug's records less than 400 days
   apart are one course (an infusion every 6 months, a yearly course), a day on two drugs counts once; an
   end not recorded gives a range (to the start, or up to the screening date), so does a start or end recorded
-  as a month or year (any of its days), a start not recorded makes it a lower bound. Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
+  as a month or year (any of its days), a start not recorded makes it a lower bound. Closed world like
+  therapy: 0 days with a medication list without the drugs, unknown without one.
 - condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
   when the patient has any Condition (a problem list exists); unknown without one.
 - procedure: a Procedure of the value set done (completed, in progress or stopped) inside the window (its day, a
