@@ -310,3 +310,34 @@ def test_facts_are_shared_between_trials_and_results_do_not_leak_between_patient
     results = {(v.patient, v.trial): v.verdict for v in screen(index.patients.values(), [CMM_EM, other], AS_OF)}
     assert results == {("Patient/a", "NCT02035514"): ELIGIBLE, ("Patient/a", "NCT-OTHER"): INELIGIBLE,
                        ("Patient/b", "NCT02035514"): ELIGIBLE, ("Patient/b", "NCT-OTHER"): ELIGIBLE}
+
+
+@pytest.mark.parametrize("operator", ["all-of", "any-of"])
+def test_the_unrolled_two_part_combination_agrees_with_the_general_case(operator):
+    """PatientScreening combines two parts in a branch of its own (most combinations, kept fast); the same two
+    parts given as three, (a, b, a), go through the general case and must give the same result, reason, evidence
+    and JSON for every pair of results, equal or different reasons, shared or separate evidence."""
+    from types import SimpleNamespace
+
+    from fhir_adapter.eligibility import engine, facts
+    values = {"met": True, "not-met": False, "unknown": None}
+    present = SimpleNamespace(present=True)
+    joiner = " and " if operator == "all-of" else " or "
+    seen = set()
+    for ra, rb in [(a, b) for a in values for b in values]:
+        for detail_b in ("same", "other"):
+            for evidence_b in (("Observation/1",), ("Observation/1", "Observation/2"), ()):
+                found = [facts.Fact(values[ra], ("Observation/1",), "same"),
+                         facts.Fact(values[rb], evidence_b, detail_b)]
+                plan = SimpleNamespace(
+                    calls=tuple(((lambda p, s, w, c, f=f: f), None, None) for f in found),
+                    rules=(None,) * 4,
+                    compared=tuple((slot, slot, present, engine._PRESENT, None, "", True) for slot in (0, 1)),
+                    combined=((2, (0, 1), engine._DECIDES[operator], joiner, True),
+                              (3, (0, 1, 0), engine._DECIDES[operator], joiner, True)))
+                s = engine.PatientScreening(Chart().data(), facts.Clock(AS_OF), plan)
+                assert (s.results[2], s.reasons[2], s.evidence[2], s.rule_json[2]) == (
+                    s.results[3], s.reasons[3], s.evidence[3], s.rule_json[3]), (ra, rb, detail_b, evidence_b)
+                assert s.results[2] == engine.combine(operator, [ra, rb])
+                seen.add(s.results[2])
+    assert seen == {"met", "not-met", "unknown"}
