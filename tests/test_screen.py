@@ -341,3 +341,19 @@ def test_the_unrolled_two_part_combination_agrees_with_the_general_case(operator
                 assert s.results[2] == engine.combine(operator, [ra, rb])
                 seen.add(s.results[2])
     assert seen == {"met", "not-met", "unknown"}
+
+
+def test_screenable_leaves_out_the_dead_and_records_before_birth_for_library_use():
+    """What `fhir-adapter screen` does before the engine, for a caller of `screen` on an index of their own."""
+    from fhir_adapter.eligibility import screenable
+    dead, early, fine = Chart("dead"), Chart("early", born="1990-06-01"), Chart("fine")
+    dead.resources[0]["deceasedDateTime"] = "2025-02-01"
+    relapse = early.relapse(days=(AS_OF - dt.date(1985, 6, 10)).days)
+    patients = index_resources([*dead.resources, *early.resources, *fine.resources]).patients
+    alive, problems = screenable([patients["dead"], patients["early"], patients["fine"]], AS_OF)
+    assert [p.id for p in alive] == ["early", "fine"]
+    assert list(map(str, problems)) == [
+        "Patient/dead: deceased on 2025-02-01: not screened",
+        f"Observation/{relapse['id']}: dated 1985-06-10, before the birth date 1990-06-01 of Patient/early: not used"]
+    assert patients["early"].relapses == []
+    assert [v.patient for v in screen(alive, load_trials(["NCT02035514"]), AS_OF)] == ["Patient/early", "Patient/fine"]

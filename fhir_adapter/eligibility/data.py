@@ -259,10 +259,32 @@ def _procedure_order(item: tuple[Day | None, frozenset[str], str]) -> tuple[Day,
     return (-1 if item[0] is None else item[0]), item[2]
 
 
-
-
 def _exposure_order(e: Exposure) -> tuple[Day, Day, str]:
     return (-1 if e.start is None else e.start), e.end, e.ref
+
+
+def screenable(patients: Iterable[PatientData], as_of: dt.date) -> tuple[list[PatientData], list[Problem]]:
+    """The patients to screen at `as_of`, in the order given, and what is reported about them: the dead are left
+    out (candidates for nothing), an impossible birth date is told (the age is then unknown), records dated
+    before the birth date are dropped (`drop_before_birth`) and told."""
+    alive: list[PatientData] = []
+    problems: list[Problem] = []
+    for patient in patients:
+        died = patient.deceased_by(as_of)
+        if died:
+            where = patient.where or patient.reference              # the file and line, where there is one
+            who = "" if where == patient.reference else f"{patient.reference} "
+            problems.append(Problem(where, f"{who}{died}: not screened"))
+            continue
+        wrong = patient.impossible_birth(as_of)
+        if wrong:
+            problems.append(Problem(patient.where or patient.reference, f"{wrong}: the age is unknown"))
+        else:
+            problems += [Problem(ref, f"dated {dt.date.fromordinal(when).isoformat()}, before the birth date "
+                                      f"{patient.birth_text} of {patient.reference}: not used")
+                         for ref, when in patient.drop_before_birth()]
+        alive.append(patient)
+    return alive, problems
 
 
 # --------------------------------------------------------------------------------------------- dates

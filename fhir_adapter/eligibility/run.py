@@ -19,7 +19,7 @@ from typing import Any
 from ..client import FhirClient, PushResult
 from ..report.regions import Regions
 from ..report.writers import HTML_CANDIDATES, Part, PartSummary, Screening, finish, plan, replacing
-from .data import PatientIndex, Problem
+from .data import PatientIndex, Problem, screenable
 from .engine import Trial, screen
 from .load import Inputs, map_shares, order_key, worker_count
 
@@ -40,27 +40,10 @@ class RunResult:
 def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial], as_of: dt.date,
                   html_candidates: int, keep_statuses: bool, regions: Regions,
                   ) -> tuple[PartSummary, list[Problem], int, int]:
-    patients = sorted(index.patients.values(), key=lambda p: order_key(p.id))
-    problems = list(index.problems)
-    alive = []
-    for patient in patients:        # the dead are not candidates for anything: reported, not screened
-        died = patient.deceased_by(as_of)
-        if died:
-            where = patient.where or patient.reference              # the file and line, where there is one
-            who = "" if where == patient.reference else f"{patient.reference} "
-            problems.append(Problem(where, f"{who}{died}: not screened"))
-            continue
-        wrong = patient.impossible_birth(as_of)     # screened, with the age unknown (facts.age says why)
-        if wrong:
-            problems.append(Problem(patient.where or patient.reference, f"{wrong}: the age is unknown"))
-        else:
-            problems += [Problem(ref, f"dated {dt.date.fromordinal(when).isoformat()}, before the birth date "
-                                      f"{patient.birth_text} of {patient.reference}: not used")
-                         for ref, when in patient.drop_before_birth()]
-        alive.append(patient)
+    alive, problems = screenable(sorted(index.patients.values(), key=lambda p: order_key(p.id)), as_of)
     writer = Part(out, part, trials, regions, html_candidates, keep_statuses)
     summary = writer.add_all(screen(alive, trials, as_of))
-    return summary, problems, index.read, index.used
+    return summary, index.problems + problems, index.read, index.used
 
 
 def _natural(text: str) -> list[Any]:
