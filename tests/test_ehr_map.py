@@ -317,6 +317,29 @@ def test_stale_outputs_are_replaced_and_summary_written(tmp_path):
     assert summary["resources"]["Patient"] == 1 and summary["rejected"] == 0
 
 
+def test_a_second_mapping_into_the_same_directory_stops_and_leaves_the_first_alone(tmp_path, capsys):
+    """While one run writes into `out`, another one there stops before truncating its files (exit 2); a lock file
+    left by a killed run stops nobody; a screening run is kept out of a directory being mapped into, too."""
+    from fhir_adapter.outdir import LOCK, OutputInUse, exclusive
+    extract = write_extract(tmp_path / "x", {"patients": "mrn,birth_date,sex\nP1,1980-01-01,F\n"})
+    out = tmp_path / "out"
+    out.mkdir()
+    with exclusive(out, "writing mapped resources"):
+        (out / "Patient.ndjson").write_text("the first run's patients\n")
+        with pytest.raises(OutputInUse, match="another run is writing mapped resources there"):
+            map_extract(extract, out, workers=1)
+        assert main(["patients", "map", str(extract), "--out", str(out)]) == 2
+        assert "out: another run is writing mapped resources there" in capsys.readouterr().err
+        assert main(["screen", "--input", str(out), "--as-of", "2025-06-01", "--out", str(out)]) == 2
+        assert (out / "Patient.ndjson").read_text() == "the first run's patients\n"
+    assert not (out / LOCK).exists()
+    (out / LOCK).write_text("")                                         # left by a killed run
+    assert map_extract(extract, out, workers=1).resources["Patient"] == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{t}.ndjson" for t in ("Condition", "MedicationStatement", "Observation", "Patient")]
+        + ["rejects.csv", "summary.json"])
+
+
 def test_shipped_example_maps_to_the_shipped_fhir(tmp_path):
     example = EXAMPLES / "ehr"
     summary = map_extract(example / "cohort", tmp_path, extracted_on="2026-10-01", workers=1)

@@ -218,16 +218,17 @@ def test_a_second_run_into_the_same_directory_stops_and_leaves_the_first_alone(t
     """While one run writes into `out` (its lock held, a working file made), another run there stops with a clear
     message before touching anything; a lock file a killed run left (no lock held) stops nobody."""
     from fhir_adapter.cli import main
-    from fhir_adapter.report.writers import LOCK, OutputInUse, replacing
+    from fhir_adapter.outdir import LOCK, OutputInUse
+    from fhir_adapter.report.writers import replacing
 
     source = cohort_dir(tmp_path)
     previous_run(tmp_path / "out")
     with replacing(tmp_path / "out"):
         (tmp_path / "out" / ".screening.json.partial").write_text("the first run's verdicts")
-        with pytest.raises(OutputInUse, match="another screening run is writing its reports there"):
+        with pytest.raises(OutputInUse, match="another run is writing screening reports there"):
             screen_files([source], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
         assert main(["screen", "--input", str(source), "--as-of", "2025-06-01", "--out", str(tmp_path / "out")]) == 2
-        assert "another screening run" in capsys.readouterr().err
+        assert "another run is writing screening reports" in capsys.readouterr().err
         assert (tmp_path / "out" / ".screening.json.partial").read_text() == "the first run's verdicts"
         (tmp_path / "out" / ".screening.json.partial").unlink()
     assert_previous_run_kept(tmp_path / "out")                              # the lock file gone too

@@ -58,7 +58,8 @@ def _output_directory(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eligibility.run import screen_files, screen_server
     from ..eligibility.trials import load_trials
-    from ..report.writers import HTML_CANDIDATES, OutputInUse
+    from ..outdir import OutputInUse
+    from ..report.writers import HTML_CANDIDATES
 
     if bool(args.server) == bool(args.input):
         raise UsageError("give either --server URL or --input PATH")

@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import bundle, sources
 from ..copying import kernel_copy
+from ..outdir import exclusive
 from ..render import check_version
 from ..sources import InputError
 from .checking import FilledCheck
@@ -483,24 +484,26 @@ def map_extract(extract_dir: Path, out_dir: Path, fhir_version: str = "R4", *, v
         size = sum(p.stat().st_size for p in paths.values())
         workers = 1 if size < SMALL_EXTRACT else (os.cpu_count() or 1)
     summary.workers = max(1, workers)
-    output = _Output(out_dir, bundle_size)
-    runner = _Runner(job, summary.workers, out_dir)
-    patients = SeenKeys()
-    try:
-        for name, path in paths.items():
-            _map_table(name, path, cmap, runner, output, summary, patients, keep_rejects)
-        runner.close()
-    except BaseException:
-        runner.terminate()
-        raise
-    finally:
-        output.close()
-        patients.close()
-    summary.resources = dict(output.counts)
-    summary.rejects_file = str(out_dir / REJECTS)
-    summary.bundles = output.bundles
-    summary.seconds = time.perf_counter() - started
-    sources.write_json(out_dir / SUMMARY, summary.to_dict())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(out_dir, "writing mapped resources"):
+        output = _Output(out_dir, bundle_size)
+        runner = _Runner(job, summary.workers, out_dir)
+        patients = SeenKeys()
+        try:
+            for name, path in paths.items():
+                _map_table(name, path, cmap, runner, output, summary, patients, keep_rejects)
+            runner.close()
+        except BaseException:
+            runner.terminate()
+            raise
+        finally:
+            output.close()
+            patients.close()
+        summary.resources = dict(output.counts)
+        summary.rejects_file = str(out_dir / REJECTS)
+        summary.bundles = output.bundles
+        summary.seconds = time.perf_counter() - started
+        sources.write_json(out_dir / SUMMARY, summary.to_dict())
     return summary
 
 

@@ -25,19 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:                     # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 from ..eligibility.engine import ELIGIBLE, NEEDS_REVIEW, UNKNOWN, Funnel, Trial, Verdict
 from ..eligibility.load import order_key
+from ..outdir import exclusive
 from .regions import Regions
 
 #: What a run writes to its output directory (and replaces only once all are made); problems.csv only when
 #: some input could not be used (an earlier run's is removed otherwise).
 REPORTS = ("screening.json", "screening.csv", "report.html", "problems.csv")
-LOCK = ".screening.lock"                # held by the run writing into the directory
 CSV_COLUMNS = ("patient", "trial", "verdict", "met", "not_met", "unknown", "ineligible_because", "missing",
                "manual_review", "evidence")
 #: How many candidates per trial and verdict the HTML report shows in full (the rest are in JSON and CSV).
@@ -225,50 +220,17 @@ def discard(out: Path) -> None:
             left.unlink(missing_ok=True)
 
 
-class OutputInUse(RuntimeError):
-    """Another run is writing the reports of the same directory."""
-
-
 @contextmanager
 def replacing(out: Path) -> Iterator[None]:
     """A run writing the reports of `out`: if it fails before `finish` has put them in place, its working
     files go and the previous run's reports stay. A second run into the same directory meanwhile stops with
     `OutputInUse` instead of removing the first one's working files."""
-    with _exclusive(out):
+    with exclusive(out, "writing screening reports"):
         try:
             yield
         except BaseException:
             discard(out)
             raise
-
-
-@contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold the lock of `out` (an flock on its hidden lock file, released by the system should the run die);
-    where there is no flock (Windows), runs are not guarded."""
-    if fcntl is None:
-        yield
-        return
-    path = out / LOCK
-    while True:
-        lock = path.open("a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise OutputInUse(f"{out}: another screening run is writing its reports there; wait until it has "
-                              "finished, or give another directory") from None
-        try:
-            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        lock.close()                # a run that just finished removed the file this one locked: lock the new one
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        lock.close()
 
 
 @dataclass
