@@ -2,17 +2,23 @@
 
 Every resource comes with its location (`file:line` for NDJSON, `file#entry[i]` for a Bundle), so a
 finding can name where it came from. Malformed JSON is an `InputError` naming file, line and column.
+Files are read as bulk exports and EHRs write them: `.json`, `.ndjson` or `.jsonl` in any case, each also
+gzipped (`.ndjson.gz`), UTF-8 with or without a byte order mark.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
-SUFFIXES = (".json", ".ndjson")
+BOM = b"\xef\xbb\xbf"
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 
 
 class InputError(ValueError):
@@ -28,22 +34,57 @@ def decode(text: str, where: str, line_offset: int = 0) -> Any:
         raise InputError(f"{where}:{line}:{exc.colno}: malformed JSON: {exc.msg}") from None
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse one JSON file, with file, line and column in the error."""
-    path = Path(path)
+def decode_document(data: bytes, name: str) -> Any:
+    """One JSON document from bytes, a leading byte order mark allowed; errors name `name`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
-    return decode(text, str(path))
+        raise InputError(f"{name}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    return decode(text, name)
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse one JSON file (gzipped too), with file, line and column in the error."""
+    return decode_document(read_bytes(Path(path)), str(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, uncompressed if its name ends in .gz (a damaged one is an `InputError`)."""
+    with open_bytes(path) as stream, gzip_errors(path):
+        return stream.read()
+
+
+def is_ndjson(path: Path) -> bool:
+    """Whether a file holds one resource per line: .ndjson or .jsonl (any case), gzipped or not."""
+    return path.name.lower().removesuffix(".gz").endswith(NDJSON_SUFFIXES)
+
+
+def readable(path: Path) -> bool:
+    """Whether a file found in a directory is read: .json, .ndjson or .jsonl (any case), gzipped or not."""
+    return path.name.lower().removesuffix(".gz").endswith((".json", *NDJSON_SUFFIXES))
+
+
+def open_bytes(path: Path) -> IO[bytes]:
+    """A file opened for reading bytes, uncompressed as it is read if its name ends in .gz."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+@contextmanager
+def gzip_errors(path: Path) -> Iterator[None]:
+    """A damaged gzip file as an `InputError` naming it."""
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: not a readable gzip file: {exc}") from None
 
 
 def walk(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
-    """Each file, and whether it was found by expanding a directory (True) rather than named (False)."""
+    """Each file, and whether it was found by expanding a directory (True) rather than named (False); in a
+    directory only the `readable` ones."""
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            yield from ((f, True) for f in sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES))
+            yield from ((f, True) for f in sorted(f for f in p.rglob("*") if f.is_file() and readable(f)))
         elif p.exists() or str(p) == "-":
             yield p, False
         else:
@@ -68,7 +109,17 @@ def _from_document(document: Any, where: str) -> Iterator[tuple[str, dict[str, A
         yield where, document
 
 
-def _ndjson(stream: TextIO, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _text_lines(stream: IO[bytes], where: str) -> Iterator[str]:
+    """The lines of a UTF-8 file, a byte order mark before the first allowed; a line that is not UTF-8 is an
+    `InputError` naming it."""
+    for number, line in enumerate(stream, 1):
+        try:
+            yield (line.removeprefix(BOM) if number == 1 else line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{where}:{number}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+
+
+def _ndjson(stream: Iterable[str], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     for number, line in enumerate(stream, 1):
         if line.strip():
             resource = decode(line.rstrip("\r\n"), where, number - 1)
@@ -86,14 +137,14 @@ def file_documents(path: Path, found: bool = False, skipped: list[Path] | None =
     explicitly must always be FHIR.
     """
     if str(path) == "-":
-        text = sys.stdin.read()
+        text = sys.stdin.read().removeprefix("\ufeff")
         try:  # one JSON document, or else NDJSON
             yield "<stdin>", json.loads(text)
         except json.JSONDecodeError:
             yield from _ndjson(iter(text.splitlines(keepends=True)), "<stdin>")
-    elif path.suffix == ".ndjson":
-        with path.open(encoding="utf-8") as stream:
-            yield from _ndjson(stream, str(path))
+    elif is_ndjson(path):
+        with open_bytes(path) as stream, gzip_errors(path):
+            yield from _ndjson(_text_lines(stream, str(path)), str(path))
     else:
         document = read_json(path)
         if found and skipped is not None and not is_resource(document):

@@ -129,6 +129,28 @@ def test_sources_read_ndjson_bundles_and_directories(tmp_path):
     assert [r["resourceType"] for _, r in with_bundles] == ["Bundle", "Group"]
 
 
+def test_sources_read_jsonl_gzip_and_a_byte_order_mark_as_screen_does(tmp_path, monkeypatch):
+    """What push and demo read: .jsonl, gzipped files, any case, a byte order mark; files of other kinds in a
+    directory are not inputs; a line that is not UTF-8 or a damaged gzip file is an error naming it."""
+    import gzip
+    bom = "\ufeff".encode()
+    (tmp_path / "a.JSONL").write_bytes(bom + b'{"resourceType": "Patient", "id": "1"}\n')
+    (tmp_path / "b.ndjson.gz").write_bytes(gzip.compress(b'{"resourceType": "Patient", "id": "2"}\n'))
+    (tmp_path / "c.json.GZ").write_bytes(gzip.compress(bom + b'{"resourceType": "Patient", "id": "3"}'))
+    (tmp_path / "notes.txt").write_text("not FHIR")
+    found = [(loc.rsplit("/", 1)[-1], r["id"]) for loc, r in sources.resources([tmp_path])]
+    assert found == [("a.JSONL:1", "1"), ("b.ndjson.gz:1", "2"), ("c.json.GZ", "3")]
+    (tmp_path / "latin.ndjson").write_bytes(b'{"resourceType": "Patient", "id": "4"}\n'
+                                            b'{"resourceType": "Patient", "name": [{"text": "J\xfcrgen"}]}\n')
+    with pytest.raises(sources.InputError, match=r"latin.ndjson:2: not UTF-8 text \(byte 48\)"):
+        list(sources.resources([tmp_path / "latin.ndjson"]))
+    (tmp_path / "cut.json.gz").write_bytes(gzip.compress(b'{"resourceType": "Patient"}')[:-6])
+    with pytest.raises(sources.InputError, match="cut.json.gz: not a readable gzip file"):
+        list(sources.resources([tmp_path / "cut.json.gz"]))
+    monkeypatch.setattr("sys.stdin", io.StringIO('\ufeff{"resourceType":"Patient","id":"s"}\n'))
+    assert [r["id"] for _, r in sources.resources(["-"])] == ["s"]
+
+
 def test_sources_name_file_line_and_column_of_malformed_json(tmp_path):
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"resourceType": "Patient"}\n{"resourceType": "Patient",, }\n', encoding="utf-8")

@@ -238,3 +238,28 @@ def test_ndjson_chunks_keep_line_numbers(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert [line.split(": ")[0] for line in out.splitlines() if ": error: " in line] == [f"{path}:8", f"{path}:24"]
     assert "30 resource(s)" in out
+
+
+def test_validate_reads_what_screen_reads_jsonl_gzip_and_a_byte_order_mark(tmp_path, capsys):
+    """.jsonl, gzipped files and a leading byte order mark, in a directory too, as bulk exports and EHRs write
+    them; the names keep their lines; a damaged gzip file is an error naming it. They used to be left out of a
+    directory without a word, or fail as malformed JSON."""
+    import gzip
+    folder = tmp_path / "export"
+    folder.mkdir()
+    bom = b"\xef\xbb\xbf"
+    (folder / "Patient.JSONL").write_bytes(bom + json.dumps(patient("a")).encode() + b"\n"
+                                           + json.dumps(patient("b", gender="f")).encode() + b"\n")
+    (folder / "more.ndjson.gz").write_bytes(gzip.compress(json.dumps(patient("c", gender="x")).encode() + b"\n"))
+    text = json.dumps(transaction([patient("d"), patient("e", gender="y")]), indent=2)
+    (folder / "bundle.json.gz").write_bytes(gzip.compress(bom + text.encode()))
+    assert main(["validate", str(folder)]) == 1
+    out = capsys.readouterr().out
+    line = text[:text.index('"urn:uuid:e"')].count("\n") + 1
+    assert f"{folder / 'Patient.JSONL'}:2: error: Patient.gender" in out
+    assert f"{folder / 'more.ndjson.gz'}:1: error: Patient.gender" in out
+    assert f"{folder / 'bundle.json.gz'}:{line}#entry[1]: error: Bundle.entry[1].resource.Patient.gender" in out
+    assert "6 resource(s) (R4): 3 error(s)" in out, out
+    (folder / "broken.ndjson.gz").write_bytes(gzip.compress(b'{"resourceType": "Patient"}\n')[:-6])
+    assert main(["validate", str(folder / "broken.ndjson.gz")]) == 2
+    assert "broken.ndjson.gz: not a readable gzip file" in capsys.readouterr().err

@@ -26,7 +26,6 @@ True
 from __future__ import annotations
 
 import gc
-import gzip
 import io
 import json
 import json.scanner
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..sources import InputError, decode, is_resource
+from ..sources import BOM, InputError, decode_document, gzip_errors, is_ndjson, is_resource, open_bytes, readable
 from .data import READ_TYPES, PatientIndex, Problem, drug_concepts, subject_of
 
 _PATIENT_TYPE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
@@ -84,8 +83,6 @@ def line_key(line: bytes) -> bytes | None:
 
 _SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defined]
 _BLANK = object()                               # what `_parse` gives for a blank line
-BOM = b"\xef\xbb\xbf"
-NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 #: Resources other entries of a Bundle refer to that get their id from their `urn:uuid:` fullUrl if they have none.
 _NAMED_BY_URL = ("Patient", "Medication")
 #: In a raw NDJSON line: it may be a Bundle, which every worker parses (its entries are about many patients).
@@ -396,30 +393,6 @@ def document_resources(document: Any, where: str, problems: list[Problem],
         yield where, document
 
 
-def _decode_document(data: bytes, name: str) -> Any:
-    """One JSON document from bytes, a leading byte order mark allowed."""
-    if data.startswith(BOM):
-        data = data[len(BOM):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
-    return decode(text, name)
-
-
-def _is_ndjson(path: Path) -> bool:
-    return path.name.lower().removesuffix(".gz").endswith(NDJSON_SUFFIXES)
-
-
-def _readable(path: Path) -> bool:
-    """Whether a file found in a directory is read: .json, .ndjson or .jsonl (any case), gzipped or not."""
-    return path.name.lower().removesuffix(".gz").endswith((".json", *NDJSON_SUFFIXES))
-
-
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
-
-
 @dataclass
 class Inputs:
     """What to read: each file once, in order, with whether a directory gave it (`found`), what stdin held
@@ -449,7 +422,7 @@ class Inputs:
             else:
                 raise InputError(f"{path}: no such file or directory")
             for file, in_directory in found:
-                if in_directory and not _readable(file):
+                if in_directory and not readable(file):
                     inputs.skipped.append((file, "not .json, .ndjson or .jsonl (or one of them gzipped)"))
                     continue
                 key = file.resolve()
@@ -493,14 +466,14 @@ def load_share(inputs: Inputs, part: int = 0, parts: int = 1, skipped: list[tupl
             if not _stdin_is_document(data):
                 _ndjson_share(io.BytesIO(data), name, file, part, parts, index, strays, copies, problems)
                 continue
-        elif _is_ndjson(path):
-            with _open(path) as stream, _gzip_errors(path):
+        elif is_ndjson(path):
+            with open_bytes(path) as stream, gzip_errors(path):
                 _ndjson_share(stream, str(path), file, part, parts, index, strays, copies, problems)
             continue
         else:
-            with _open(path) as stream, _gzip_errors(path):
+            with open_bytes(path) as stream, gzip_errors(path):
                 name, data = str(path), stream.read()
-        document = _decode_document(data, name)
+        document = decode_document(data, name)
         if found and not is_resource(document):
             if skipped is not None:
                 skipped.append((path, "not a FHIR resource (no resourceType)"))
@@ -524,15 +497,15 @@ def _read_again(inputs: Inputs, positions: set[int]) -> Iterator[tuple[int, str,
         if inputs.stdin is not None and str(path) == "-":
             name, data = "<stdin>", inputs.stdin
             stream: IO[bytes] | None = None if _stdin_is_document(data) else io.BytesIO(data)
-        elif _is_ndjson(path):
-            name, data, stream = str(path), b"", _open(path)
+        elif is_ndjson(path):
+            name, data, stream = str(path), b"", open_bytes(path)
         else:
-            with _open(path) as raw:
+            with open_bytes(path) as raw, gzip_errors(path):
                 name, data, stream = str(path), raw.read(), None
         if stream is None:
-            yield from _resources_at(_decode_document(data, name), name, base, positions)
+            yield from _resources_at(decode_document(data, name), name, base, positions)
             continue
-        with stream:
+        with stream, gzip_errors(path):
             if stream.read(3) != BOM:
                 stream.seek(0)
             last = max(wanted)
@@ -552,15 +525,6 @@ def _resources_at(document: Any, where: str, position: int, positions: set[int],
     for seq, (location, resource) in enumerate(entries):
         if position | seq << _ENTRY in positions:
             yield position | seq << _ENTRY, location, resource
-
-
-@contextmanager
-def _gzip_errors(path: Path) -> Iterator[None]:
-    """A damaged gzip file as an `InputError` naming it."""
-    try:
-        yield
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: not a readable gzip file: {exc}") from None
 
 
 def load(paths: Iterable[str | Path]) -> PatientIndex:

@@ -29,7 +29,17 @@ from typing import Any
 
 from ..ehr.checking import ShapeCheck
 from ..render import check_version
-from ..sources import InputError, is_resource, read_json, walk
+from ..sources import (
+    BOM,
+    InputError,
+    decode_document,
+    gzip_errors,
+    is_ndjson,
+    is_resource,
+    open_bytes,
+    read_bytes,
+    walk,
+)
 from .bundles import bundle_issues
 from .elements import ElementCheck
 from .rules import rule_issues
@@ -251,7 +261,8 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
         results = _worker.lines(source, first, lines)
     elif kind == "file":
         try:
-            document = read_json(source)
+            data = read_bytes(Path(source))
+            document = decode_document(data, source)
         except InputError as exc:
             results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
                                                                  source=source),))]
@@ -264,7 +275,7 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
             else:
                 # the text only gives a Bundle's entries their lines (`_entry_lines`)
                 bundle = is_resource(document) and document["resourceType"] == "Bundle"
-                text = Path(source).read_text(encoding="utf-8") if bundle else None
+                text = data.removeprefix(BOM).decode("utf-8") if bundle else None
                 results = _worker.document(source, document, text)
     else:  # a parsed document
         results = _worker.document(source, payload)
@@ -284,8 +295,8 @@ def _utf8_or_bytes(line: bytes) -> str | bytes:
 def _ndjson_chunks(path: Path) -> Iterator[tuple[str, str, int, Any]]:
     """An NDJSON file in tasks of whole lines (about CHUNK_BYTES each), as bytes: the worker decodes them."""
     number = 1
-    with path.open("rb") as stream:
-        rest = b""
+    with open_bytes(path) as stream, gzip_errors(path):
+        rest = stream.read(len(BOM)).removeprefix(BOM)     # a byte order mark is allowed before the first line
         while block := stream.read(CHUNK_BYTES):
             block = rest + block
             end = block.rfind(b"\n") + 1
@@ -302,14 +313,14 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[str, str, int, Any]]:
 def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, int, Any]]:
     for path, found in walk(paths):
         if str(path) == "-":
-            text = stdin.read()
+            text = stdin.read().removeprefix("\ufeff")
             try:  # one JSON document, or else NDJSON
                 yield "document", STDIN, 0, json.loads(text)
             except json.JSONDecodeError:
                 lines = text.splitlines()
                 for start in range(0, len(lines), CHUNK):
                     yield "lines", STDIN, start + 1, lines[start:start + CHUNK]
-        elif path.suffix == ".ndjson":
+        elif is_ndjson(path):
             yield from _ndjson_chunks(path)
         else:
             yield "file", str(path), int(found), None
