@@ -34,12 +34,17 @@ def decode(text: str, where: str, line_offset: int = 0) -> Any:
         raise InputError(f"{where}:{line}:{exc.colno}: malformed JSON: {exc.msg}") from None
 
 
+def not_utf8(where: str, exc: UnicodeDecodeError) -> InputError:
+    """The error for text at `where` (a file, `file:line`) that is not UTF-8."""
+    return InputError(f"{where}: not UTF-8 text (byte {exc.start}): {exc.reason}")
+
+
 def decode_document(data: bytes, name: str) -> Any:
     """One JSON document from bytes, a leading byte order mark allowed; errors name `name`."""
     try:
         text = data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+        raise not_utf8(name, exc) from None
     return decode(text, name)
 
 
@@ -116,7 +121,7 @@ def _text_lines(stream: IO[bytes], where: str) -> Iterator[str]:
         try:
             yield (line.removeprefix(BOM) if number == 1 else line).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(f"{where}:{number}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+            raise not_utf8(f"{where}:{number}", exc) from None
 
 
 def _ndjson(stream: Iterable[str], where: str) -> Iterator[tuple[str, dict[str, Any]]]:

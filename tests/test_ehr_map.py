@@ -324,14 +324,16 @@ def test_a_second_mapping_into_the_same_directory_stops_and_leaves_the_first_alo
     extract = write_extract(tmp_path / "x", {"patients": "mrn,birth_date,sex\nP1,1980-01-01,F\n"})
     out = tmp_path / "out"
     out.mkdir()
+    first = '{"resourceType": "Patient", "id": "first-run"}\n'
     with exclusive(out, "writing mapped resources"):
-        (out / "Patient.ndjson").write_text("the first run's patients\n")
+        (out / "Patient.ndjson").write_text(first)
         with pytest.raises(OutputInUse, match="another run is writing mapped resources there"):
             map_extract(extract, out, workers=1)
         assert main(["patients", "map", str(extract), "--out", str(out)]) == 2
         assert "out: another run is writing mapped resources there" in capsys.readouterr().err
         assert main(["screen", "--input", str(out), "--as-of", "2025-06-01", "--out", str(out)]) == 2
-        assert (out / "Patient.ndjson").read_text() == "the first run's patients\n"
+        assert "out: another run is writing mapped resources there" in capsys.readouterr().err
+        assert (out / "Patient.ndjson").read_text() == first
     assert not (out / LOCK).exists()
     (out / LOCK).write_text("")                                         # left by a killed run
     assert map_extract(extract, out, workers=1).resources["Patient"] == 1

@@ -823,8 +823,21 @@ def test_a_therapy_started_in_a_month_or_year_is_every_day_of_it():
     assert same_year.drop_before_birth() == [] and same_year.exposures
     year_before = started("1989", born="1990-06-01").data()
     dropped = year_before.drop_before_birth()
-    assert [ref for ref, _ in dropped] == ["MedicationStatement/p1-medicationstatement-1"]
+    assert dropped == [("MedicationStatement/p1-medicationstatement-1", "1989")]      # reported as recorded
     assert not year_before.exposures
+    # a recorded day of the other end narrows the month or year: started in 2025 and ended 2025-01-15 is over
+    # before a 3-month window, ended 2025-03-10 inside a 12-month one (not "perhaps after the screening date")
+    assert started("2025", status="completed", end="2025-01-15").fact("therapy", "natalizumab", "3 mo").value is False
+    assert started("2025", status="completed", end="2025-03-10").fact("therapy", "natalizumab", "12 mo").value is True
+    narrowed = started("2025", status="completed", end="2025-03-10").data().exposures[0]
+    assert (narrowed.start, narrowed.start_until) == (dt.date(2025, 1, 1).toordinal(), dt.date(2025, 3, 10).toordinal())
+    # an end not recorded after a start in the screening year: no day after the screening date counted
+    course = started("2024-06-01", status="completed", end="2024-12-31")
+    course._add("MedicationStatement", status="completed", medicationCodeableConcept=course.code("natalizumab"),
+                effectivePeriod={"start": "2025"})
+    found = course.fact("therapy-duration", DMT)                    # one course: at least up to 2025-01-01
+    assert (found.value, found.upper) == (days(2024, 6, 1) - days(2025, 1, 1), days(2024, 6, 1)), found
+    assert "natalizumab from 2024-06-01 to 2025-01-01 or later, end not recorded" in found.detail, found.detail
 
 
 def test_drugs_not_recognised_are_counted_in_the_reason():

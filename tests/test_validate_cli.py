@@ -260,6 +260,7 @@ def test_validate_reads_what_screen_reads_jsonl_gzip_and_a_byte_order_mark(tmp_p
     assert f"{folder / 'more.ndjson.gz'}:1: error: Patient.gender" in out
     assert f"{folder / 'bundle.json.gz'}:{line}#entry[1]: error: Bundle.entry[1].resource.Patient.gender" in out
     assert "6 resource(s) (R4): 3 error(s)" in out, out
-    (folder / "broken.ndjson.gz").write_bytes(gzip.compress(b'{"resourceType": "Patient"}\n')[:-6])
-    assert main(["validate", str(folder / "broken.ndjson.gz")]) == 2
-    assert "broken.ndjson.gz: not a readable gzip file" in capsys.readouterr().err
+    for broken in ("broken.ndjson.gz", "broken.json.gz"):
+        (folder / broken).write_bytes(gzip.compress(b'{"resourceType": "Patient"}\n')[:-6])
+        assert main(["validate", str(folder / broken)]) == 2
+        assert f"{broken}: not a readable gzip file" in capsys.readouterr().err

@@ -210,10 +210,10 @@ class PatientData:
         return (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
                 *self.labs.values())
 
-    def drop_before_birth(self) -> list[tuple[str, Day]]:
+    def drop_before_birth(self) -> list[tuple[str, str]]:
         """Remove the observations, relapses and therapies dated before the earliest possible birth day (a wrong
-        date, or another patient's record) and return them as (reference, day): reported, not used. The dated
-        lists must be sorted (`sort`)."""
+        date, or another patient's record) and return them as (reference, date as recorded): reported, not used.
+        The dated lists must be sorted (`sort`)."""
         if self.birth is None:
             return []
         born = self.birth[0]
@@ -221,9 +221,10 @@ class PatientData:
         for items in self._dated():
             if items and items[0][0] < born:
                 early = bisect_left(items, born, key=day_of)
-                dropped += [(item[2], item[0]) for item in items[:early]]
+                dropped += [(item[2], days_text(item[0])) for item in items[:early]]
                 del items[:early]
-        therapies = {e.ref: e.start for e in self.exposures if e.start is not None and e.latest_start < born}
+        therapies = {e.ref: days_text(e.start, e.start_until) for e in self.exposures
+                     if e.start is not None and e.latest_start < born}
         if therapies:
             dropped += therapies.items()
             self.exposures = [e for e in self.exposures if e.ref not in therapies]
@@ -280,8 +281,8 @@ def screenable(patients: Iterable[PatientData], as_of: dt.date) -> tuple[list[Pa
         if wrong:
             problems.append(Problem(patient.where or patient.reference, f"{wrong}: the age is unknown"))
         else:
-            problems += [Problem(ref, f"dated {dt.date.fromordinal(when).isoformat()}, before the birth date "
-                                      f"{patient.birth_text} of {patient.reference}: not used")
+            problems += [Problem(ref, f"dated {when}, before the birth date {patient.birth_text} of "
+                                      f"{patient.reference}: not used")
                          for ref, when in patient.drop_before_birth()]
         alive.append(patient)
     return alive, problems
@@ -336,6 +337,25 @@ def day_range(text: Any) -> tuple[Day, Day] | None:
     except ValueError:
         return None
     return None
+
+
+def days_text(first: Day, last: Day | None = None) -> str:
+    """A day, or the days a month or a year recorded without its day may mean as that month or year.
+
+    >>> [days_text(*(dt.date(*d).toordinal() for d in days)) for days in (((2019, 1, 1), (2019, 12, 31)),
+    ...     ((2024, 2, 1), (2024, 2, 29)), ((2024, 2, 2), (2024, 2, 29)), ((2024, 2, 2),))]
+    ['2019', '2024-02', 'between 2024-02-02 and 2024-02-29', '2024-02-02']
+    """
+    a = dt.date.fromordinal(first)
+    if last is None or last == first:
+        return a.isoformat()
+    b = dt.date.fromordinal(last)
+    if a.day == 1 and (b + dt.timedelta(days=1)).day == 1 and a.year == b.year:
+        if a.month == b.month:
+            return a.isoformat()[:7]
+        if (a.month, b.month) == (1, 12):
+            return str(a.year)
+    return f"between {a.isoformat()} and {b.isoformat()}"
 
 
 def whole_years(start: Day, end: Day) -> int:
@@ -886,6 +906,9 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         if starts is None and ends is None and status == "active":
             asserted = day(r.get("dateAsserted"))      # no effective[x]: taken on the day it was asserted
             starts = (asserted, asserted) if asserted is not None else None
+    if starts and ends:                 # a month or year of one that the other's day narrows: not after the end,
+        starts = (starts[0], min(starts[1], max(ends[1], starts[0])))           # not before the start
+        ends = (min(max(ends[0], starts[0]), ends[1]), ends[1])
     start, start_until = (starts[0], starts[1] if starts[1] != starts[0] else None) if starts else (None, None)
     end, end_from = (ends[1], ends[0] if ends[0] != ends[1] else None) if ends else (None, None)
     if start is None and end is None:

@@ -707,7 +707,8 @@ def screen(patients: Iterable[PatientData], trials: Iterable[Trial], as_of: dt.d
     """Verdicts for every patient against every trial, patient by patient, trials in the order given.
 
     `as_of` is the screening date every window counts back from (default today). The patients are screened as
-    given: `data.screenable` first leaves out the dead and the records dated before the birth date, and says so.
+    given: pass them through `data.screenable` first to leave out the dead and the records dated before the
+    birth date, and to be told about them (as `fhir-adapter screen` does).
     """
     clock = Clock(as_of or dt.date.today())
     plan = Plan(trials)

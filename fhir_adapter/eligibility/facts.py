@@ -30,12 +30,13 @@ Closed or open world, fact by fact (what absence of data means):
 - csf-oligoclonal-bands: the latest CSF result; unknown without one.
 - therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date; no
   window: ever). Closed world when the patient has any therapy record (a medication list exists); unknown
-  when there is none at all, or when an exposure started before the window and its end was not recorded.
+  when there is none at all, when an exposure started before the window and its end was not recorded, and when
+  a start or end recorded as a month or year may fall either side of the window's start or the screening date.
 - therapy-duration: days on drugs of the value set up to the screening date. A drug's records less than 400 days
   apart are one course (an infusion every 6 months, a yearly course), a day on two drugs counts once; an
-  end not recorded gives a range (to the start, or up to the screening date), so does a start or end recorded
-  as a month or year (any of its days), a start not recorded makes it a lower bound. Closed world like
-  therapy: 0 days with a medication list without the drugs, unknown without one.
+  end not recorded gives a range (to the latest day it may have started, or up to the screening date), so does a
+  start or end recorded as a month or year (any of its days), a start not recorded makes it a lower bound.
+  Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
 - condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
   when the patient has any Condition (a problem list exists); unknown without one.
 - procedure: a Procedure of the value set done (completed, in progress or stopped) inside the window (its day, a
@@ -73,6 +74,7 @@ from .data import (
     Day,
     PatientData,
     day_of,
+    days_text,
     months_after,
     whole_years,
 )
@@ -133,22 +135,8 @@ class Clock:
         return found
 
     def span(self, first: Day, last: Day | None) -> str:
-        """A day, or the days a month or a year recorded without its day may mean as that month or year.
-
-        >>> c = Clock(dt.date(2024, 3, 31))
-        >>> [c.span(*(dt.date(*d).toordinal() for d in days)) for days in (((2019, 1, 1), (2019, 12, 31)),
-        ...     ((2024, 2, 1), (2024, 2, 29)), ((2024, 2, 2), (2024, 2, 29)))]
-        ['2019', '2024-02', 'between 2024-02-02 and 2024-02-29']
-        """
-        if last is None or last == first:
-            return self.date(first)
-        a, b = dt.date.fromordinal(first), dt.date.fromordinal(last)
-        if a.day == 1 and (b + dt.timedelta(days=1)).day == 1:
-            if a.month == b.month and a.year == b.year:
-                return a.isoformat()[:7]
-            if (a.month, b.month) == (1, 12) and a.year == b.year:
-                return str(a.year)
-        return f"between {self.date(first)} and {self.date(last)}"
+        """A day, or a month or year recorded without its day (`data.days_text`)."""
+        return self.date(first) if last is None or last == first else days_text(first, last)
 
     def window_text(self, window: Window | None) -> str:
         found = self._texts.get(window)
@@ -648,8 +636,8 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
             early = late = e.end if e.end_from is None else e.end_from
         if e.end == ONGOING:
             shortest = longest = as_of
-        elif e.end == END_UNKNOWN:
-            shortest, longest = late, as_of
+        elif e.end == END_UNKNOWN:                  # taken for no time at all, or up to the screening date
+            shortest, longest = early, as_of
         else:
             shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
         for drug in drugs:

@@ -40,7 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..sources import BOM, InputError, decode_document, gzip_errors, is_ndjson, is_resource, open_bytes, readable
+from ..sources import (
+    BOM,
+    InputError,
+    decode_document,
+    gzip_errors,
+    is_ndjson,
+    is_resource,
+    not_utf8,
+    open_bytes,
+    readable,
+)
 from .data import READ_TYPES, PatientIndex, Problem, drug_concepts, subject_of
 
 _PATIENT_TYPE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
@@ -100,7 +110,7 @@ def _parse(line: bytes, name: str, number: int) -> Any:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{name}:{number}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+        raise not_utf8(f"{name}:{number}", exc) from None
     start = 0
     if text[:1] != "{":
         start = len(text) - len(text.lstrip())

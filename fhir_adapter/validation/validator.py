@@ -260,8 +260,8 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
             lines = [_utf8_or_bytes(line) for line in payload.split(b"\n")]
         results = _worker.lines(source, first, lines)
     elif kind == "file":
+        data = read_bytes(Path(source))         # a damaged gzip file stops the run, as one of NDJSON does
         try:
-            data = read_bytes(Path(source))
             document = decode_document(data, source)
         except InputError as exc:
             results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
