@@ -29,7 +29,8 @@ class Concept:
 
     `under`: groups of a hierarchical code system (ICD-10 categories, ATC groups) every code of which stands
     for the concept, as (system, code without dots, display): a ValueSet's `is-a` filter. `names`: other
-    names (a drug's brands), for reading free text.
+    names (a drug's brands), for reading free text. `covers`: the days one dose of a drug given at intervals
+    counts as time on it (0: a drug taken continuously, or not a drug).
     """
 
     name: str
@@ -38,6 +39,7 @@ class Concept:
     under: tuple[tuple[str, str, str], ...] = ()
     label: str = ""                             # `display:` of a concept known by its groups only
     names: tuple[str, ...] = ()
+    covers: int = 0
 
     @property
     def display(self) -> str:
@@ -98,7 +100,11 @@ def load() -> Terminology:
             owner = named.setdefault(other.lower(), name)
             if owner != name:
                 raise ValueError(f"{SOURCE}: {where}: the name {other!r} already names concept {owner}")
-        concepts[name] = Concept(name, emitted, recognised, under, str(spec.get("display", "")), tuple(names))
+        covers = spec.get("dose-covers", 0)
+        if not (type(covers) is int and covers >= 0):
+            raise ValueError(f"{SOURCE}: {where}: dose-covers must be a number of days, got {covers!r}")
+        concepts[name] = Concept(name, emitted, recognised, under, str(spec.get("display", "")), tuple(names),
+                                 covers)
         for key in recognised:
             # A shared code (ICD-10 G35 for every subtype) indexes the first, most general concept.
             index.setdefault(key, name)

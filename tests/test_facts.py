@@ -617,17 +617,18 @@ def test_therapy_duration_courses_overlaps_and_bounds():
     ongoing.med("natalizumab", start=100)               # still taken: up to the screening date
     ongoing.med("natalizumab", start=10, end=None, status="active")
     assert days(ongoing) == (100.0, None)
-    # records of one drug less than 400 days apart are one course (an infusion every 6 months, yearly courses)
+    # records of one drug less than 400 days apart are one course (an infusion every 6 months, yearly courses),
+    # and a dose counts the days of its dosing interval (ocrelizumab 182, cladribine 365), up to the screening date
     infusions, yearly, apart = Chart(), Chart(), Chart()
     for when in (900, 720, 540, 360, 180):
         infusions.med("ocrelizumab", start=when, kind="MedicationAdministration")
-    assert days(infusions) == (720.0, None)
+    assert days(infusions) == (900.0, None)
     yearly.med("cladribine", start=900, kind="MedicationAdministration")
     yearly.med("cladribine", start=501, kind="MedicationAdministration")
-    assert days(yearly) == (399.0, None)
+    assert days(yearly) == (900.0 - (501 - 365), None)
     apart.med("cladribine", start=900, kind="MedicationAdministration")
-    apart.med("cladribine", start=500, kind="MedicationAdministration")
-    assert days(apart) == (0.0, None)
+    apart.med("cladribine", start=500, kind="MedicationAdministration")      # 400 days apart: two courses
+    assert days(apart) == (2 * 365.0, None)
     # an end not recorded: between its start and the screening date; a start not recorded: at least
     unsure = Chart()
     unsure.med("glatiramer", start=400, status="completed")
@@ -642,6 +643,47 @@ def test_therapy_duration_courses_overlaps_and_bounds():
     later.med("prednisone", start=40, end=35)
     assert days(later) == (0.0, None)
     assert Chart().fact("therapy-duration", DMT).value is None     # no medication list at all
+
+
+def test_a_dose_of_a_drug_given_at_intervals_counts_its_interval_as_time_on_it():
+    """One cladribine course (tablets in weeks 1 and 5) 14 months ago is over a year of therapy: its effect
+    covers the year until the next course; an ocrelizumab infusion 100 days ago counts up to the screening date.
+    A period recorded as such gets nothing added, a drug taken continuously nothing either, and a washout still
+    counts from the dose itself (`therapy`)."""
+    def duration(chart: Chart) -> facts.Fact:
+        return chart.fact("therapy-duration", DMT)
+    course = Chart()
+    course.med("cladribine", start=425, kind="MedicationAdministration")
+    course.med("cladribine", start=397, kind="MedicationAdministration")
+    found = duration(course)
+    assert (found.value, found.upper) == (425.0 - (397 - 365), None)
+    assert found.detail.endswith(f"(cladribine {course.ago(425)} to {course.ago(397 - 365)}, a dose counting 365 "
+                                 "days)"), found.detail
+    infusion = Chart()
+    infusion.med("ocrelizumab", start=100, kind="MedicationAdministration")
+    assert duration(infusion).value == 100.0                                      # not past the screening date
+    one_day = Chart()
+    one_day._add("MedicationStatement", status="completed", medicationCodeableConcept=Chart.code("natalizumab"),
+                 effectiveDateTime=one_day.ago(300))                             # a statement of one dose
+    assert duration(one_day).value == 28.0
+    period = Chart()
+    period.med("ocrelizumab", start=900, end=300)                               # a period, its end recorded
+    assert duration(period).value == 600.0 and "dose" not in duration(period).detail
+    daily = Chart()
+    daily.med("glatiramer", start=300, kind="MedicationAdministration")          # no dosing interval
+    assert duration(daily).value == 0.0
+    washout = Chart()
+    washout.med("natalizumab", start=40, kind="MedicationAdministration")
+    assert washout.fact("therapy", "natalizumab", "30 d").value is False
+    assert duration(washout).value == 28.0
+
+
+def test_an_end_recorded_as_a_year_is_told_as_that_year():
+    chart = Chart()
+    chart._add("MedicationStatement", status="completed", medicationCodeableConcept=chart.code("fingolimod"),
+               effectivePeriod={"start": "2023-01-15", "end": "2024"})
+    found = chart.fact("therapy-duration", DMT)
+    assert found.detail == "351 to 716 days on disease modifying therapies (fingolimod 2023-01-15 to 2024)"
 
 
 def test_therapy_facts_do_not_depend_on_the_order_records_come_in():

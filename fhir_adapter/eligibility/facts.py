@@ -33,7 +33,9 @@ Closed or open world, fact by fact (what absence of data means):
   when there is none at all, when an exposure started before the window and its end was not recorded, and when
   a start or end recorded as a month or year may fall either side of the window's start or the screening date.
 - therapy-duration: days on drugs of the value set up to the screening date. A drug's records less than 400 days
-  apart are one course (an infusion every 6 months, a yearly course), a day on two drugs counts once; an
+  apart are one course (an infusion every 6 months, a yearly course), a record of one day of a drug given at
+  intervals (an infusion, a cladribine course) counts its dosing interval too (`dose-covers` in
+  terminology.yaml; `therapy`, for washouts, counts from the dose itself), a day on two drugs counts once; an
   end not recorded gives a range (to the latest day it may have started, or up to the screening date), so does a
   start or end recorded as a month or year (any of its days), a start not recorded makes it a lower bound.
   Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
@@ -607,7 +609,8 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
 
 
 #: Records of one drug less than this many days apart are one course, the time between them time on the therapy:
-#: infusions every 6 months, and the yearly courses of cladribine or alemtuzumab given a few weeks late.
+#: infusions every 6 months, and the yearly courses of cladribine or alemtuzumab given a few weeks late. A dose of
+#: a drug given at intervals also counts the days of its interval (`dose-covers` in terminology.yaml).
 SAME_COURSE = 400
 
 
@@ -640,16 +643,26 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
             shortest, longest = early, as_of
         else:
             shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
+        dose = e.start == e.end == late         # a record of one day: one dose, which covers its interval
         for drug in drugs:
-            spans.setdefault(drug, []).append(Course(early, late, shortest, longest, drug, late))
+            covers = terminology.concept(drug).covers if dose else 0
+            if covers:
+                reach = min(e.end + covers, as_of)
+                course = Course(early, late, reach, reach, drug, late, covers, False, shortest)
+            else:
+                course = Course(early, late, shortest, longest, drug, late, 0, e.end == END_UNKNOWN, shortest)
+            spans.setdefault(drug, []).append(course)
     courses: list[Course] = []
     for items in spans.values():
         items.sort()
         course = items[0]
         for item in items[1:]:
-            if item.early - course.shortest < SAME_COURSE:
+            if item.early - course.recorded < SAME_COURSE:
                 course = course._replace(late=min(course.late, item.late), shortest=max(course.shortest,
-                                         item.shortest), longest=max(course.longest, item.longest))
+                                         item.shortest), longest=max(course.longest, item.longest),
+                                         covers=max(course.covers, item.covers),
+                                         open_end=course.open_end or item.open_end,
+                                         recorded=max(course.recorded, item.recorded))
             else:
                 courses.append(course)
                 course = item
@@ -658,11 +671,7 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
     most = _covered((c.early, c.longest) for c in courses)
     evidence = tuple(cited)
     courses.sort()
-    told = "; ".join(f"{c.drug} {clock.span(c.early, c.first_until)} to {clock.date(c.shortest)}"
-                     if c.shortest == c.longest else
-                     f"{c.drug} from {clock.span(c.early, c.first_until)}" + (
-                         f" to {clock.date(c.shortest)} or later" if c.shortest > c.late else "")
-                     + ", end not recorded" for c in courses)
+    told = "; ".join(_course_text(c, clock) for c in courses)
     if not courses and not open_start:
         return Fact(0.0, (), f"no {label} {clock.window_text(None)} among {patient.medication_records} "
                              "medication record(s)")
@@ -676,7 +685,9 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
 
 class Course(NamedTuple):
     """Time on one drug: from a start between `early` and `late` to an end between `shortest` and `longest`;
-    `first_until`: the latest day the first record's start may mean, for its text."""
+    `first_until`: the latest day the first record's start may mean, for its text; `covers`: the days each of its
+    doses counted (0: none did); `open_end`: a record's end was not recorded; `recorded`: the shortest end
+    without the days doses cover (records less than SAME_COURSE days after it are of this course)."""
 
     early: Day
     late: Day
@@ -684,6 +695,22 @@ class Course(NamedTuple):
     longest: Day
     drug: str
     first_until: Day
+    covers: int
+    open_end: bool
+    recorded: Day
+
+
+def _course_text(c: Course, clock: Clock) -> str:
+    """`natalizumab 2019 to 2024-05-10`, `... from 2019-03-01 to 2020-01-01 or later, end not recorded`."""
+    began = clock.span(c.early, c.first_until)
+    if c.shortest == c.longest:
+        text = f"{c.drug} {began} to {clock.date(c.shortest)}"
+    elif c.open_end:
+        text = f"{c.drug} from {began}" + (f" to {clock.date(c.shortest)} or later" if c.shortest > c.late else "") \
+            + ", end not recorded"
+    else:
+        text = f"{c.drug} {began} to {clock.span(c.shortest, c.longest)}"
+    return text + (f", a dose counting {c.covers} days" if c.covers else "")
 
 
 def _covered(spans: Iterable[tuple[Day, Day]]) -> int:
