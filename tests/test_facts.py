@@ -678,6 +678,28 @@ def test_a_dose_of_a_drug_given_at_intervals_counts_its_interval_as_time_on_it()
     assert duration(washout).value == 28.0
 
 
+def test_current_treatment_with_a_drug_given_at_intervals_lasts_its_dosing_interval():
+    """"Current immunosuppressive treatment" (a 0-day window): an ocrelizumab infusion 90 days ago is current
+    (its interval is 182 days), 182 days ago not (the trials' own washouts decide after the interval: SMART-MS
+    excludes ocrelizumab within 12 months); a drug taken continuously is current only while its record says so."""
+    SUBJECT = "immunomodulators-or-immunosuppressants"
+    def current(days: int, drug: str = "ocrelizumab") -> facts.Fact:
+        chart = Chart()
+        chart.med(drug, start=days, kind="MedicationAdministration")
+        return chart.fact("therapy", SUBJECT, "0 d")
+    found = current(90)
+    assert found.value is True, found
+    assert found.detail.startswith(f"ocrelizumab dose on {Chart().ago(90)}, 90 days before, within its 182-day "
+                                   "dosing interval"), found.detail
+    assert current(181).value is True and current(182).value is False and current(400).value is False
+    assert current(364, drug="cladribine").value is True and current(365, drug="cladribine").value is False
+    assert current(1, drug="glatiramer").value is False                      # a daily drug, dosed yesterday
+    assert current(0, drug="glatiramer").value is True
+    washout = Chart()
+    washout.med("ocrelizumab", start=90, kind="MedicationAdministration")
+    assert washout.fact("therapy", SUBJECT, "30 d").value is False            # a washout counts from the dose
+
+
 def test_an_end_recorded_as_a_year_is_told_as_that_year():
     chart = Chart()
     chart._add("MedicationStatement", status="completed", medicationCodeableConcept=chart.code("fingolimod"),

@@ -476,6 +476,14 @@ CASES: dict[str, list[tuple[str, Callable[[], Chart], str, str | None]]] = {
          INELIGIBLE, r"(?i)ocrelizumab"),
         ("ocrelizumab 400 days ago", lambda: add(S(), lambda c: c.med("ocrelizumab", start=700, end=400)),
          ELIGIBLE, None),
+        # one cladribine course given as administrations: current for its year-long dosing interval, then the
+        # 12-month washout the trial states decides
+        ("cladribine course 300 days ago", lambda: add(S(), lambda c: c.med("cladribine", start=300,
+                                                                          kind="MedicationAdministration")),
+         INELIGIBLE, r"(?i)kladribin"),
+        ("cladribine course 400 days ago", lambda: add(S(), lambda c: c.med("cladribine", start=400,
+                                                                          kind="MedicationAdministration")),
+         ELIGIBLE, None),
         ("ublituximab 170 days ago (ATC L04AG14)",
          lambda: add(S(), lambda c: c.med(system=ATC, code="L04AG14", start=400, end=170)), INELIGIBLE,
          r"(?i)immunomodulatory"),

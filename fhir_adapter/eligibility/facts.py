@@ -28,9 +28,11 @@ Closed or open world, fact by fact (what absence of data means):
 - gd-lesion-count, new-t2-lesion-count: the most lesions on one MRI inside the window (the latest MRI
   without a window); unknown without an MRI there: the MRI may simply not have been done.
 - csf-oligoclonal-bands: the latest CSF result; unknown without one.
-- therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date; no
-  window: ever). Closed world when the patient has any therapy record (a medication list exists); unknown
-  when there is none at all, when an exposure started before the window and its end was not recorded, and when
+- therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date, where a
+  dose of a drug given at intervals counts until its dosing interval is over; no window: ever). Washout windows
+  count from the dose itself.
+  Closed world when the patient has any therapy record (a medication list exists); unknown when there is none
+  at all, when an exposure started before the window and its end was not recorded, and when
   a start or end recorded as a month or year may fall either side of the window's start or the screening date.
 - therapy-duration: days on drugs of the value set up to the screening date. A drug's records less than 400 days
   apart are one course (an infusion every 6 months, a yearly course), a record of one day of a drug given at
@@ -567,6 +569,7 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
     if not patient.medication_records:
         return Fact(None, (), f"no medication records at all, so {label} {where} cannot be ruled out")
     start_of_window = clock.since(window) if window is not None else 1
+    current = window is not None and window.value == 0      # on the therapy at the screening date
     exposed: list[str] = []
     unsure: list[str] = []
     texts: list[str] = []
@@ -578,9 +581,14 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
         drug = ", ".join(sorted(e.concepts & wanted))
         since = clock.span(e.start, e.start_until) if e.start is not None else ""
         started = f"from {since}" if since else "start not recorded"
+        covers = _dose_covers(e.concepts & wanted) if current and e.start == e.end else 0
         if e.start_until is not None and e.start_until > clock.as_of:     # a month or year across the as-of day
             unsure.append(e.ref)
             texts.append(f"{drug} {started}, perhaps after {clock.date(clock.as_of)}")
+        elif covers and clock.as_of - e.end < covers:                      # a dose still working
+            exposed.append(e.ref)
+            texts.append(f"{drug} dose on {since}, {clock.as_of - e.end} days before, within its {covers}-day "
+                         "dosing interval")
         elif e.end == ONGOING:
             exposed.append(e.ref)
             texts.append(f"{drug} {started}, ongoing")
@@ -606,6 +614,11 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
     among = f"{patient.medication_records} medication record(s)" + (f", {unknown} of them a drug not recognised"
                                                                     if unknown else "")
     return Fact(False, (), f"no {label} {where} among {among}")
+
+
+def _dose_covers(drugs: frozenset[str]) -> int:
+    """The days one dose of these drugs counts for (`dose-covers` in terminology.yaml), 0 for continuous ones."""
+    return max(terminology.concept(drug).covers for drug in drugs)
 
 
 #: Records of one drug less than this many days apart are one course, the time between them time on the therapy:
@@ -645,7 +658,7 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
             shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
         dose = e.start == e.end == late         # a record of one day: one dose, which covers its interval
         for drug in drugs:
-            covers = terminology.concept(drug).covers if dose else 0
+            covers = _dose_covers(frozenset((drug,))) if dose else 0
             if covers:
                 reach = min(e.end + covers, as_of)
                 course = Course(early, late, reach, reach, drug, late, covers, False, shortest)
