@@ -657,8 +657,8 @@ def test_a_dose_of_a_drug_given_at_intervals_counts_its_interval_as_time_on_it()
     course.med("cladribine", start=397, kind="MedicationAdministration")
     found = duration(course)
     assert (found.value, found.upper) == (425.0 - (397 - 365), None)
-    assert found.detail.endswith(f"(cladribine {course.ago(425)} to {course.ago(397 - 365)}, a dose counting 365 "
-                                 "days)"), found.detail
+    assert found.detail.endswith(f"(cladribine {course.ago(425)} to {course.ago(397 - 365)}, each dose counting "
+                                 "365 days)"), found.detail
     infusion = Chart()
     infusion.med("ocrelizumab", start=100, kind="MedicationAdministration")
     assert duration(infusion).value == 100.0                                      # not past the screening date
@@ -670,7 +670,7 @@ def test_a_dose_of_a_drug_given_at_intervals_counts_its_interval_as_time_on_it()
     period.med("ocrelizumab", start=900, end=300)                               # a period, its end recorded
     assert duration(period).value == 600.0 and "dose" not in duration(period).detail
     daily = Chart()
-    daily.med("glatiramer", start=300, kind="MedicationAdministration")          # no dosing interval
+    daily.med("teriflunomide", start=300, kind="MedicationAdministration")       # no dosing interval
     assert duration(daily).value == 0.0
     washout = Chart()
     washout.med("natalizumab", start=40, kind="MedicationAdministration")
@@ -689,12 +689,28 @@ def test_current_treatment_with_a_drug_given_at_intervals_lasts_its_dosing_inter
         return chart.fact("therapy", SUBJECT, "0 d")
     found = current(90)
     assert found.value is True, found
-    assert found.detail.startswith(f"ocrelizumab dose on {Chart().ago(90)}, 90 days before, within its 182-day "
-                                   "dosing interval"), found.detail
+    assert found.detail.startswith(f"ocrelizumab dose on {Chart().ago(90)}, within its 182-day dosing interval"), \
+        found.detail
     assert current(181).value is True and current(182).value is False and current(400).value is False
     assert current(364, drug="cladribine").value is True and current(365, drug="cladribine").value is False
-    assert current(1, drug="glatiramer").value is False                      # a daily drug, dosed yesterday
-    assert current(0, drug="glatiramer").value is True
+    assert current(1, drug="teriflunomide").value is False                   # a daily drug, dosed yesterday
+    assert current(0, drug="teriflunomide").value is True
+    assert current(2, drug="glatiramer").value is True                       # 40 mg three times a week
+    # a course of several days recorded as one period; a dose recorded by its month, current whichever its day
+    course = Chart()
+    course.med("cladribine", start=300, end=296)
+    assert course.fact("therapy", SUBJECT, "0 d").value is True
+    assert course.fact("therapy-duration", DMT).value == 300.0
+    def in_month(month: str) -> facts.Fact:
+        chart = Chart()
+        chart._add("MedicationStatement", status="completed", medicationCodeableConcept=chart.code("ocrelizumab"),
+                   effectiveDateTime=month)
+        return chart.fact("therapy", SUBJECT, "0 d")
+    march = in_month("2025-03")
+    assert march.value is True and march.detail.startswith("ocrelizumab dose in 2025-03, within its 182-day"), march
+    assert in_month("2024-11").value is False                               # up to 2024-11-30 + 182 days: 2025-05-31
+    december = in_month("2024-12")                                          # 2024-12-01 + 182 days is 2025-06-01
+    assert december.value is None and "its 182-day dosing interval perhaps over" in december.detail, december
     washout = Chart()
     washout.med("ocrelizumab", start=90, kind="MedicationAdministration")
     assert washout.fact("therapy", SUBJECT, "30 d").value is False            # a washout counts from the dose

@@ -480,7 +480,7 @@ CASES: dict[str, list[tuple[str, Callable[[], Chart], str, str | None]]] = {
         # 12-month washout the trial states decides
         ("cladribine course 300 days ago", lambda: add(S(), lambda c: c.med("cladribine", start=300,
                                                                           kind="MedicationAdministration")),
-         INELIGIBLE, r"(?i)kladribin"),
+         INELIGIBLE, r"(?i)current immunomodulatory"),
         ("cladribine course 400 days ago", lambda: add(S(), lambda c: c.med("cladribine", start=400,
                                                                           kind="MedicationAdministration")),
          ELIGIBLE, None),

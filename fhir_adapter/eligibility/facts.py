@@ -28,18 +28,17 @@ Closed or open world, fact by fact (what absence of data means):
 - gd-lesion-count, new-t2-lesion-count: the most lesions on one MRI inside the window (the latest MRI
   without a window); unknown without an MRI there: the MRI may simply not have been done.
 - csf-oligoclonal-bands: the latest CSF result; unknown without one.
-- therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date, where a
-  dose of a drug given at intervals counts until its dosing interval is over; no window: ever). Washout windows
-  count from the dose itself.
-  Closed world when the patient has any therapy record (a medication list exists); unknown when there is none
-  at all, when an exposure started before the window and its end was not recorded, and when
-  a start or end recorded as a month or year may fall either side of the window's start or the screening date.
+- therapy: any exposure overlapping the window (a window of 0 d: on the therapy at the screening date, where a dose
+  of a drug given at intervals counts until its dosing interval is over; no window: ever). Washout windows count
+  from the dose itself. Closed world when the patient has any therapy record (a medication list exists); unknown
+  when there is none at all, when an exposure started before the window and its end was not recorded, and when a
+  start or end recorded as a month or year may fall either side of the window's start or the screening date.
 - therapy-duration: days on drugs of the value set up to the screening date. A drug's records less than 400 days
-  apart are one course (an infusion every 6 months, a yearly course), a record of one day of a drug given at
-  intervals (an infusion, a cladribine course) counts its dosing interval too (`dose-covers` in
-  terminology.yaml; `therapy`, for washouts, counts from the dose itself), a day on two drugs counts once; an
-  end not recorded gives a range (to the latest day it may have started, or up to the screening date), so does a
-  start or end recorded as a month or year (any of its days), a start not recorded makes it a lower bound.
+  apart are one course (an infusion every 6 months, a yearly course), a record of a drug given at intervals shorter
+  than its interval (an infusion, a cladribine course of a few days) is one dose and counts its dosing interval from
+  its start (`dose-covers` in terminology.yaml; washouts count from the dose itself), a day on two drugs counts
+  once; an end not recorded gives a range (to the latest day it may have started, or up to the screening date), so
+  does a start or end recorded as a month or year (any of its days), a start not recorded makes it a lower bound.
   Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
 - condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
   when the patient has any Condition (a problem list exists); unknown without one.
@@ -76,6 +75,7 @@ from .data import (
     SUBTYPES,
     Condition,
     Day,
+    Exposure,
     PatientData,
     day_of,
     days_text,
@@ -581,14 +581,18 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
         drug = ", ".join(sorted(e.concepts & wanted))
         since = clock.span(e.start, e.start_until) if e.start is not None else ""
         started = f"from {since}" if since else "start not recorded"
-        covers = _dose_covers(e.concepts & wanted) if current and e.start == e.end else 0
+        covers = _dose(e, e.concepts & wanted) if current else 0
         if e.start_until is not None and e.start_until > clock.as_of:     # a month or year across the as-of day
             unsure.append(e.ref)
             texts.append(f"{drug} {started}, perhaps after {clock.date(clock.as_of)}")
-        elif covers and clock.as_of - e.end < covers:                      # a dose still working
-            exposed.append(e.ref)
-            texts.append(f"{drug} dose on {since}, {clock.as_of - e.end} days before, within its {covers}-day "
-                         "dosing interval")
+        elif covers and clock.as_of < e.latest_start + covers:             # a dose still working, perhaps
+            surely = clock.as_of < e.start + covers                         # whichever day of its month or year
+            (exposed if surely else unsure).append(e.ref)
+            ended = e.end if e.end_from is None else e.end_from
+            when = (f"dose {'on' if e.start_until is None else 'in'} {since}" if (e.start, e.latest_start) ==
+                    (ended, e.end) else f"{started} to {clock.span(ended, e.end)}")
+            texts.append(f"{drug} {when}, " + (f"within its {covers}-day dosing interval" if surely else
+                                                f"its {covers}-day dosing interval perhaps over"))
         elif e.end == ONGOING:
             exposed.append(e.ref)
             texts.append(f"{drug} {started}, ongoing")
@@ -616,9 +620,14 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
     return Fact(False, (), f"no {label} {where} among {among}")
 
 
-def _dose_covers(drugs: frozenset[str]) -> int:
-    """The days one dose of these drugs counts for (`dose-covers` in terminology.yaml), 0 for continuous ones."""
-    return max(terminology.concept(drug).covers for drug in drugs)
+def _dose(e: Exposure, drugs: frozenset[str]) -> int:
+    """The days a record of these drugs counts for from its start when it is one dose or course of a drug given
+    at intervals (`dose-covers` in terminology.yaml): dated, and shorter than the interval (an infusion, a
+    cladribine course of a few days); 0 otherwise (a period on the drug, a drug taken continuously)."""
+    covers = max(terminology.concept(drug).covers for drug in drugs)
+    if covers and e.start is not None and e.end not in (ONGOING, END_UNKNOWN) and e.end - e.start < covers:
+        return covers
+    return 0
 
 
 #: Records of one drug less than this many days apart are one course, the time between them time on the therapy:
@@ -656,12 +665,11 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
             shortest, longest = early, as_of
         else:
             shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
-        dose = e.start == e.end == late         # a record of one day: one dose, which covers its interval
         for drug in drugs:
-            covers = _dose_covers(frozenset((drug,))) if dose else 0
-            if covers:
-                reach = min(e.end + covers, as_of)
-                course = Course(early, late, reach, reach, drug, late, covers, False, shortest)
+            covers = _dose(e, frozenset((drug,)))
+            if covers:                          # one dose or course: its interval from its start
+                course = Course(early, late, min(early + covers, as_of), min(late + covers, as_of), drug, late,
+                                covers, False, shortest)
             else:
                 course = Course(early, late, shortest, longest, drug, late, 0, e.end == END_UNKNOWN, shortest)
             spans.setdefault(drug, []).append(course)
@@ -723,7 +731,7 @@ def _course_text(c: Course, clock: Clock) -> str:
             + ", end not recorded"
     else:
         text = f"{c.drug} {began} to {clock.span(c.shortest, c.longest)}"
-    return text + (f", a dose counting {c.covers} days" if c.covers else "")
+    return text + (f", each dose counting {c.covers} days" if c.covers else "")
 
 
 def _covered(spans: Iterable[tuple[Day, Day]]) -> int:
