@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -94,6 +95,21 @@ def walk(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
             yield p, False
         else:
             raise InputError(f"{p}: no such file or directory")
+
+
+def file_of(location: str) -> str:
+    """The file a resource's location names.
+
+    >>> [file_of(x) for x in ("p.ndjson:7", "b.json#entry[2]", "b.json:12#entry[2]", "<stdin>")]
+    ['p.ndjson', 'b.json', 'b.json', '<stdin>']
+    """
+    return re.sub(r":\d+$", "", location.split("#", 1)[0])
+
+
+def skip_bom(stream: IO[bytes]) -> None:
+    """Read past a UTF-8 byte order mark at the start of a stream (rewound where there is none)."""
+    if stream.read(len(BOM)) != BOM:
+        stream.seek(0)
 
 
 def is_resource(document: Any) -> bool:

@@ -149,6 +149,16 @@ def test_junit_one_testcase_per_resource(mixed, tmp_path):
     assert [c.get("name") for c in failing] == [f"Patient/b ({mixed}:2)"]
     assert "Patient.gender" in failing[0].find("failure").text
     assert "txt-1" in suite.find("properties/property").get("value")
+    assert {c.get("classname") for c in cases} == {str(mixed)}                # one class per file
+
+
+def test_junit_groups_a_bundles_entries_under_its_file(tmp_path):
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(transaction([patient("p1"), patient("p2", gender="f")]), indent=2))
+    report = tmp_path / "report.xml"
+    assert main(["validate", "--format", "junit", "-o", str(report), str(path)]) == 1
+    cases = ET.parse(report).getroot().find("testsuite").findall("testcase")
+    assert len(cases) == 3 and {c.get("classname") for c in cases} == {str(path)}, [c.get("classname") for c in cases]
 
 
 def test_junit_escapes_text(tmp_path):

@@ -9,7 +9,6 @@ Exit status 1 when anything failed; 2, with nothing sent, for input of the other
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -122,7 +121,7 @@ def other_version_files(items: list[tuple[str, dict]], fhir_version: str) -> lis
 
     found: dict[str, str] = {}
     for location, resource in items:
-        path = re.sub(r":\d+$", "", location.split("#", 1)[0])
+        path = sources.file_of(location)
         if path in found:
             continue
         marker = other_version_element(resource, fhir_version)

@@ -13,6 +13,7 @@ from itertools import chain, islice
 from typing import Any, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
+from ..sources import file_of
 from . import UsageError, add_fhir_version
 
 
@@ -125,8 +126,7 @@ def _junit(results: Iterator[Any], summary: Any, args: argparse.Namespace, out: 
         bad = [i for i in result.issues if i.severity in levels]
         other = [i for i in result.issues if i.severity not in levels]
         name = quoteattr(f"{result.label} ({result.source})")
-        classname = quoteattr(result.source.split("#")[0].rsplit(":", 1)[0] if ":" in result.source
-                              and result.source.rsplit(":", 1)[1].isdigit() else result.source.split("#")[0])
+        classname = quoteattr(file_of(result.source))
         body = ""
         if bad:
             failures += 1

@@ -50,6 +50,7 @@ from ..sources import (
     not_utf8,
     open_bytes,
     readable,
+    skip_bom,
 )
 from .data import READ_TYPES, PatientIndex, Problem, drug_concepts, subject_of
 
@@ -143,8 +144,7 @@ Stray = tuple[str, int, dict[str, Any]]        # a resource parsed by a worker t
 
 def _ndjson_share(stream: IO[bytes], name: str, file: int, part: int, parts: int, index: PatientIndex,
                   strays: list[Stray], copies: Copies, problems: list[Problem]) -> None:
-    if stream.read(3) != BOM:                   # a byte order mark is allowed before the first line only
-        stream.seek(0)
+    skip_bom(stream)                            # a byte order mark is allowed before the first line only
     base = file << _FILE
     for number, line in enumerate(stream, 1):
         key = line_key(line)
@@ -516,8 +516,7 @@ def _read_again(inputs: Inputs, positions: set[int]) -> Iterator[tuple[int, str,
             yield from _resources_at(decode_document(data, name), name, base, positions)
             continue
         with stream, gzip_errors(path):
-            if stream.read(3) != BOM:
-                stream.seek(0)
+            skip_bom(stream)
             last = max(wanted)
             for number, line in enumerate(stream, 1):
                 if number > last:

@@ -38,6 +38,7 @@ from ..sources import (
     is_resource,
     open_bytes,
     read_bytes,
+    skip_bom,
     walk,
 )
 from .bundles import bundle_issues
@@ -296,7 +297,8 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[str, str, int, Any]]:
     """An NDJSON file in tasks of whole lines (about CHUNK_BYTES each), as bytes: the worker decodes them."""
     number = 1
     with open_bytes(path) as stream, gzip_errors(path):
-        rest = stream.read(len(BOM)).removeprefix(BOM)     # a byte order mark is allowed before the first line
+        skip_bom(stream)                                    # a byte order mark is allowed before the first line
+        rest = b""
         while block := stream.read(CHUNK_BYTES):
             block = rest + block
             end = block.rfind(b"\n") + 1
