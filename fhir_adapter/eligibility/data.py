@@ -139,6 +139,10 @@ class Exposure:
     def latest_start(self) -> Day | None:
         return self.start if self.start_until is None else self.start_until
 
+    @property
+    def earliest_end(self) -> Day:
+        return self.end if self.end_from is None else self.end_from
+
 
 @dataclass(slots=True)
 class PatientData:

@@ -506,8 +506,11 @@ def new_t2_lesion_count(patient: PatientData, subject: str | None, window: Windo
 
 def _latest_results(patient: PatientData, lab: str, window: Window | None, clock: Clock) -> list[tuple]:
     """The results with a value (inside the window) of the latest day that has one; none: []."""
-    valued = [item for item in _upto(patient.labs.get(lab, ()), clock, window) if item[1] is not None]
-    return _last_day(valued) if valued else []
+    items = _upto(patient.labs.get(lab, ()), clock, window)
+    end = len(items)
+    while end and items[end - 1][1] is None:    # results without a value after the latest valued one
+        end -= 1
+    return [item for item in _last_day(items[:end]) if item[1] is not None] if end else []
 
 
 def _latest_result(patient: PatientData, lab: str, window: Window | None, clock: Clock) -> tuple | None:
@@ -568,27 +571,28 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
     where = clock.window_text(window)
     if not patient.medication_records:
         return Fact(None, (), f"no medication records at all, so {label} {where} cannot be ruled out")
-    start_of_window = clock.since(window) if window is not None else 1
+    start_of_window = clock.since(window)
     current = window is not None and window.value == 0      # on the therapy at the screening date
     exposed: list[str] = []
     unsure: list[str] = []
     texts: list[str] = []
     for e in patient.exposures:
-        if not (e.concepts & wanted):
+        drugs = e.concepts & wanted
+        if not drugs:
             continue
         if e.start is not None and e.start > clock.as_of:
             continue                                        # prescribed for later: not yet taken
-        drug = ", ".join(sorted(e.concepts & wanted))
+        drug = ", ".join(sorted(drugs))
         since = clock.span(e.start, e.start_until) if e.start is not None else ""
         started = f"from {since}" if since else "start not recorded"
-        covers = _dose(e, e.concepts & wanted) if current else 0
+        covers = _dose(e, max(_COVERS[d] for d in drugs)) if current else 0
         if e.start_until is not None and e.start_until > clock.as_of:     # a month or year across the as-of day
             unsure.append(e.ref)
             texts.append(f"{drug} {started}, perhaps after {clock.date(clock.as_of)}")
         elif covers and clock.as_of < e.latest_start + covers:             # a dose still working, perhaps
             surely = clock.as_of < e.start + covers                         # whichever day of its month or year
             (exposed if surely else unsure).append(e.ref)
-            ended = e.end if e.end_from is None else e.end_from
+            ended = e.earliest_end
             when = (f"dose {'on' if e.start_until is None else 'in'} {since}" if (e.start, e.latest_start) ==
                     (ended, e.end) else f"{started} to {clock.span(ended, e.end)}")
             texts.append(f"{drug} {when}, " + (f"within its {covers}-day dosing interval" if surely else
@@ -620,11 +624,14 @@ def therapy(patient: PatientData, subject: str | None, window: Window | None, cl
     return Fact(False, (), f"no {label} {where} among {among}")
 
 
-def _dose(e: Exposure, drugs: frozenset[str]) -> int:
-    """The days a record of these drugs counts for from its start when it is one dose or course of a drug given
-    at intervals (`dose-covers` in terminology.yaml): dated, and shorter than the interval (an infusion, a
-    cladribine course of a few days); 0 otherwise (a period on the drug, a drug taken continuously)."""
-    covers = max(terminology.concept(drug).covers for drug in drugs)
+#: Per concept: the days one dose of a drug given at intervals counts for (`dose-covers`), 0 for others.
+_COVERS = {name: concept.covers for name, concept in terminology.load().concepts.items()}
+
+
+def _dose(e: Exposure, covers: int) -> int:
+    """`covers`, the dosing interval of the record's drug, when the record is one dose or course (dated, and
+    shorter than the interval: an infusion, a cladribine course of a few days); 0 otherwise (a period on the
+    drug, a drug taken continuously)."""
     if covers and e.start is not None and e.end not in (ONGOING, END_UNKNOWN) and e.end - e.start < covers:
         return covers
     return 0
@@ -655,18 +662,17 @@ def therapy_duration(patient: PatientData, subject: str | None, window: Window |
             open_start += 1
             if e.end in (ONGOING, END_UNKNOWN) or e.end > as_of:
                 continue
-        if e.start is not None:
+            early = late = e.earliest_end       # counted from its end: no time on it is known
+        else:
             early, late = e.start, e.latest_start
-        else:                                   # counted from its end: no time on it is known
-            early = late = e.end if e.end_from is None else e.end_from
         if e.end == ONGOING:
             shortest = longest = as_of
         elif e.end == END_UNKNOWN:                  # taken for no time at all, or up to the screening date
             shortest, longest = early, as_of
         else:
-            shortest, longest = min(e.end if e.end_from is None else e.end_from, as_of), min(e.end, as_of)
+            shortest, longest = min(e.earliest_end, as_of), min(e.end, as_of)
         for drug in drugs:
-            covers = _dose(e, frozenset((drug,)))
+            covers = _dose(e, _COVERS[drug])
             if covers:                          # one dose or course: its interval from its start
                 course = Course(early, late, min(early + covers, as_of), min(late + covers, as_of), drug, late,
                                 covers, False, shortest)
@@ -770,7 +776,7 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
     wanted = members(subject or "")
     label = _label(subject or "")
     where = clock.window_text(window)
-    start_of_window = clock.since(window) if window is not None else 1
+    start_of_window = clock.since(window)
     done: list[tuple[Day, str]] = []
     undated: list[str] = []
     for when, concepts, ref in patient.procedures:
@@ -808,8 +814,8 @@ def allergy(patient: PatientData, subject: str | None, window: Window | None, cl
     if not patient.allergy_records:
         return Fact(None, (), f"no AllergyIntolerance recorded for the patient (the extract may hold none), so an "
                               f"allergy to {label} cannot be ruled out: manual review")
-    found = [(concepts & wanted, ref, verification) for concepts, ref, verification, when in patient.allergies
-             if concepts & wanted and (when is None or when <= clock.as_of)]
+    found = [(mine, ref, verification) for concepts, ref, verification, when in patient.allergies
+             if (mine := concepts & wanted) and (when is None or when <= clock.as_of)]
     if found:
         texts = [", ".join(sorted(names)) + (f" ({verification})" if verification else "")
                  for names, _, verification in found]
