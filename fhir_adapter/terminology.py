@@ -27,8 +27,7 @@ SOURCE = MAPPINGS / "terminology.yaml"
 class Concept:
     """A concept with the codings written for it and every (system, code) that stands for it.
 
-    `under`: groups of a hierarchical code system (ICD-10 categories, ATC groups) every code of which stands
-    for the concept, as (system, code without dots, display): a ValueSet's `is-a` filter. `names`: other
+    Its groups of a hierarchical code system (`under:`) are indexed in `Terminology.groups`. `names`: other
     names (a drug's brands), for reading free text. `covers`: the days one dose of a drug given at intervals
     counts as time on it (0: a drug taken continuously, or not a drug).
     """
@@ -36,7 +35,6 @@ class Concept:
     name: str
     codings: tuple[dict[str, str], ...]
     recognised: frozenset[tuple[str, str]]
-    under: tuple[tuple[str, str, str], ...] = ()
     label: str = ""                             # `display:` of a concept known by its groups only
     names: tuple[str, ...] = ()
     covers: int = 0
@@ -103,12 +101,11 @@ def load() -> Terminology:
         covers = spec.get("dose-covers", 0)
         if not (type(covers) is int and covers >= 0):
             raise ValueError(f"{SOURCE}: {where}: dose-covers must be a number of days, got {covers!r}")
-        concepts[name] = Concept(name, emitted, recognised, under, str(spec.get("display", "")), tuple(names),
-                                 covers)
+        concepts[name] = Concept(name, emitted, recognised, str(spec.get("display", "")), tuple(names), covers)
         for key in recognised:
             # A shared code (ICD-10 G35 for every subtype) indexes the first, most general concept.
             index.setdefault(key, name)
-        for system_url, code, _ in under:
+        for system_url, code in under:
             owner = groups.setdefault(system_url, {}).setdefault(code, name)
             if owner != name:
                 raise ValueError(f"{SOURCE}: {where}: group {code} already belongs to concept {owner}")
@@ -129,11 +126,12 @@ def load() -> Terminology:
 _HIERARCHICAL = ("icd10", "icd10cm", "icd10gm", "atc")
 
 
-def _group(systems: dict[str, str], row: list[Any], where: str) -> tuple[str, str, str]:
+def _group(systems: dict[str, str], row: list[Any], where: str) -> tuple[str, str]:
+    """A group row as (system URL, code without dots); its display is for the reader of the YAML."""
     if not (len(row) == 3 and row[0] in _HIERARCHICAL):
         raise ValueError(f"{SOURCE}: {where}: a group must be [system alias, code, display] with a hierarchical "
                          f"system ({', '.join(_HIERARCHICAL)}), got {row!r}")
-    return systems[row[0]], str(row[1]).replace(".", ""), str(row[2])
+    return systems[row[0]], str(row[1]).replace(".", "")
 
 
 def system(alias: str) -> str:

@@ -153,7 +153,6 @@ class PatientData:
     birth_text: str | None = None
     gender: str | None = None
     deceased: Day | bool = False                # the day of death, True when only known to have died
-    seen: bool = False                          # a Patient resource was read (not only references to it)
     where: str = ""                             # where the Patient resource was read (`file:line`, `Type/id`)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
@@ -176,6 +175,11 @@ class PatientData:
     @property
     def reference(self) -> str:
         return f"Patient/{self.id}"
+
+    @property
+    def seen(self) -> bool:
+        """Whether a Patient resource was read (not only references to it)."""
+        return bool(self.where)
 
     def deceased_by(self, as_of: dt.date) -> str | None:
         """Why the patient is not screened at `as_of`: "deceased (on <date>)"; None while alive then."""
@@ -463,7 +467,7 @@ def _drug_names() -> tuple[re.Pattern[str], dict[str, str]]:
     """The words that name a drug in free text: its displays, its other names (brands) and its own name."""
     concepts = _TERMINOLOGY.concepts
     drugs = {name for vs in ("disease-modifying-therapies", "corticosteroids") for name in terminology.members(vs)}
-    drugs |= {"fampridine"} | {name for name, c in concepts.items() if c.names}
+    drugs |= {name for name, c in concepts.items() if c.names}
     names = {}
     for name in drugs:
         for coding in concepts[name].codings:
@@ -670,7 +674,6 @@ class PatientIndex:
 
 
 def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
-    p.seen = True
     p.where = where
     p.gender = r.get("gender") if isinstance(r.get("gender"), str) else None
     p.birth_text = r.get("birthDate") if isinstance(r.get("birthDate"), str) else None
