@@ -84,13 +84,22 @@ def gzip_errors(path: Path) -> Iterator[None]:
         raise InputError(f"{path}: not a readable gzip file: {exc}") from None
 
 
-def walk(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
+#: Why a file found in a directory is not read.
+NOT_READABLE = "not .json, .ndjson or .jsonl (or one of them gzipped)"
+
+
+def walk(paths: Iterable[str | Path], skipped: list[tuple[Path, str]] | None = None,
+         ) -> Iterator[tuple[Path, bool]]:
     """Each file, and whether it was found by expanding a directory (True) rather than named (False); in a
-    directory only the `readable` ones."""
+    directory only the `readable` ones, the others added to `skipped` with why."""
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            yield from ((f, True) for f in sorted(f for f in p.rglob("*") if f.is_file() and readable(f)))
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and readable(f):
+                    yield f, True
+                elif f.is_file() and skipped is not None:
+                    skipped.append((f, NOT_READABLE))
         elif p.exists() or str(p) == "-":
             yield p, False
         else:
@@ -133,9 +142,10 @@ def _from_document(document: Any, where: str) -> Iterator[tuple[str, dict[str, A
 def _text_lines(stream: IO[bytes], where: str) -> Iterator[str]:
     """The lines of a UTF-8 file, a byte order mark before the first allowed; a line that is not UTF-8 is an
     `InputError` naming it."""
+    skip_bom(stream)
     for number, line in enumerate(stream, 1):
         try:
-            yield (line.removeprefix(BOM) if number == 1 else line).decode("utf-8")
+            yield line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise not_utf8(f"{where}:{number}", exc) from None
 

@@ -49,8 +49,9 @@ from ..sources import (
     is_resource,
     not_utf8,
     open_bytes,
-    readable,
+    read_bytes,
     skip_bom,
+    walk,
 )
 from .data import READ_TYPES, PatientIndex, Problem, drug_concepts, subject_of
 
@@ -425,16 +426,7 @@ class Inputs:
                     inputs.stdin = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
                     inputs.files.append((path, False))
                 continue
-            if path.is_dir():
-                found = [(f, True) for f in sorted(path.rglob("*")) if f.is_file()]
-            elif path.exists():
-                found = [(path, False)]
-            else:
-                raise InputError(f"{path}: no such file or directory")
-            for file, in_directory in found:
-                if in_directory and not readable(file):
-                    inputs.skipped.append((file, "not .json, .ndjson or .jsonl (or one of them gzipped)"))
-                    continue
+            for file, in_directory in walk([path], inputs.skipped):
                 key = file.resolve()
                 if key not in seen:                 # a file named twice, or also in a directory named, is read once
                     seen.add(key)
@@ -481,8 +473,7 @@ def load_share(inputs: Inputs, part: int = 0, parts: int = 1, skipped: list[tupl
                 _ndjson_share(stream, str(path), file, part, parts, index, strays, copies, problems)
             continue
         else:
-            with open_bytes(path) as stream, gzip_errors(path):
-                name, data = str(path), stream.read()
+            name, data = str(path), read_bytes(path)
         document = decode_document(data, name)
         if found and not is_resource(document):
             if skipped is not None:
@@ -510,8 +501,7 @@ def _read_again(inputs: Inputs, positions: set[int]) -> Iterator[tuple[int, str,
         elif is_ndjson(path):
             name, data, stream = str(path), b"", open_bytes(path)
         else:
-            with open_bytes(path) as raw, gzip_errors(path):
-                name, data, stream = str(path), raw.read(), None
+            name, data, stream = str(path), read_bytes(path), None
         if stream is None:
             yield from _resources_at(decode_document(data, name), name, base, positions)
             continue
@@ -530,17 +520,22 @@ def _resources_at(document: Any, where: str, position: int, positions: set[int],
                   ) -> Iterator[tuple[int, str, dict[str, Any]]]:
     if not is_resource(document):
         return
-    entries = document_resources(document, where, []) if document["resourceType"] == "Bundle" else [(where, document)]
-    for seq, (location, resource) in enumerate(entries):
+    for seq, (location, resource) in enumerate(document_resources(document, where, [])):
         if position | seq << _ENTRY in positions:
             yield position | seq << _ENTRY, location, resource
+
+
+def _load_all(inputs: Inputs) -> PatientIndex:
+    """Every patient, in this process (the one share of one), with the copies met reported; not yet finished."""
+    index, _, copies = load_share(inputs, 0, 1, inputs.skipped)
+    copies.report(inputs, index)
+    return index
 
 
 def load(paths: Iterable[str | Path]) -> PatientIndex:
     """Every patient's data from files, in this process; files skipped in a directory are listed as problems."""
     inputs = Inputs.of(paths)
-    index, _, copies = load_share(inputs, skipped=inputs.skipped)
-    copies.report(inputs, index)
+    index = _load_all(inputs)
     index.problems += (Problem(str(path), f"{why}: not read") for path, why in inputs.skipped)
     return index.finish()
 
@@ -610,9 +605,7 @@ def map_shares(inputs: Inputs, task: Task, workers: int | None = None) -> Iterat
     workers = worker_count(workers)
     if workers == 1:
         with no_gc():
-            index, _, copies = load_share(inputs, 0, 1, inputs.skipped)
-            copies.report(inputs, index)
-            result = task(index.finish(), 0)
+            result = task(_load_all(inputs).finish(), 0)
         yield result
         return
     context = multiprocessing.get_context("fork")
