@@ -145,7 +145,7 @@ def test_patients_only_in_a_later_part_give_the_one_worker_bytes(tmp_path, monke
 def test_a_part_may_not_outgrow_its_region(tmp_path):
     verdicts = list(screen(index_resources(candidate("p1").resources).patients.values(), [CMM_EM], AS_OF))
     regions = Regions(tmp_path / "screening.json", 2, stride=4096, block=16)
-    writer = Part(tmp_path, 0, [CMM_EM], regions=regions)
+    writer = Part(0, [CMM_EM], regions=regions)
     with pytest.raises(OSError, match="part 0 outgrew its region"):
         writer.add_all(verdicts * 10)
 

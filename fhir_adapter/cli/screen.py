@@ -118,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
         for failure in written.failures:
             print(failure.describe(), file=sys.stderr)
         status = 0 if written.ok else 1
-    names = ["screening.json", "screening.csv", "report.html"] + (["problems.csv"] if result.problems else [])
-    for name in names:
+    for name in screening.reports:
         print(f"wrote {args.out / name}")
     if result.problems:                         # where only: a problem's text may quote patient data
         print(f"{len(result.problems)} input record(s) could not be used (the first at {result.problems[0].where}): "

@@ -360,7 +360,6 @@ class _Output:
     """NDJSON per resource type, the rejects file, and optional transaction bundles."""
 
     def __init__(self, out_dir: Path, bundle_size: int | None) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
         for stale in [*(out_dir / f"{t}.ndjson" for t in RESOURCE_TYPES), out_dir / REJECTS, out_dir / SUMMARY,
                       *sorted((out_dir / "bundles").glob("bundle-*.json"))]:

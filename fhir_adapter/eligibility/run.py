@@ -37,11 +37,11 @@ class RunResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _screen_share(index: PatientIndex, part: int, out: Path, trials: list[Trial], as_of: dt.date,
+def _screen_share(index: PatientIndex, part: int, trials: list[Trial], as_of: dt.date,
                   html_candidates: int, keep_statuses: bool, regions: Regions,
                   ) -> tuple[PartSummary, list[Problem], int, int]:
     alive, problems = screenable(sorted(index.patients.values(), key=lambda p: order_key(p.id)), as_of)
-    writer = Part(out, part, trials, regions, html_candidates, keep_statuses)
+    writer = Part(part, trials, regions, html_candidates, keep_statuses)
     summary = writer.add_all(screen(alive, trials, as_of))
     return summary, index.problems + problems, index.read, index.used
 
@@ -71,7 +71,7 @@ def screen_files(paths: Iterable[str | Path], trials: list[Trial], out: Path, as
         regions = plan(out, parts)          # before the workers fork: they write into the regions laid out
 
         def task(index: PatientIndex, part: int) -> Any:
-            return _screen_share(index, part, out, trials, as_of, html_candidates, keep_statuses, regions)
+            return _screen_share(index, part, trials, as_of, html_candidates, keep_statuses, regions)
 
         shares = list(map_shares(inputs, task, parts))
         screened = time.perf_counter()
@@ -90,7 +90,7 @@ def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with replacing(out):
-        summary, problems, read, used = _screen_share(index, 0, out, trials, as_of, html_candidates, keep_statuses,
+        summary, problems, read, used = _screen_share(index, 0, trials, as_of, html_candidates, keep_statuses,
                                                       plan(out, 1))
         screened = time.perf_counter()
         problems = _problems(problems)
@@ -125,8 +125,7 @@ class ServerScreening:
     @property
     def files(self) -> list[Path]:
         """screening.json, screening.csv, report.html (and problems.csv when some input was unusable)."""
-        names = ["screening.json", "screening.csv", "report.html"] + (["problems.csv"] if self.run.problems else [])
-        return [self.out / name for name in names]
+        return [self.out / name for name in self.run.screening.reports]
 
 
 def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = None, out: Path | str = "screening",

@@ -112,7 +112,6 @@ class Part:
     the parts of screening.json go (`plan`); screening.csv's parts are files of their own.
     """
 
-    out: Path
     number: int
     trials: list[Trial]
     regions: Regions
@@ -246,6 +245,11 @@ class Screening:
     problems: list[Any] = field(default_factory=list)
     source: str = ""
 
+    @property
+    def reports(self) -> tuple[str, ...]:
+        """The files a run writes: REPORTS, problems.csv only when some input could not be used."""
+        return REPORTS if self.problems else REPORTS[:-1]
+
 
 def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str, html_candidates: int = HTML_CANDIDATES,
            problems: list[Any] | None = None, source: str = "") -> Screening:
@@ -283,8 +287,7 @@ def finish(out: Path, parts: list[PartSummary], trials: list[Trial], as_of: str,
     write_html(working(out / "report.html"), screening, html_candidates)
     if screening.problems:
         _write_problems(working(out / "problems.csv"), screening.problems)
-    made = REPORTS if screening.problems else REPORTS[:-1]
-    for name in made:                                               # all made: put in place together
+    for name in screening.reports:                                               # all made: put in place together
         os.replace(working(out / name), out / name)
     if not screening.problems:
         (out / "problems.csv").unlink(missing_ok=True)
