@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 BOM = b"\xef\xbb\xbf"
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -40,13 +40,22 @@ def not_utf8(where: str, exc: UnicodeDecodeError) -> InputError:
     return InputError(f"{where}: not UTF-8 text (byte {exc.start}): {exc.reason}")
 
 
-def decode_document(data: bytes, name: str) -> Any:
-    """One JSON document from bytes, a leading byte order mark allowed; errors name `name`."""
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 bytes as text, a leading byte order mark left out; bytes that are not UTF-8 name `name`."""
     try:
-        text = data.removeprefix(BOM).decode("utf-8")
+        return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise not_utf8(name, exc) from None
-    return decode(text, name)
+
+
+def decode_document(data: bytes, name: str) -> Any:
+    """One JSON document from bytes, a leading byte order mark allowed; errors name `name`."""
+    return decode(decode_text(data, name), name)
+
+
+def stdin_text(stream: TextIO) -> str:
+    """What a text stream (stdin) holds, a leading byte order mark left out."""
+    return stream.read().removeprefix("\ufeff")
 
 
 def read_json(path: str | Path) -> Any:
@@ -168,7 +177,7 @@ def file_documents(path: Path, found: bool = False, skipped: list[Path] | None =
     explicitly must always be FHIR.
     """
     if str(path) == "-":
-        text = sys.stdin.read().removeprefix("\ufeff")
+        text = stdin_text(sys.stdin)
         try:  # one JSON document, or else NDJSON
             yield "<stdin>", json.loads(text)
         except json.JSONDecodeError:

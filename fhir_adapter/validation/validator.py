@@ -30,15 +30,16 @@ from typing import Any
 from ..ehr.checking import ShapeCheck
 from ..render import check_version
 from ..sources import (
-    BOM,
     InputError,
-    decode_document,
+    decode,
+    decode_text,
     gzip_errors,
     is_ndjson,
     is_resource,
     open_bytes,
     read_bytes,
     skip_bom,
+    stdin_text,
     walk,
 )
 from .bundles import bundle_issues
@@ -263,7 +264,8 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
     elif kind == "file":
         data = read_bytes(Path(source))         # a damaged gzip file stops the run, as one of NDJSON does
         try:
-            document = decode_document(data, source)
+            text = decode_text(data, source)
+            document = decode(text, source)
         except InputError as exc:
             results = [Result(source, "(malformed JSON)", (Issue("error", "(file)", str(exc), rule="json",
                                                                  source=source),))]
@@ -274,10 +276,7 @@ def _run(task: tuple[str, str, int, Any]) -> tuple[list[Result], Counts]:
                     "information", "(file)", "not a FHIR resource (no resourceType): not validated",
                     rule="not-a-resource", source=source),))]
             else:
-                # the text only gives a Bundle's entries their lines (`_entry_lines`)
-                bundle = is_resource(document) and document["resourceType"] == "Bundle"
-                text = data.removeprefix(BOM).decode("utf-8") if bundle else None
-                results = _worker.document(source, document, text)
+                results = _worker.document(source, document, text)    # the text gives entries their lines
     else:  # a parsed document
         results = _worker.document(source, payload)
     if _every_resource:
@@ -315,7 +314,7 @@ def _ndjson_chunks(path: Path) -> Iterator[tuple[str, str, int, Any]]:
 def _tasks(paths: Iterable[str | Path], stdin: Any) -> Iterator[tuple[str, str, int, Any]]:
     for path, found in walk(paths):
         if str(path) == "-":
-            text = stdin.read().removeprefix("\ufeff")
+            text = stdin_text(stdin)
             try:  # one JSON document, or else NDJSON
                 yield "document", STDIN, 0, json.loads(text)
             except json.JSONDecodeError:

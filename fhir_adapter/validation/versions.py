@@ -68,9 +68,9 @@ def other_version_element(resource: Any, fhir_version: str) -> tuple[str, str] |
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return None
     version = check_version(fhir_version)
-    rtype = resource["resourceType"]
-    path = _first(resource, rtype, version, other_version(version), rtype)
-    return (other_version(version), path) if path else None
+    rtype, theirs = resource["resourceType"], other_version(version)
+    path = _first(resource, rtype, version, theirs, rtype)
+    return (theirs, path) if path else None
 
 
 def _first(data: dict[str, Any], type_name: str, mine: str, theirs: str, location: str) -> str | None:
