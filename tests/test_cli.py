@@ -93,3 +93,17 @@ def test_every_date_option_takes_the_same_dates(verb, given, told, capsys, tmp_p
     assert stop.value.code == 2 and told in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert cli.date_option("2999-12-31").year == 2999 and cli.date_option("1900-01-01").year == 1900
+
+
+def test_an_output_directory_in_use_is_a_usage_error_for_every_verb(monkeypatch, capsys, tmp_path):
+    """`main` turns OutputInUse into one line and exit 2 for every verb (demo met it as a traceback when a
+    second demo wrote into the same --out)."""
+    from fhir_adapter import demo
+    from fhir_adapter.outdir import OutputInUse
+
+    def busy(*args, **kwargs):
+        raise OutputInUse(f"{tmp_path}: another run is writing mapped resources there")
+    monkeypatch.setattr(demo, "run_demo", busy)
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (f"fhir-adapter demo: error: {tmp_path}: another run is writing mapped "
+                                               "resources there")

@@ -2,8 +2,9 @@
 
 Exit status: 0 success, 1 the work ran but found problems (rejects, invalid resources, failed entries) or a
 server failed (`main` prints its error, a FHIR server's OperationOutcome included), 2 usage or input error (a
-server that cannot take what is asked too); 141 (128 + SIGPIPE, as a shell reports a command its pipe closed
-on) when the reader of stdout went away early (`... | head`), quietly.
+server that cannot take what is asked, an output directory another run is writing, too); 141 (128 + SIGPIPE,
+as a shell reports a command its pipe closed on) when the reader of stdout went away early (`... | head`),
+quietly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .. import __version__
 from ..client import FhirClient
 from ..client.exceptions import AuthError, CapabilityError, FhirClientError
 from ..client.options import client_from_args
+from ..outdir import OutputInUse
 from ..server import ServerError
 from ..sources import InputError
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         # flush at exit does not fail again (the recipe of the Python docs, signal module, "Note on SIGPIPE").
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except (UsageError, InputError, FileNotFoundError) as exc:
+    except (UsageError, InputError, OutputInUse, FileNotFoundError) as exc:
         print(f"fhir-adapter {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except (FhirClientError, ServerError) as exc:   # unreachable, refused, or what the server said went wrong

@@ -51,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_map(args: argparse.Namespace) -> int:
     from ..ehr import ColumnMapError, map_extract
-    from ..outdir import OutputInUse
 
     if args.bundles is not None and args.bundles < 1:
         raise UsageError("--bundles takes a bundle size of at least 1")
@@ -61,7 +60,7 @@ def run_map(args: argparse.Namespace) -> int:
         summary = map_extract(args.extract, args.out, args.fhir_version, validate=not args.no_validate,
                               bundle_size=args.bundles, column_map=args.column_map, workers=args.workers,
                               extracted_on=args.extracted_on, keep_rejects=SHOWN_REJECTS)
-    except (ColumnMapError, OutputInUse) as exc:
+    except ColumnMapError as exc:
         raise UsageError(str(exc)) from None
     width = max(len(name) for name in summary.tables)
     print(f"{'table':<{width}}  {'file':<18} {'read':>9} {'converted':>9} {'rejected':>9}")

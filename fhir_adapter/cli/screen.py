@@ -58,7 +58,6 @@ def _output_directory(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eligibility.run import screen_files, screen_server
     from ..eligibility.trials import load_trials
-    from ..outdir import OutputInUse
     from ..report.writers import HTML_CANDIDATES
 
     if bool(args.server) == bool(args.input):
@@ -91,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
             result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
-    except OutputInUse as exc:
-        raise UsageError(str(exc)) from None
     except OSError as exc:                      # an input file that cannot be read, a report that cannot be written
         if exc.filename is None:
             raise
