@@ -106,6 +106,8 @@ def test_directories_read_jsonl_any_case_and_gzip_and_note_what_they_skip(tmp_pa
     result = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=2)
     assert result.read == len(resources) and verdicts(tmp_path / "out") == {"Patient/p1": "eligible"}
     assert [p.name for p, _ in result.skipped] == ["notes.txt", "rows.csv.gz"]
+    twice = screen_files([tmp_path / "in", tmp_path / "in" / ".."  / "in"], [CMM_EM], tmp_path / "twice", AS_OF)
+    assert [p.name for p, _ in twice.skipped] == ["notes.txt", "rows.csv.gz"]        # a directory named twice
     assert main(["screen", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "cli")]) == 0
     assert f"note: skipped {tmp_path / 'in' / 'notes.txt'}: not .json, .ndjson or .jsonl" in capsys.readouterr().err
     (tmp_path / "bad.ndjson.gz").write_bytes(b"not gzip")

@@ -418,6 +418,7 @@ class Inputs:
         """The inputs named by files, directories (their .json, .ndjson and .jsonl files, also gzipped) and `-`;
         a path that does not exist is an `InputError`."""
         inputs, seen = cls(), set()
+        skipped: list[tuple[Path, str]] = []
         for given in paths:
             path = Path(given)
             if str(given) == "-":
@@ -426,11 +427,15 @@ class Inputs:
                     inputs.stdin = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
                     inputs.files.append((path, False))
                 continue
-            for file, in_directory in walk([path], inputs.skipped):
+            for file, in_directory in walk([path], skipped):
                 key = file.resolve()
                 if key not in seen:                 # a file named twice, or also in a directory named, is read once
                     seen.add(key)
                     inputs.files.append((file, in_directory))
+        once: dict[Path, tuple[Path, str]] = {}   # a directory named twice: its skipped files told once
+        for file, why in skipped:
+            once.setdefault(file.resolve(), (file, why))
+        inputs.skipped = list(once.values())
         return inputs
 
 
