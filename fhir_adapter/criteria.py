@@ -31,8 +31,10 @@ KINDS: tuple[str, ...] = ("inclusion", "exclusion")
 #: number: compared with an interval; code: one concept name from mappings/terminology.yaml;
 #: boolean: present or absent. `window` (a look-back before the screening date) applies where noted.
 #: `unrecorded: manual review`: records of this kind are often not in an EHR extract at all (procedures,
-#: allergies); a patient with none leaves a line testing only this fact unknown without holding the verdict
-#: (like a line for manual review), while a record found, or records without the subject, decide it.
+#: allergies); a line testing only such facts, unknown only because the patient has none (read as absent they
+#: would decide it), does not hold the verdict (like a line for manual review). A record found, or records
+#: without the subject, decide it; a record that cannot (a transplant without a date under a window) leaves it
+#: unknown and holding the verdict like any other line.
 FACTS: dict[str, dict[str, str]] = {
     "age": {"value": "number", "unit": "a", "about": "age in whole years at the screening date"},
     "sex": {"value": "code", "about": "administrative gender (male, female, other, unknown)"},

@@ -243,7 +243,7 @@ def test_manual_criteria_are_listed_but_do_not_decide():
 def test_lines_on_records_an_extract_may_lack_are_reviewed_when_the_patient_has_none():
     """A procedure or allergy line: with no Procedure (AllergyIntolerance) at all it is unknown, left to manual
     review without holding the verdict; a record found decides it, and so do records without the one sought.
-    A transplant without a date under a window is unknown too, and left to the same review."""
+    A transplant without a date under a window is unknown from a record the patient has: it holds the verdict."""
     trial = Trial("T", "T", tuple(Criterion.from_dict(c) for c in [
         {"linkId": "inc-1", "kind": "inclusion", "text": "adult", "rule": {"fact": "age", "at-least": 18}},
         {"linkId": "exc-1", "kind": "exclusion", "text": "transplant in a year",
@@ -267,13 +267,44 @@ def test_lines_on_records_an_extract_may_lack_are_reviewed_when_the_patient_has_
     undated = Chart()
     undated.procedure("haematopoietic-stem-cell-transplant", None)
     verdict = verdict_of(undated, trial)
-    assert verdict.criteria[1].result == "unknown" and verdict.verdict == ELIGIBLE
+    assert verdict.criteria[1].result == "unknown" and verdict.verdict == NEEDS_REVIEW
     assert "without a date" in verdict.criteria[1].reason and verdict.criteria[1].evidence
+    assert [m.split(":")[0] for m in verdict.missing] == ["exc-1"]      # exc-2: no allergy records, still waived
+    assert pickle.loads(pickle.dumps(verdict)).missing == verdict.missing
+    history = Chart()                       # a transplant known only from a problem-list entry without a date
+    history.condition("haematopoietic-stem-cell-transplant")
+    verdict = verdict_of(history, trial)
+    assert verdict.criteria[1].result == "unknown" and verdict.verdict == NEEDS_REVIEW
     transplanted = Chart()
     transplanted.procedure("haematopoietic-stem-cell-transplant", 365)                 # 2024-06-01: in the window
     verdict = verdict_of(transplanted, trial)
     assert verdict.verdict == INELIGIBLE and verdict.deciding == ["exc-1"]
     assert verdict.criteria[1].evidence == (f"Procedure/{transplanted.resources[-1]['id']}",)
+
+
+def test_a_line_mixing_records_the_patient_has_and_lacks_holds_only_for_what_the_records_leave_open():
+    """A line is waived only when every innermost unknown under it is a fact the patient has no records of."""
+    trial = Trial("T", "T", (Criterion.from_dict(
+        {"linkId": "exc-1", "kind": "exclusion", "text": "transplant in a year while allergic to codeine",
+         "rule": {"all-of": [{"fact": "procedure", "subject": "stem-cell-transplants", "window": "12 mo",
+                              "present": True},
+                             {"fact": "allergy", "subject": "codeine", "present": True}]}}),))
+
+    def outcome(days: int | None = None) -> tuple[str, list[str]]:
+        chart = Chart()
+        if days != 0:
+            chart.procedure("haematopoietic-stem-cell-transplant", days)
+        verdict = verdict_of(chart, trial)
+        assert verdict.criteria[0].result == "unknown"
+        return verdict.verdict, [m.split(":")[0] for m in verdict.missing]
+
+    assert outcome(0) == (ELIGIBLE, [])                 # no procedures, no allergies: both left to the site
+    assert outcome(100) == (ELIGIBLE, [])               # transplant in the window: only the allergy is open
+    assert outcome(None) == (NEEDS_REVIEW, ["exc-1"])   # undated transplant: open from a record the patient has
+    chart = Chart()
+    chart.procedure("haematopoietic-stem-cell-transplant", 700)                       # before the window
+    verdict = verdict_of(chart, trial)
+    assert verdict.criteria[0].result == "not-met" and verdict.verdict == ELIGIBLE
 
 
 def test_verdict_cites_the_resources_it_used():
@@ -334,7 +365,8 @@ def test_the_unrolled_two_part_combination_agrees_with_the_general_case(operator
                     rules=(None,) * 4,
                     compared=tuple((slot, slot, present, engine._PRESENT, None, "", True) for slot in (0, 1)),
                     combined=((2, (0, 1), engine._DECIDES[operator], joiner, True),
-                              (3, (0, 1, 0), engine._DECIDES[operator], joiner, True)))
+                              (3, (0, 1, 0), engine._DECIDES[operator], joiner, True)),
+                    waivable=())
                 s = engine.PatientScreening(Chart().data(), facts.Clock(AS_OF), plan)
                 assert (s.results[2], s.reasons[2], s.evidence[2], s.rule_json[2]) == (
                     s.results[3], s.reasons[3], s.evidence[3], s.rule_json[3]), (ra, rb, detail_b, evidence_b)

@@ -12,7 +12,8 @@ rule) are listed with the result `unknown` and the reason "manual review", and d
 they are checked at the screening visit whatever the data say. A sub-item without a rule inside a computable
 line is unknown and counts through its line's combination. A line on procedures or allergies, which many
 extracts do not hold, decides when the patient has such records, and is left to that review (unknown, not
-holding the verdict) when the patient has none.
+holding the verdict) when it is unknown only because the patient has none; unknown from a record (a
+transplant without a date), it holds the verdict like any other line.
 
 Facts are computed once per patient and screening (the four trials share most of them), and each distinct
 rule is judged once per patient.
@@ -233,6 +234,8 @@ class Node:
         return MANUAL
 
 
+_NONE: frozenset[int] = frozenset()
+
 _CACHED = 50_000          # distinct sub-item results remembered per trial (more are computed each time)
 
 
@@ -291,8 +294,8 @@ class TrialPlan:
         self.nodes = tuple(nodes)
         self.order = tuple(sorted(range(len(nodes)), key=lambda i: -i))   # sub-items (later) before parents
         self.decisive = tuple(i for i in self.top if not nodes[i].manual)
-        #: lines testing a fact often not in an extract (criteria.FACTS `unrecorded`): unknown, they do not hold
-        #: the verdict, like a line for manual review; a record found (or records without it) decides them
+        #: lines testing facts often not in an extract (criteria.FACTS `unrecorded`): unknown only for lack of
+        #: such records (`PatientScreening.waived`), they do not hold the verdict, like a line for manual review
         self.unrecorded = frozenset(i for i in self.decisive if _unrecorded_review(nodes[i].criterion))
         self.slots = tuple(dict.fromkeys(n.slot for n in nodes if n.slot is not None))   # each rule once
         #: what the site checks by hand: lines no data decides, lines decided only in part ("exc-2 (in part)"),
@@ -320,7 +323,10 @@ class TrialPlan:
         self._combined = tuple((i, _DECIDES["all-of" if nodes[i].combine in (None, "all-of") else "any-of"],
                                 nodes[i].children)
                                for i in self.order if nodes[i].slot is None and nodes[i].children)
-        self._decisive = tuple((i, nodes[i].loses, i not in self.unrecorded) for i in self.decisive)
+        # top-level lines deciding the verdict: (line, the result that loses, its rule's slot if an unknown of it
+        # may be waived, else -1)
+        self._decisive = tuple((i, nodes[i].loses, nodes[i].slot if i in self.unrecorded else -1)
+                               for i in self.decisive)
         lines = [i for i in range(len(nodes)) if nodes[i].fixed is None and nodes[i].slot is None]
         self.json_slots = frozenset(n.slot for n in nodes if n.fixed is None and n.slot is not None)
         below: dict[int, tuple[int, ...]] = {}     # a line and every line under it, parents first
@@ -347,19 +353,20 @@ class TrialPlan:
         self._format = "".join(text).encode()                  # bytes: most of a line is fixed non-ASCII text
         self._pick_values = operator.itemgetter(*places)
 
-    def outcome(self, rule_results: list[str]) -> tuple[tuple[str, ...], str]:
-        """Every line's result and the verdict, from the results of the plan's rules (with UNKNOWN at the end)."""
+    def outcome(self, rule_results: list[str], waived: frozenset[int] = _NONE) -> tuple[tuple[str, ...], str]:
+        """Every line's result and the verdict, from the results of the plan's rules (with UNKNOWN at the end);
+        `waived`: the rules unknown only for lack of records (`PatientScreening.waived`)."""
         results = list(self._pick_results(rule_results))
         for i, (decisive, other), children in self._combined:
             mine = [results[c] for c in children]
             results[i] = decisive if decisive in mine else other if mine.count(other) == len(mine) else UNKNOWN
         verdict = ELIGIBLE
-        for i, loses, holds in self._decisive:
+        for i, loses, waiver in self._decisive:
             r = results[i]
             if r == loses:
                 verdict = INELIGIBLE
                 break
-            if r == UNKNOWN and holds:
+            if r == UNKNOWN and waiver not in waived:
                 verdict = NEEDS_REVIEW
         return tuple(results), verdict
 
@@ -398,6 +405,12 @@ class TrialPlan:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (candidates sent back from worker processes) without the cache of combined lines."""
         return {**self.__dict__, "_line_pieces": {}}
+
+    def holding(self, results: tuple[str, ...], waived: frozenset[int]) -> Iterator[int]:
+        """The top-level lines whose unknown holds the verdict (every unknown one but the waived)."""
+        for i, _, waiver in self._decisive:
+            if results[i] == UNKNOWN and waiver not in waived:
+                yield i
 
     def parent_reason(self, node: Node, results: tuple[str, ...]) -> str:
         key = (node.index, tuple(results[i] for i in node.children))
@@ -450,6 +463,10 @@ class Plan:
 
         self.trials = [TrialPlan(t, slot) for t in trials]
         self.rules: tuple[Rule | Combination, ...] = tuple(slot_of)          # in slot order
+        self.parts = tuple(parts)
+        self.fact_at = tuple(fact_at)
+        #: the rules of lines whose unknown may be waived (TrialPlan.unrecorded)
+        self.waivable = tuple(dict.fromkeys(t.nodes[i].slot for t in self.trials for i in sorted(t.unrecorded)))
         rules = self.rules
         #: per fact: its evaluator, subject and window; per slot, in order: what judging it needs
         self.calls = tuple((_evaluator(name), subject, window) for name, subject, window in fact_of)
@@ -462,6 +479,14 @@ class Plan:
         self.combined = tuple((slot, parts[slot], _DECIDES[rule.operator],  # type: ignore[union-attr]
                                " and " if rule.operator == "all-of" else " or ", slot in written)  # type: ignore[union-attr]
                               for slot, rule in enumerate(rules) if fact_at[slot] < 0)
+
+    def waives(self, slot: int, facts: list[Fact], results: list[str]) -> bool:
+        """Whether rule `slot`, unknown, is unknown only for lack of records: every innermost unknown under
+        it is a fact the patient has no records of at all (`Fact.unrecorded`)."""
+        parts = self.parts[slot]
+        if not parts:
+            return facts[self.fact_at[slot]].unrecorded
+        return all(self.waives(p, facts, results) for p in parts if results[p] == UNKNOWN)
 
 
 def _evaluator(name: str) -> Evaluator:
@@ -486,7 +511,7 @@ class PatientScreening:
     them), into flat lists of results, reasons and evidence, with the JSON of each finding a trial shows.
     """
 
-    __slots__ = ("patient", "clock", "plan", "results", "reasons", "evidence", "rule_json", "_head")
+    __slots__ = ("patient", "clock", "plan", "results", "reasons", "evidence", "rule_json", "waived", "_head")
 
     def __init__(self, patient: PatientData, clock: Clock, plan: Plan) -> None:
         self.patient = patient
@@ -543,6 +568,12 @@ class PatientScreening:
         self.reasons = reasons
         self.evidence = evidence
         self.rule_json = rule_json
+        #: the rules unknown only because the patient has no records of their kind (they do not hold a verdict)
+        waived = _NONE
+        for slot in plan.waivable:
+            if results[slot] == UNKNOWN and plan.waives(slot, facts, results):
+                waived = waived | {slot}
+        self.waived = waived
         self._head: bytes | None = None
 
     def finding(self, slot: int) -> Finding:
@@ -569,21 +600,23 @@ class PatientScreening:
         return _evidence_json(tuple(dict.fromkeys(evidence)))
 
     def verdict(self, plan: TrialPlan) -> Verdict:
-        found = plan.outcome(self.results)
-        return Verdict(self.patient.reference, plan.trial.id, found[1], found[0], plan, self)
+        waived = self.waived
+        found = plan.outcome(self.results, waived)
+        return Verdict(self.patient.reference, plan.trial.id, found[1], found[0], plan, self, waived)
 
 
 class Verdict:
     """A patient against a trial: the verdict and every criterion's result (`criteria`: top-level lines)."""
 
-    __slots__ = ("patient", "trial", "verdict", "results", "_plan", "_screening", "_criteria", "_done")
+    __slots__ = ("patient", "trial", "verdict", "results", "waived", "_plan", "_screening", "_criteria", "_done")
 
     def __init__(self, patient: str, trial: str, verdict: str, results: tuple[str, ...], plan: TrialPlan,
-                 screening: PatientScreening | None) -> None:
+                 screening: PatientScreening | None, waived: frozenset[int] = _NONE) -> None:
         self.patient = patient
         self.trial = trial
         self.verdict = verdict
         self.results = results
+        self.waived = waived                # rules unknown only for lack of records (PatientScreening.waived)
         self._plan = plan
         self._screening = screening
         self._criteria: tuple[CriterionResult, ...] | None = None
@@ -659,8 +692,7 @@ class Verdict:
         """What is missing to decide: `linkId: reason` of each unknown line (the innermost ones)."""
         nodes, results = self._plan.nodes, self.results
         return [f"{nodes[j].criterion.link_id}: {self._reason(j)}"
-                for i in self._plan.decisive if results[i] == UNKNOWN and i not in self._plan.unrecorded
-                for j in self._open(i)]
+                for i in self._plan.holding(results, self.waived) for j in self._open(i)]
 
     @property
     def deciding(self) -> list[str]:
@@ -695,7 +727,8 @@ class Verdict:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (between processes) with its criteria worked out, without the patient's data."""
         return {"patient": self.patient, "trial": self.trial, "verdict": self.verdict, "results": self.results,
-                "_plan": self._plan, "_screening": None, "_criteria": self.criteria, "_done": self._lines()}
+                "waived": self.waived, "_plan": self._plan, "_screening": None, "_criteria": self.criteria,
+                "_done": self._lines()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for key, value in state.items():

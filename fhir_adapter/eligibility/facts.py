@@ -44,8 +44,9 @@ Closed or open world, fact by fact (what absence of data means):
   when the patient has any Condition (a problem list exists); unknown without one.
 - procedure: a Procedure of the value set done (completed, in progress or stopped) inside the window (its day, a
   period's last day), or ever without a window; one without a date counts for "ever" and is unknown under a
-  window. Closed world when the patient has any Procedure; unknown without one, and then, since extracts often
-  hold none, its line is left to manual review instead of holding the verdict (criteria.FACTS `unrecorded`).
+  window. Closed world when the patient has any Procedure; unknown without one (`Fact.unrecorded`), and then,
+  since extracts often hold none, its line is left to manual review instead of holding the verdict
+  (criteria.FACTS `unrecorded`); an unknown from a record (a transplant without a date) holds it as any does.
 - allergy: an active (or status-less) AllergyIntolerance to a substance of the value set, not refuted, recorded
   by the screening date; unconfirmed ones count and say so. Closed world and manual review like procedure.
 - lab-positive, lab-value: the latest result of the test (inside the window when given). Open world:
@@ -96,12 +97,15 @@ class Fact(NamedTuple):
     """One fact for one patient. `value` None: unknown, and `detail` says what is missing.
 
     For numbers, `value` is the lowest and `upper` the highest the fact may be (None: exactly `value`).
+    `unrecorded`: unknown only because the patient has no records of the kind at all (criteria.FACTS
+    `unrecorded`), which the engine leaves to manual review.
     """
 
     value: Any
     evidence: tuple[str, ...] = ()
     detail: str = ""
     upper: float | None = None
+    unrecorded: bool = False
 
     @property
     def known(self) -> bool:
@@ -768,8 +772,8 @@ def condition(patient: PatientData, subject: str | None, window: Window | None, 
 
 
 # ------------------------------------------------------------------------------------------ procedures, allergies
-# An EHR extract often holds no procedures or allergies at all: a patient with none leaves these facts unknown,
-# and their lines stay with the site's manual review (criteria.FACTS `unrecorded`).
+# An EHR extract often holds no procedures or allergies at all: a patient with none leaves these facts unknown
+# (`Fact.unrecorded`), and their lines stay with the site's manual review (criteria.FACTS `unrecorded`).
 
 @evaluator("procedure")
 def procedure(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
@@ -795,7 +799,7 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
             undated.append(c.ref)       # may be either side of the window's start
     if not done and not undated and not patient.procedure_records:
         return Fact(None, (), f"no Procedure recorded for the patient (the extract may hold none), so {label} "
-                              f"{where} cannot be ruled out: manual review")
+                              f"{where} cannot be ruled out: manual review", unrecorded=True)
     if done:
         done.sort()
         return Fact(True, tuple(ref for _, ref in done),
@@ -813,7 +817,7 @@ def allergy(patient: PatientData, subject: str | None, window: Window | None, cl
     label = _label(subject or "")
     if not patient.allergy_records:
         return Fact(None, (), f"no AllergyIntolerance recorded for the patient (the extract may hold none), so an "
-                              f"allergy to {label} cannot be ruled out: manual review")
+                              f"allergy to {label} cannot be ruled out: manual review", unrecorded=True)
     found = [(mine, ref, verification) for concepts, ref, verification, when in patient.allergies
              if (mine := concepts & wanted) and (when is None or when <= clock.as_of)]
     if found:
