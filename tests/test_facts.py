@@ -452,6 +452,23 @@ def test_relapses_as_observation_or_condition_and_one_event_recorded_twice():
     assert found.value == 2 and len(found.evidence) == 3
 
 
+def test_a_relapse_that_began_before_the_window_and_was_recorded_again_inside_it_is_not_in_the_window():
+    """One relapse, a Condition with its onset 70 days ago and an Observation at the visit 45 days ago: it did
+    not occur in the last 60 days (records less than 30 days after its first are the same relapse)."""
+    chart = Chart()
+    chart.edss(3.0, 10)
+    onset = chart.relapse(70, as_condition=True)
+    visit = chart.relapse(45)
+    found = chart.fact("relapse-count", window="60 d")
+    assert (found.value, found.upper) == (0, None)
+    assert "of the relapse with onset 2025-03-23, before the window" in found.detail
+    assert {f"Condition/{onset['id']}", f"Observation/{visit['id']}"} <= set(found.evidence)
+    assert chart.fact("relapse-count", window="12 mo").value == 1
+    chart.relapse(20)                   # 50 days after the first record: a new relapse, in the window
+    found = chart.fact("relapse-count", window="60 d")
+    assert found.value == 1 and "onset 2025-05-12" in found.detail
+
+
 def test_relapse_severity_minimum_and_unknown_severity():
     chart = Chart()
     chart.edss(3.0, 10)

@@ -21,7 +21,8 @@ Closed or open world, fact by fact (what absence of data means):
 - edss-progression: the latest EDSS in the window against the earliest one before it in the window; met
   when it rose by 1.0 (latest <= 5.0) or 0.5 (latest >= 5.5). Unknown with fewer than two EDSS in the window.
 - relapse-count: relapses with onset in the window, as Observation or Condition, records less than 30 days
-  apart counting as one relapse; `subject` is a minimum severity (mild, moderate, severe), and a relapse
+  after a relapse's first record counting as that relapse (one that began before the window and was recorded
+  again inside it is not in the window); `subject` is a minimum severity (mild, moderate, severe), and a relapse
   without severity then counts as maybe. Relapses are recorded at MS visits, so the count is closed only when
   the patient has an MS follow-up record (EDSS, MRI lesion count or relapse) on or after the window start;
   otherwise it is a lower bound ("at least n").
@@ -447,13 +448,15 @@ def relapse_count(patient: PatientData, subject: str | None, window: Window | No
     minimum = SEVERITY_RANK.get(subject or "", 0)
     if subject and not minimum:
         raise KeyError(f"relapse-count subject {subject!r}: use a minimum severity ({', '.join(SEVERITY_RANK)})")
-    relapses = _upto(patient.relapses, clock, window)
-    counted: list[tuple] = []
-    for item in relapses:           # one relapse per 30 days: a later record of the same event merges into it
-        if counted and item[0] - counted[-1][0][0] < SAME_RELAPSE:
-            counted[-1].append(item)
+    episodes: list[list[tuple]] = []
+    for item in _upto(patient.relapses, clock):     # one relapse per 30 days: a later record of it merges into it
+        if episodes and item[0] - episodes[-1][0][0] < SAME_RELAPSE:
+            episodes[-1].append(item)
         else:
-            counted.append([item])
+            episodes.append([item])
+    start = clock.since(window)
+    counted = [e for e in episodes if e[0][0] >= start]        # a relapse is in the window by its onset
+    begun = [e for e in episodes if e[0][0] < start <= e[-1][0]] if window is not None else []
     sure = maybe = 0
     evidence = []
     for records in counted:
@@ -482,7 +485,11 @@ def relapse_count(patient: PatientData, subject: str | None, window: Window | No
     else:                               # none: the latest follow-up record is what says so
         evidence.append(follow_up[1])
         text += f" (MS follow-up recorded up to {clock.date(latest)})"
-    return Fact(float(sure), tuple(evidence), text, upper=upper)
+    if begun:                           # recorded again inside the window, of a relapse that began before it
+        evidence.extend(r[2] for e in begun for r in e)
+        text += (f"; the record(s) inside it from {', '.join(clock.date(e[-1][0]) for e in begun)} are of the "
+                 f"relapse with onset {', '.join(clock.date(e[0][0]) for e in begun)}, before the window")
+    return Fact(float(sure), tuple(dict.fromkeys(evidence)), text, upper=upper)
 
 
 def _lesions(items: list[tuple], name: str, patient: PatientData, window: Window | None, clock: Clock) -> Fact:
