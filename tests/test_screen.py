@@ -69,7 +69,7 @@ CMM_EM = Trial("NCT02035514", "CMM-EM", tuple(Criterion.from_dict(c) for c in [
      "rule": {"any-of": [{"fact": "condition", "subject": "malignancy", "present": True},
                          {"fact": "lab-positive", "subject": "hiv", "present": True},
                          {"fact": "lab-positive", "subject": "hbsag", "present": True},
-                         {"fact": "lab-positive", "subject": "hcv", "present": True}]}},
+                         {"fact": "lab-positive", "subject": "hcv-rna", "present": True}]}},
     {"linkId": "exc-8", "kind": "exclusion", "text": "Any metallic or electronic device that precludes MRI"},
     {"linkId": "exc-9", "kind": "exclusion", "text": "Pregnancy or lactation",
      "rule": {"any-of": [{"fact": "pregnant", "present": True}, {"fact": "lactating", "present": True}]}},
@@ -149,6 +149,9 @@ def deciding_texts(verdict) -> list[str]:
     (lambda: candidate(treated=364), INELIGIBLE, r"Progression, continued relapses"),
     # exclusion 7: a positive HIV test excludes whatever else is unknown
     (lambda: _with(candidate(mri=False), "lab", "hiv", 10), INELIGIBLE, r"HIV"),
+    # "infection for ... Hepatitis B or C": the RNA test shows it; a positive antibody test alone asks for one
+    (lambda: _with(candidate(), "lab", "hcv-rna", 10), INELIGIBLE, r"Hepatitis B or C"),
+    (lambda: _with(candidate(), "lab", "hcv", 10), NEEDS_REVIEW, None),
     # inclusion 1.2 / exclusion 1: SPMS only "with continued relapses" (a moderate one 100 days ago counts)
     (lambda: _course("spms", relapse=100), ELIGIBLE, None),
     (lambda: _course("spms"), INELIGIBLE, r"Inflammatory forms|SPMS without"),

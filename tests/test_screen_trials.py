@@ -111,7 +111,7 @@ TOULOUSE = Trial("NCT02403947", "MESEMS Toulouse", _criteria(
                                                      "HIV1-2 or HTLV I-II or Syphilis or chronic Hepatitis B or "
                                                      "Hepatitis C",
      "rule": _any(*(_rule("lab-positive", subject=lab, present=True)
-                    for lab in ("hiv", "htlv", "syphilis", "hbsag", "hcv")))},
+                    for lab in ("hiv", "htlv", "syphilis", "hbsag", "hcv-rna")))},
     {"linkId": "exc-6", "kind": "exclusion", "text": "Previous history of a malignancy other than basal cell "
                                                      "carcinoma of the skin or carcinoma in situ",
      "rule": _MALIGNANCY},
@@ -149,7 +149,7 @@ GENOVA = Trial("NCT01854957", "MESEMS Genova", _criteria(
     {"linkId": "exc-3", "kind": "exclusion", "text": "PPMS not fulfilling inclusion criteria"},
     {"linkId": "exc-4", "kind": "exclusion", "text": "Any active or chronic infection including infection with "
                                                      "HIV1-2 or chronic Hepatitis B or Hepatitis C",
-     "rule": _any(*(_rule("lab-positive", subject=lab, present=True) for lab in ("hiv", "hbsag", "hcv")))},
+     "rule": _any(*(_rule("lab-positive", subject=lab, present=True) for lab in ("hiv", "hbsag", "hcv-rna")))},
     {"linkId": "exc-5", "kind": "exclusion", "text": "Treatment with any immunosuppressive therapy, including "
                                                      "natalizumab and fingolimod, within the 3 months prior to "
                                                      "randomization", "rule": _therapy("immunosuppressants", "3 mo")},
@@ -393,6 +393,17 @@ MESEMS_COMMON: list[tuple[str, Callable[[], Chart], str, str | None]] = [
      r"(?i)eGFR"),
     ("eGFR 60", lambda: add(M(), lambda c: c.lab("egfr", 10, value=60, unit="mL/min/{1.73_m2}")), ELIGIBLE, None),
     ("positive HIV test", lambda: add(M(), lambda c: c.lab("hiv", 10, positive=True)), INELIGIBLE, r"HIV"),
+    # "chronic Hepatitis B or Hepatitis C": an RNA (PCR) test shows the infection; the antibody stays after a
+    # cured one, so a positive antibody test alone asks for the PCR
+    ("hepatitis C RNA positive", lambda: add(M(), lambda c: c.lab("hcv-rna", 5, positive=True)), INELIGIBLE,
+     r"Hepatitis C"),
+    ("hepatitis C antibody positive, no PCR", lambda: add(M(), lambda c: c.lab("hcv", 5, positive=True)),
+     NEEDS_REVIEW, None),
+    ("hepatitis C antibody positive, PCR negative 2 years ago (cured)",
+     lambda: add(M(), lambda c: (c.lab("hcv-rna", 730, positive=False), c.lab("hcv", 5, positive=True))),
+     NEEDS_REVIEW, None),
+    ("hepatitis C antibody positive, PCR negative since", lambda: add(M(), lambda c: (
+        c.lab("hcv", 6, positive=True), c.lab("hcv-rna", 5, positive=False))), ELIGIBLE, None),
     ("history of cancer", lambda: add(M(), lambda c: c.condition("malignancy", onset="2019-01-01")), INELIGIBLE,
      r"(?i)malignancy"),
     # no MRI: RRMS activity rests on the GEL count, so the MS diagnosis line is unknown
