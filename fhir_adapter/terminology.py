@@ -29,7 +29,8 @@ class Concept:
 
     Its groups of a hierarchical code system (`under:`) are indexed in `Terminology.groups`. `names`: other
     names (a drug's brands), for reading free text. `covers`: the days one dose of a drug given at intervals
-    counts as time on it (0: a drug taken continuously, or not a drug).
+    counts as time on it (0: a drug taken continuously, or not a drug). `may_be`: concepts a code of this one
+    may or may not stand for (`may-be:`).
     """
 
     name: str
@@ -38,6 +39,7 @@ class Concept:
     label: str = ""                             # `display:` of a concept known by its groups only
     names: tuple[str, ...] = ()
     covers: int = 0
+    may_be: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
@@ -101,7 +103,11 @@ def load() -> Terminology:
         covers = spec.get("dose-covers", 0)
         if not (type(covers) is int and covers >= 0):
             raise ValueError(f"{SOURCE}: {where}: dose-covers must be a number of days, got {covers!r}")
-        concepts[name] = Concept(name, emitted, recognised, str(spec.get("display", "")), tuple(names), covers)
+        may_be = spec.get("may-be", [])
+        if not (isinstance(may_be, list) and all(isinstance(m, str) for m in may_be)):
+            raise ValueError(f"{SOURCE}: {where}: may-be must be a list of concept names, got {may_be!r}")
+        concepts[name] = Concept(name, emitted, recognised, str(spec.get("display", "")), tuple(names), covers,
+                                 tuple(may_be))
         for key in recognised:
             # A shared code (ICD-10 G35 for every subtype) indexes the first, most general concept.
             index.setdefault(key, name)
@@ -109,6 +115,10 @@ def load() -> Terminology:
             owner = groups.setdefault(system_url, {}).setdefault(code, name)
             if owner != name:
                 raise ValueError(f"{SOURCE}: {where}: group {code} already belongs to concept {owner}")
+    for name, found in concepts.items():
+        unknown = [m for m in found.may_be if m not in concepts]
+        if unknown:
+            raise ValueError(f"{SOURCE}: concept {name}: may-be names unknown concepts {unknown}")
     valuesets, labels = {}, {}
     for name, spec in data.get("valuesets", {}).items():
         members_ = spec.get("members", []) if isinstance(spec, dict) else spec
@@ -177,6 +187,13 @@ def label(valueset_or_concept: str) -> str:
     data = load()
     found = data.labels.get(valueset_or_concept)
     return found if found is not None else concept(valueset_or_concept).display
+
+
+def possibly(valueset_or_concept: str) -> frozenset[str]:
+    """The concepts, outside a value set (or concept), that may or may not stand for one of its concepts."""
+    data = load()
+    names = set(data.valuesets.get(valueset_or_concept, (valueset_or_concept,)))
+    return frozenset(c.name for c in data.concepts.values() if names.intersection(c.may_be) and c.name not in names)
 
 
 def recognised_codes(valueset_or_concept: str) -> frozenset[tuple[str, str]]:

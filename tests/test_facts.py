@@ -275,6 +275,78 @@ def test_an_unconfirmed_comorbidity_counts_for_an_exclusion_and_says_so():
     assert found.value is True and "only as" not in found.detail and len(found.evidence) == 2
 
 
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+def _diagnosed(*codings: tuple[str, str]) -> Chart:
+    """A patient with RRMS (a problem list exists) and one more Condition coded with the given codings."""
+    chart = Chart()
+    chart.condition("rrms", onset="2018-01-01")
+    chart._add("Condition", code={"coding": [{"system": s, "code": c} for s, c in codings]},
+               onsetDateTime="2020-01-01")
+    return chart
+
+
+@pytest.mark.parametrize("codings, malignancy, cancer", [
+    ([(ICD10CM, "C44.91")], False, True),                   # basal cell carcinoma of the skin
+    ([(ICD10CM, "C44.1121")], False, True),                 # BCC of the right upper eyelid (a 7-character code)
+    ([(SNOMED, "254701007")], False, True),
+    ([(ICD10CM, "C44.92")], True, True),                    # squamous cell carcinoma of the skin
+    ([(ICD10, "C44.3")], None, True),                       # a skin cancer of the face, type not coded
+    ([(ICD10GM, "C44.3")], None, True),
+    ([(ICD10CM, "C44.90")], None, True),
+    ([(ICD10, "C44.3"), (SNOMED, "254701007")], False, True),   # its other coding says it is a BCC
+    ([(ICD10CM, "C50.911")], True, True),
+])
+def test_a_basal_cell_carcinoma_is_no_malignancy_for_the_exception_and_an_untyped_skin_cancer_may_be(
+        codings, malignancy, cancer):
+    """"a malignancy other than basal cell carcinoma of the skin": BCC is not one, a C44 code that does not
+    tell the type may be one (unknown); for "history of cancer" (CMM-EM, `cancers`) all of them are cancer."""
+    chart = _diagnosed(*codings)
+    found = chart.fact("condition", "malignancy")
+    assert found.value is malignancy, found
+    if malignancy is None:
+        assert "may or may not be" in found.detail and len(found.evidence) == 1
+    assert chart.fact("condition", "cancers").value is cancer
+
+
+@pytest.mark.parametrize("codings, failure", [
+    ([(ICD10CM, "N18.2")], False),      # CKD stage 2: eGFR 60-89, no renal failure
+    ([(ICD10CM, "N18.9")], False),      # CKD, stage not coded: the eGFR decides
+    ([(SNOMED, "709044004")], False),
+    ([(ICD10CM, "N17.9")], False),      # acute kidney failure: a current one shows in the eGFR
+    ([(ICD10CM, "N18.32")], True),      # CKD stage 3b: eGFR below 60 by definition
+    ([(ICD10, "N18.5")], True),
+    ([(ICD10GM, "N18.4")], True),
+    ([(ICD10CM, "N18.6")], True),       # end-stage renal disease
+    ([(SNOMED, "46177005")], True),
+    ([(ICD10CM, "N19")], True),
+])
+def test_known_renal_failure_is_kidney_failure_or_ckd_from_stage_3(codings, failure):
+    assert _diagnosed(*codings).fact("condition", "renal-failure").value is failure
+
+
+@pytest.mark.parametrize("codings, major", [
+    ([(ICD10CM, "F32.9")], True),       # major depressive disorder, single episode, unspecified
+    ([(ICD10CM, "F33.1")], True),
+    ([(ICD10, "F32.0")], True),         # WHO: a (mild) depressive episode
+    ([(ICD10CM, "F32.A")], None),       # "Depression, unspecified": may or may not be major
+    ([(ICD10CM, "F32.81")], None),      # other depressive episodes (premenstrual dysphoric disorder)
+    ([(SNOMED, "35489007")], None),     # depressive disorder
+])
+def test_major_depression_and_depression_that_may_not_be_major(codings, major):
+    assert _diagnosed(*codings).fact("condition", "major-depression").value is major
+
+
+def test_immunoglobulins_are_immunomodulatory_treatment():
+    """SMART-MS "current immunomodulatory/immunosuppressive treatment": IVIG every 4 weeks is current 20 days
+    after an infusion; it is no immunosuppressant (MESEMS)."""
+    chart = Chart()
+    chart.med(system=ATC, code="J06BA02", start=20, kind="MedicationAdministration")
+    assert chart.fact("therapy", "immunomodulators-or-immunosuppressants", "0 d").value is True
+    assert chart.fact("therapy", "immunosuppressants", "3 mo").value is False
+
+
 def test_two_courses_recorded_the_same_day_are_unknown_and_the_same_course_twice_is_not():
     chart = Chart()
     rrms = chart.condition("rrms", recorded="2023-05-01")

@@ -66,7 +66,7 @@ CMM_EM = Trial("NCT02035514", "CMM-EM", tuple(Criterion.from_dict(c) for c in [
     {"linkId": "exc-6", "kind": "exclusion", "text": "Relapse <= 60 days",
      "rule": {"fact": "relapse-count", "window": "60 d", "at-least": 1}},
     {"linkId": "exc-7", "kind": "exclusion", "text": "History of cancer or infection for HIV, Hepatitis B or C",
-     "rule": {"any-of": [{"fact": "condition", "subject": "malignancy", "present": True},
+     "rule": {"any-of": [{"fact": "condition", "subject": "cancers", "present": True},
                          {"fact": "lab-positive", "subject": "hiv", "present": True},
                          {"fact": "lab-positive", "subject": "hbsag", "present": True},
                          {"fact": "lab-positive", "subject": "hcv-rna", "present": True}]}},
@@ -149,6 +149,8 @@ def deciding_texts(verdict) -> list[str]:
     (lambda: candidate(treated=364), INELIGIBLE, r"Progression, continued relapses"),
     # exclusion 7: a positive HIV test excludes whatever else is unknown
     (lambda: _with(candidate(mri=False), "lab", "hiv", 10), INELIGIBLE, r"HIV"),
+    # "History of cancer": no exception, a basal cell carcinoma of the skin is one
+    (lambda: _diagnosis(candidate(), "http://hl7.org/fhir/sid/icd-10-cm", "C44.91"), INELIGIBLE, r"History of cancer"),
     # "infection for ... Hepatitis B or C": the RNA test shows it; a positive antibody test alone asks for one
     (lambda: _with(candidate(), "lab", "hcv-rna", 10), INELIGIBLE, r"Hepatitis B or C"),
     (lambda: _with(candidate(), "lab", "hcv", 10), NEEDS_REVIEW, None),
@@ -199,6 +201,11 @@ def _with(chart: Chart, what: str, *args) -> Chart:
         chart.relapse(args[0], args[1])
     elif what == "lab":
         chart.lab(args[0], args[1], positive=True)
+    return chart
+
+
+def _diagnosis(chart: Chart, system: str, code: str) -> Chart:
+    chart.condition(system=system, code=code, onset="2019-01-01")
     return chart
 
 

@@ -404,6 +404,16 @@ MESEMS_COMMON: list[tuple[str, Callable[[], Chart], str, str | None]] = [
      NEEDS_REVIEW, None),
     ("hepatitis C antibody positive, PCR negative since", lambda: add(M(), lambda c: (
         c.lab("hcv", 6, positive=True), c.lab("hcv-rna", 5, positive=False))), ELIGIBLE, None),
+    # "a malignancy other than basal cell carcinoma of the skin"; "known renal failure"
+    ("basal cell carcinoma of the skin (ICD-10-CM C44.91)", lambda: add(M(), lambda c: c.condition(
+        system=ICD10CM, code="C44.91", onset="2019-01-01")), ELIGIBLE, None),
+    ("skin cancer of the face, type not coded (ICD-10 C44.3)", lambda: add(M(), lambda c: c.condition(
+        system="http://hl7.org/fhir/sid/icd-10", code="C44.3", onset="2019-01-01")), NEEDS_REVIEW, None),
+    ("chronic kidney disease stage 2 (N18.2), eGFR 78", lambda: add(M(), lambda c: (
+        c.condition(system=ICD10CM, code="N18.2", onset="2019-01-01"),
+        c.lab("egfr", 10, value=78, unit="mL/min/{1.73_m2}"))), ELIGIBLE, None),
+    ("chronic kidney disease stage 4 (N18.4)", lambda: add(M(), lambda c: c.condition(
+        system=ICD10CM, code="N18.4", onset="2019-01-01")), INELIGIBLE, r"(?i)renal failure"),
     ("history of cancer", lambda: add(M(), lambda c: c.condition("malignancy", onset="2019-01-01")), INELIGIBLE,
      r"(?i)malignancy"),
     # no MRI: RRMS activity rests on the GEL count, so the MS diagnosis line is unknown

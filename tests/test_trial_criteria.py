@@ -165,7 +165,7 @@ COMPUTES: dict[str, dict[str, list[str]]] = {
         "exc-4": ["therapy[interferon-or-glatiramer] in 1 mo = true"],
         "exc-5": [MESEMS_WASHOUTS["corticosteroids"]],
         "exc-6": [MESEMS_WASHOUTS["relapse"]],
-        "exc-7": ["condition[malignancy] = true", "lab-positive[hiv] = true", "lab-positive[hbsag] = true",
+        "exc-7": ["condition[cancers] = true", "lab-positive[hiv] = true", "lab-positive[hbsag] = true",
                   "lab-positive[hcv-rna] = true"],
         "exc-9": ["pregnant = true", "lactating = true"],
     },

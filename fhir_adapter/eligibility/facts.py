@@ -42,7 +42,9 @@ Closed or open world, fact by fact (what absence of data means):
   does a start or end recorded as a month or year (any of its days), a start not recorded makes it a lower bound.
   Closed world like therapy: 0 days with a medication list without the drugs, unknown without one.
 - condition: any Condition of the value set or concept, active or past (refuted ones excluded). Closed world
-  when the patient has any Condition (a problem list exists); unknown without one.
+  when the patient has any Condition (a problem list exists); unknown without one, and unknown when only a
+  Condition that may or may not be of it is recorded (terminology `may-be`: a skin cancer of a type the code
+  does not tell, for "malignancy other than basal cell carcinoma").
 - procedure: a Procedure of the value set done (completed, in progress or stopped) inside the window (its day, a
   period's last day), or ever without a window; one without a date counts for "ever" and is unknown under a
   window. Closed world when the patient has any Procedure; unknown without one (`Fact.unrecorded`), and then,
@@ -229,6 +231,17 @@ def members(subject: str) -> frozenset[str]:
     found = _MEMBERS.get(subject)
     if found is None:
         found = _MEMBERS[subject] = _members(subject)
+    return found
+
+
+_POSSIBLY: dict[str, frozenset[str]] = {}
+
+
+def _possibly(subject: str) -> frozenset[str]:
+    """Concepts that may or may not be of a value set or concept (cached)."""
+    found = _POSSIBLY.get(subject)
+    if found is None:
+        found = _POSSIBLY[subject] = terminology.possibly(subject)
     return found
 
 
@@ -775,6 +788,13 @@ def condition(patient: PatientData, subject: str | None, window: Window | None, 
         doubt = sorted({c.unconfirmed for c in found}) if all(c.unconfirmed for c in found) else ()
         return Fact(True, tuple(c.ref for c in found), f"{', '.join(names)} recorded" +
                     (f" (only as a {' or '.join(doubt)} diagnosis)" if doubt else ""))
+    maybe = _possibly(subject or "")
+    if maybe:                               # a code that may or may not be of the subject (terminology `may-be`)
+        found = [c for c in patient.conditions if c.concepts <= maybe and c.noted <= clock.as_of]
+        if found:                           # (another coding of the same Condition may tell what it is)
+            names = sorted({terminology.concept(n).display for c in found for n in c.concepts})
+            return Fact(None, tuple(c.ref for c in found), f"{', '.join(names)} recorded: it may or may not be "
+                                                          f"{label}")
     return Fact(False, (), f"no {label} among {len(patient.conditions)} recorded condition(s)")
 
 
