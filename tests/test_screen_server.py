@@ -71,6 +71,44 @@ def test_screen_server_is_the_whole_run_the_demo_calls(fresh_fhir_server, tmp_pa
         assert "unchanged 40" in again.written.summary()
 
 
+def _cmm_em_from_mappings(tmp_path, monkeypatch):
+    """CMM-EM as the tests write it, as the only trial in mappings/ (for the command line)."""
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "trials" / "NCT02035514.yaml").write_text(yaml.safe_dump(
+        {"nct_id": "NCT02035514", "acronym": "CMM-EM", "criteria": [c.to_dict() for c in CMM_EM.criteria]}))
+    monkeypatch.setattr(trials, "TRIALS_DIR", tmp_path / "trials")
+    monkeypatch.setattr(trials, "_protocol_module", lambda: None)
+
+
+def test_write_back_keeps_a_status_set_on_the_server_and_the_elements_it_does_not_write(fresh_fhir_server, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """Screening owns candidate / potential-candidate / ineligible only: a subject staff put on-study is left as it
+    is (and said so); a screening status that changes is updated with the subject's other elements kept."""
+    _cmm_em_from_mappings(tmp_path, monkeypatch)
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(cohort()).ok
+        assert eligibility.screen_server(client, [CMM_EM], tmp_path / "a", AS_OF, write_back=True).written.ok
+        enrolled, other = sorted(client.search("ResearchSubject", {"_count": 100}), key=lambda s: s["id"])[:2]
+        client.update({**enrolled, "status": "on-study", "assignedArm": "msc-first",
+                       "consent": {"reference": "Consent/c1"}})
+        wrong = "ineligible" if other["status"] != "ineligible" else "candidate"
+        client.update({**other, "status": wrong, "assignedArm": "msc-first"})
+
+        assert main(["screen", "--server", fresh_fhir_server, "--as-of", AS_OF.isoformat(), "--write-back",
+                     "--out", str(tmp_path / "b")]) == 0
+        out = capsys.readouterr().out
+        assert ("write-back of 40 ResearchSubjects: sent 1, created 0, updated 1, unchanged 38, failed 0"
+                in out and "; kept 1 whose status was set on the server" in out)
+        assert f"  kept: {enrolled['identifier'][0]['value']}: status on-study set on the server" in out
+        now = client.read("ResearchSubject", enrolled["id"])
+        assert (now["status"], now["assignedArm"], now["consent"], now["meta"]["versionId"]) == \
+            ("on-study", "msc-first", {"reference": "Consent/c1"}, "2")
+        now = client.read("ResearchSubject", other["id"])
+        assert (now["status"], now["assignedArm"]) == (other["status"], "msc-first")
+        assert {k: v for k, v in now.items() if k not in ("meta", "assignedArm")} == \
+            {k: v for k, v in other.items() if k != "meta"}
+
+
 def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fresh_fhir_server):
     with FhirClient(fresh_fhir_server) as client, pytest.raises(KeyError) as caught:
         remote.trials_from_server(client, ["NCT02035514"])

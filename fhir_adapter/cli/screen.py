@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 #: How many files skipped in the input directories are named one by one (the rest are counted).
 SHOWN_SKIPPED = 10
+#: How many ResearchSubjects kept by the write-back (a status set on the server) are named one by one.
+SHOWN_KEPT = 20
 
 
 def _output_directory(out: Path) -> None:
@@ -76,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
     _output_directory(args.out)
     as_of = args.as_of or dt.date.today()
     html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
-    written = None
+    written, kept = None, []
     try:
         if args.server:
             done = screen_server(client, args.trial, args.out, as_of,
                                  from_server=args.from_server, write_back=args.write_back,
                                  per_patient=args.per_patient, html_candidates=html_candidates)
-            trials, result, written = done.trials, done.run, done.written
+            trials, result, written, kept = done.trials, done.run, done.written, done.kept
         else:
             trials = load_trials(args.trial)
             if not trials:
@@ -111,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
               f"{counts['ineligible']} ineligible")
     status = 0
     if written is not None:
-        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {written.summary()}")
+        also = f"; kept {len(kept)} whose status was set on the server" if kept else ""
+        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {written.summary()}{also}")
+        for subject in kept[:SHOWN_KEPT]:
+            print(f"  {subject}")
+        if len(kept) > SHOWN_KEPT:
+            print(f"  ... and {len(kept) - SHOWN_KEPT} more kept")
         for failure in written.failures:
             print(failure.describe(), file=sys.stderr)
         status = 0 if written.ok else 1

@@ -120,6 +120,40 @@ class FhirClient:
         """`GET [base]/rtype/rid`; raises `ResourceNotFound` or `ResourceGone`."""
         return self.get_json(f"{rtype}/{quote(rid, safe='')}")
 
+    def read_many(self, rtype: str, rids: Iterable[str], chunk: int = 200) -> dict[str, dict[str, Any] | None]:
+        """Resources by id, None for those the server does not hold (404, 410): a batch of reads per `chunk`
+        ids where the server takes batches, else one read each. Any other error status raises."""
+        wanted = list(dict.fromkeys(rids))
+        found: dict[str, dict[str, Any] | None] = {}
+        if not self.capabilities().batch:
+            for rid in wanted:
+                try:
+                    found[rid] = self.read(rtype, rid)
+                except (ResourceNotFound, ResourceGone):
+                    found[rid] = None
+            return found
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start:start + chunk]
+            urls = [f"{rtype}/{quote(rid, safe='')}" for rid in part]
+            reply = self.bundle({"resourceType": "Bundle", "type": "batch",
+                                 "entry": [{"request": {"method": "GET", "url": url}} for url in urls]})
+            entries = reply.get("entry") or []
+            if len(entries) != len(part):
+                raise FhirHttpError("POST", "(batch of reads)", 0,
+                                    text=f"the server answered {len(entries)} entries for {len(part)} reads")
+            for rid, url, entry in zip(part, urls, entries, strict=True):
+                answer = entry.get("response") or {}
+                code = str(answer.get("status") or "0").split()[0]
+                status = int(code) if code.isdigit() else 0
+                if 200 <= status < 300:
+                    found[rid] = entry.get("resource")
+                elif status in (404, 410):
+                    found[rid] = None
+                else:
+                    raise _ERRORS.get(status, FhirHttpError)("GET", url, status, answer.get("outcome"),
+                                                             text="(in a batch)")
+        return found
+
     def search_pages(self, rtype: str, params: Mapping[str, Any] | None = None, /,
                      **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Each searchset Bundle page, following `next` links. Sends `Prefer: handling=strict` so that a
@@ -213,6 +247,10 @@ def _json(response: requests.Response) -> dict[str, Any]:
                             text=f"expected FHIR JSON, got {response.headers.get('Content-Type')!r}") from None
 
 
+_ERRORS: dict[int, type[FhirHttpError]] = {404: ResourceNotFound, 410: ResourceGone, 401: AccessDenied,
+                                           403: AccessDenied}
+
+
 def _http_error(method: str, where: str, response: requests.Response) -> FhirHttpError:
     outcome = None
     try:
@@ -222,7 +260,7 @@ def _http_error(method: str, where: str, response: requests.Response) -> FhirHtt
     except ValueError:
         pass
     status = response.status_code
-    kind = {404: ResourceNotFound, 410: ResourceGone, 401: AccessDenied, 403: AccessDenied}.get(status, FhirHttpError)
+    kind = _ERRORS.get(status, FhirHttpError)
     return kind(method, where, status, outcome, text=response.text if outcome is None else "")
 
 

@@ -9,16 +9,18 @@
   servers need not search EvidenceVariable (sekmet does not);
 - `research_subjects(...)` / `write_back(...)`: an R4 ResearchSubject per patient and trial, with status
   `candidate` (eligible), `potential-candidate` (needs review) or `ineligible`, PUT at a deterministic id
-  so that a re-run changes nothing.
+  so that a re-run changes nothing. Screening owns only these statuses: a subject the staff moved on
+  (`on-study`, `withdrawn`, ...) is kept as it is, and updating one keeps the elements screening does not write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import render
-from ..client import SCREENING_TYPES, FhirClient, ResourceGone, ResourceNotFound
+from ..client import SCREENING_TYPES, FhirClient, PushResult, ResourceGone, ResourceNotFound
 from ..protocol.evidence import evidence_variable_id
 from .data import PatientIndex
 from .engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial
@@ -27,6 +29,8 @@ from .trials import load_trials, study_reference, trials_from_evidence
 #: Identifier system of the ResearchSubjects that screening writes (value: `<NCT id>|<patient id>`).
 SCREENING_SYSTEM = "https://w3id.org/fhir-adapter/screening"
 STATUS = {ELIGIBLE: "candidate", NEEDS_REVIEW: "potential-candidate", INELIGIBLE: "ineligible"}
+#: The ResearchSubject statuses screening sets, and may change; any other was set by people and is kept.
+SCREENING_STATUSES = frozenset(STATUS.values())
 PAGE = 500
 
 
@@ -103,7 +107,37 @@ def research_subjects(statuses: Iterable[tuple[str, str, str]], trials: Iterable
     return subjects
 
 
+@dataclass
+class Kept:
+    """A ResearchSubject left as it is because its status on the server is not one screening sets."""
+
+    subject: str            # `<NCT id>|<patient id>`, the subject's screening identifier
+    status: str             # its status on the server
+
+    def __str__(self) -> str:
+        return f"kept: {self.subject}: status {self.status} set on the server"
+
+
 def write_back(client: FhirClient, statuses: Iterable[tuple[str, str, str]], trials: Iterable[Trial],
-               as_of: str) -> Any:
-    """Push the ResearchSubjects (PUT by deterministic id; unchanged ones are not sent again)."""
-    return client.push(research_subjects(statuses, trials, as_of))
+               as_of: str) -> tuple[PushResult, list[Kept]]:
+    """Write the ResearchSubjects (PUT by deterministic id) after reading those on the server: a subject with a
+    status screening does not set is kept (returned); an update keeps the elements screening does not write."""
+    wanted = research_subjects(statuses, trials, as_of)
+    current = client.read_many("ResearchSubject", [s["id"] for s in wanted])
+    outgoing, kept = [], []
+    for subject in wanted:
+        now = current.get(subject["id"])
+        if now is None:
+            outgoing.append(subject)
+        elif now.get("status") not in SCREENING_STATUSES:
+            kept.append(Kept(subject["identifier"][0]["value"], str(now.get("status"))))
+        else:
+            outgoing.append(_updated(now, subject))
+    return client.push(outgoing), kept
+
+
+def _updated(current: dict[str, Any], subject: dict[str, Any]) -> dict[str, Any]:
+    """The subject on the server with what screening writes (status, period.start) taken from `subject`."""
+    updated = {**current, "status": subject["status"]}
+    updated["period"] = {**(current.get("period") or {}), "start": subject["period"]["start"]}
+    return updated
