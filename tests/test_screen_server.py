@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -107,6 +108,28 @@ def test_write_back_keeps_a_status_set_on_the_server_and_the_elements_it_does_no
         assert (now["status"], now["assignedArm"]) == (other["status"], "msc-first")
         assert {k: v for k, v in now.items() if k not in ("meta", "assignedArm")} == \
             {k: v for k, v in other.items() if k != "meta"}
+
+
+def test_write_back_on_another_day_changes_only_the_subjects_whose_status_changed(fresh_fhir_server, tmp_path):
+    """period.start is the day a subject got its status: a re-run on another day with the same verdict leaves
+    the subject untouched (no new version); only a status change updates it, from that day."""
+    later = AS_OF + dt.timedelta(days=400)
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(cohort()).ok
+        first = eligibility.screen_server(client, [CMM_EM], tmp_path / "a", AS_OF, write_back=True)
+        before = {s["id"]: s for s in client.search("ResearchSubject", {"_count": 100})}
+        again = eligibility.screen_server(client, [CMM_EM], tmp_path / "b", later, write_back=True)
+        after = {s["id"]: s for s in client.search("ResearchSubject", {"_count": 100})}
+    assert first.written.created == 40 and set(after) == set(before)
+    changed = {i for i in after if after[i]["status"] != before[i]["status"]}
+    assert 0 < len(changed) < 40
+    assert again.written.summary().startswith(f"sent {len(changed)}, created 0, updated {len(changed)}, "
+                                              f"unchanged {40 - len(changed)}, failed 0")
+    for rid, subject in after.items():
+        if rid in changed:
+            assert (subject["period"]["start"], subject["meta"]["versionId"]) == (later.isoformat(), "2")
+        else:
+            assert subject == before[rid]
 
 
 def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fresh_fhir_server):

@@ -121,19 +121,26 @@ class Kept:
 def write_back(client: FhirClient, statuses: Iterable[tuple[str, str, str]], trials: Iterable[Trial],
                as_of: str) -> tuple[PushResult, list[Kept]]:
     """Write the ResearchSubjects (PUT by deterministic id) after reading those on the server: a subject with a
-    status screening does not set is kept (returned); an update keeps the elements screening does not write."""
+    status screening does not set is kept (returned); one whose status is the same is left untouched (its
+    `period.start` stays the day it got that status: counted unchanged); an update keeps the elements screening
+    does not write."""
     wanted = research_subjects(statuses, trials, as_of)
     current = client.read_many("ResearchSubject", [s["id"] for s in wanted])
-    outgoing, kept = [], []
+    outgoing, kept, unchanged = [], [], 0
     for subject in wanted:
         now = current.get(subject["id"])
         if now is None:
             outgoing.append(subject)
         elif now.get("status") not in SCREENING_STATUSES:
             kept.append(Kept(subject["identifier"][0]["value"], str(now.get("status"))))
+        elif now.get("status") == subject["status"]:
+            unchanged += 1
         else:
             outgoing.append(_updated(now, subject))
-    return client.push(outgoing), kept
+    result = client.push(outgoing, compare=False)       # just read: what goes is new or changed
+    result.unchanged += unchanged
+    result.total += unchanged
+    return result, kept
 
 
 def _updated(current: dict[str, Any], subject: dict[str, Any]) -> dict[str, Any]:
