@@ -132,6 +132,28 @@ def test_write_back_on_another_day_changes_only_the_subjects_whose_status_change
             assert subject == before[rid]
 
 
+def test_a_patient_deleted_from_the_server_is_reported_not_screened_nor_written_back_in_both_modes(
+        fresh_fhir_server, tmp_path):
+    """Records left of a deleted Patient: by type they are reported (problems.csv) and the patient is not screened,
+    as patient by patient (which does not see them); no ResearchSubject points at a Patient not on the server."""
+    resources = cohort()
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(resources).ok
+        gone = sorted(r["id"] for r in resources if r["resourceType"] == "Patient")[0]
+        records = sum(1 for r in resources if (r.get("subject") or {}).get("reference") == f"Patient/{gone}")
+        client.request("DELETE", f"Patient/{gone}")
+        by_type = eligibility.screen_server(client, [CMM_EM], tmp_path / "type", AS_OF, write_back=True)
+        by_patient = eligibility.screen_server(client, [CMM_EM], tmp_path / "patient", AS_OF, per_patient=True)
+        subjects = [s["individual"]["reference"] for s in client.search("ResearchSubject", {"_count": 100})]
+    assert records > 0 and by_type.patients == by_patient.patients == 39
+    assert by_type.written.created == 39 and len(subjects) == 39 and f"Patient/{gone}" not in subjects
+    assert [str(p) for p in by_type.run.problems] == [
+        f"Patient/{gone}: no Patient resource on the server, though {records} record(s) refer to it: not screened"]
+    assert by_type.run.used == by_patient.run.used == by_patient.run.read == len(resources) - 1 - records
+    assert (tmp_path / "type" / "screening.json").read_text() == (tmp_path / "patient" / "screening.json").read_text()
+    assert f"Patient/{gone}" in (tmp_path / "type" / "problems.csv").read_text()
+
+
 def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fresh_fhir_server):
     with FhirClient(fresh_fhir_server) as client, pytest.raises(KeyError) as caught:
         remote.trials_from_server(client, ["NCT02035514"])

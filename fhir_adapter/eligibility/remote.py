@@ -3,7 +3,8 @@
 - `load_patients(client)`: every Patient and their Condition, Observation and Medication* resources, read
   by type with paging (a few requests per type instead of one per patient), or with `per_patient` patient by
   patient (`$everything` where the server has it, else a search per type by patient), plus the Medication
-  resources they reference;
+  resources they reference. Either way the patients are those with a Patient resource on the server: records
+  of a patient without one (deleted) are reported, by type, and not screened;
 - `trials_from_server(client)`: the criteria from the EvidenceVariables on the server (`--from-server`), each
   read by its deterministic id (`ids.resource_id("EvidenceVariable", "https://clinicaltrials.gov", nct)`), since
   servers need not search EvidenceVariable (sekmet does not);
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 from .. import render
 from ..client import SCREENING_TYPES, FhirClient, PushResult, ResourceGone, ResourceNotFound
 from ..protocol.evidence import evidence_variable_id
-from .data import PatientIndex
+from .data import PatientIndex, Problem, subject_of
 from .engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial
 from .trials import load_trials, study_reference, trials_from_evidence
 
@@ -51,15 +53,29 @@ def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES, pe
         for resource in client.search("Patient", {"_count": PAGE}):
             index.add(resource, f"Patient/{resource.get('id')}")
         caps = client.capabilities()
+        used: Counter[str | None] = Counter()
         for rtype in types:
             if caps.resources and rtype not in caps.resources:
                 continue                                # the server holds no such type
             for resource in client.search(rtype, {"_count": PAGE}):
+                before = index.used
                 index.add(resource, f"{rtype}/{resource.get('id')}")
+                used[subject_of(resource)] += index.used - before
+        _leave_out_patients_not_on_server(index, used)
     wanted = {e.concepts and next(iter(e.concepts)) for p in index.patients.values() for e in p.exposures}
     for reference in sorted(w for w in wanted if isinstance(w, str) and w.startswith("Medication/")):
         index.add(client.read("Medication", reference.split("/", 1)[1]), reference)
     return index.finish()
+
+
+def _leave_out_patients_not_on_server(index: PatientIndex, used: Counter[str | None]) -> None:
+    """Leave out, and report, the patients whose records are on the server but whose Patient resource is not
+    (deleted, or never pushed): not screened, as patient by patient, so no ResearchSubject points at them."""
+    for patient in [p for p in index.patients.values() if not p.seen]:
+        del index.patients[patient.id]
+        index.used -= used[patient.id]
+        index.problems.append(Problem(patient.reference, f"no Patient resource on the server, though "
+                                                         f"{used[patient.id]} record(s) refer to it: not screened"))
 
 
 def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_version: str = "R4") -> list[Trial]:
