@@ -23,11 +23,18 @@ from fhir_adapter.eligibility.run import screen_files
 from fhir_adapter.validation.structure import structure_issues
 
 
+def cmm_em_studies() -> list[dict]:
+    """CMM-EM's ResearchStudy, which the ResearchSubjects written back point at: at the id the tests' CMM_EM gives
+    it, and at its deterministic id (the trial read from mappings/)."""
+    return [{"resourceType": "ResearchStudy", "id": ref.split("/")[1], "status": "active"}
+            for ref in (CMM_EM.study, trials.study_reference("NCT02035514"))]
+
+
 def test_same_verdicts_from_the_server_as_from_files_and_idempotent_write_back(fresh_fhir_server, tmp_path,
                                                                                monkeypatch, capsys):
     resources = cohort()
     with FhirClient(fresh_fhir_server) as client:
-        pushed = client.push(resources)
+        pushed = client.push([*resources, *cmm_em_studies()])
         assert pushed.ok, pushed.failures
         index = remote.load_patients(client)
         from_server = {(v.patient, v.trial): v.to_dict()
@@ -60,7 +67,7 @@ def test_same_verdicts_from_the_server_as_from_files_and_idempotent_write_back(f
 def test_screen_server_is_the_whole_run_the_demo_calls(fresh_fhir_server, tmp_path):
     resources = cohort()
     with FhirClient(fresh_fhir_server) as client:
-        assert client.push(resources).ok
+        assert client.push([*resources, *cmm_em_studies()]).ok
         done = eligibility.screen_server(client, [CMM_EM], tmp_path / "out", AS_OF, write_back=True)
         verdicts = [v["verdict"] for v in expected(resources).values()]
         assert done.counts == {"NCT02035514": {v: verdicts.count(v) for v in ("eligible", "needs-review",
@@ -87,7 +94,7 @@ def test_write_back_keeps_a_status_set_on_the_server_and_the_elements_it_does_no
     is (and said so); a screening status that changes is updated with the subject's other elements kept."""
     _cmm_em_from_mappings(tmp_path, monkeypatch)
     with FhirClient(fresh_fhir_server) as client:
-        assert client.push(cohort()).ok
+        assert client.push([*cohort(), *cmm_em_studies()]).ok
         assert eligibility.screen_server(client, [CMM_EM], tmp_path / "a", AS_OF, write_back=True).written.ok
         enrolled, other = sorted(client.search("ResearchSubject", {"_count": 100}), key=lambda s: s["id"])[:2]
         client.update({**enrolled, "status": "on-study", "assignedArm": "msc-first",
@@ -115,7 +122,7 @@ def test_write_back_on_another_day_changes_only_the_subjects_whose_status_change
     the subject untouched (no new version); only a status change updates it, from that day."""
     later = AS_OF + dt.timedelta(days=400)
     with FhirClient(fresh_fhir_server) as client:
-        assert client.push(cohort()).ok
+        assert client.push([*cohort(), *cmm_em_studies()]).ok
         first = eligibility.screen_server(client, [CMM_EM], tmp_path / "a", AS_OF, write_back=True)
         before = {s["id"]: s for s in client.search("ResearchSubject", {"_count": 100})}
         again = eligibility.screen_server(client, [CMM_EM], tmp_path / "b", later, write_back=True)
@@ -138,7 +145,7 @@ def test_a_patient_deleted_from_the_server_is_reported_not_screened_nor_written_
     as patient by patient (which does not see them); no ResearchSubject points at a Patient not on the server."""
     resources = cohort()
     with FhirClient(fresh_fhir_server) as client:
-        assert client.push(resources).ok
+        assert client.push([*resources, *cmm_em_studies()]).ok
         gone = sorted(r["id"] for r in resources if r["resourceType"] == "Patient")[0]
         records = sum(1 for r in resources if (r.get("subject") or {}).get("reference") == f"Patient/{gone}")
         client.request("DELETE", f"Patient/{gone}")
@@ -152,6 +159,23 @@ def test_a_patient_deleted_from_the_server_is_reported_not_screened_nor_written_
     assert by_type.run.used == by_patient.run.used == by_patient.run.read == len(resources) - 1 - records
     assert (tmp_path / "type" / "screening.json").read_text() == (tmp_path / "patient" / "screening.json").read_text()
     assert f"Patient/{gone}" in (tmp_path / "type" / "problems.csv").read_text()
+
+
+def test_write_back_stops_before_anything_is_read_when_the_trial_s_research_study_is_not_on_the_server(
+        fresh_fhir_server, tmp_path, monkeypatch, capsys):
+    _cmm_em_from_mappings(tmp_path, monkeypatch)
+    args = ["screen", "--server", fresh_fhir_server, "--as-of", AS_OF.isoformat(), "--write-back",
+            "--out", str(tmp_path / "out")]
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(cohort()).ok
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == (f"fhir-adapter screen: error: no ResearchStudy on {fresh_fhir_server} for NCT02035514 "
+                       f"({trials.study_reference('NCT02035514')}): the ResearchSubjects would point at nothing; "
+                       "push the trials first (fhir-adapter trials map, then push)\n")
+        assert list(client.search("ResearchSubject")) == [] and list((tmp_path / "out").iterdir()) == []
+        assert client.push(cmm_em_studies()).ok
+        assert main(args) == 0 and "write-back of 40 ResearchSubjects: sent 40, created 40" in capsys.readouterr().out
 
 
 def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fresh_fhir_server):

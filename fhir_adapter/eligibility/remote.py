@@ -10,7 +10,8 @@
   servers need not search EvidenceVariable (sekmet does not);
 - `research_subjects(...)` / `write_back(...)`: an R4 ResearchSubject per patient and trial, with status
   `candidate` (eligible), `potential-candidate` (needs review) or `ineligible`, PUT at a deterministic id
-  so that a re-run changes nothing. Screening owns only these statuses: a subject the staff moved on
+  so that a re-run changes nothing, once `require_studies` found the trials' ResearchStudy resources on the
+  server. Screening owns only these statuses: a subject the staff moved on
   (`on-study`, `withdrawn`, ...) is kept as it is, and updating one keeps the elements screening does not write.
 """
 
@@ -132,6 +133,17 @@ class Kept:
 
     def __str__(self) -> str:
         return f"kept: {self.subject}: status {self.status} set on the server"
+
+
+def require_studies(client: FhirClient, trials: Iterable[Trial]) -> None:
+    """Check that each trial's ResearchStudy, which the ResearchSubjects will point at, is on the server (read by
+    its deterministic id); a `KeyError` naming those that are not."""
+    studies = {(t.study or study_reference(t.id)): t.id for t in trials}
+    found = client.read_many("ResearchStudy", [ref.split("/", 1)[1] for ref in studies])
+    missing = [f"{nct} ({ref})" for ref, nct in studies.items() if found.get(ref.split("/", 1)[1]) is None]
+    if missing:
+        raise KeyError(f"no ResearchStudy on {client.base_url} for {', '.join(missing)}: the ResearchSubjects "
+                       f"would point at nothing; push the trials first (fhir-adapter trials map, then push)")
 
 
 def write_back(client: FhirClient, statuses: Iterable[tuple[str, str, str]], trials: Iterable[Trial],

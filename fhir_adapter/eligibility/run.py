@@ -144,7 +144,8 @@ def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = Non
 
     Returns a `ServerScreening`: `.counts` (per NCT id: eligible / needs-review / ineligible), `.patients`,
     `.report` (the path of report.html), `.files`, `.written` (the write-back's `PushResult`, or None).
-    Raises `KeyError` for a trial without criteria (locally or on the server), and the client's errors.
+    Raises `KeyError` for a trial without criteria (locally or on the server) or, with `write_back`, without its
+    ResearchStudy on the server (checked before anything is read), and the client's errors.
 
     For example (needs a server; tests/test_screen_server.py runs it against sekmet)::
 
@@ -165,6 +166,8 @@ def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = Non
         chosen = given + (load_trials(names) if names or not given else [])
     if not chosen:
         raise KeyError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
+    if write_back:
+        remote.require_studies(client, chosen)
     index = remote.load_patients(client, per_patient=per_patient)
     run = screen_index(index, chosen, out, as_of, html_candidates, keep_statuses=write_back, source=client.base_url)
     if not write_back:
