@@ -285,3 +285,22 @@ def test_server_options_that_cannot_work_are_usage_errors_before_anything_is_rea
                  "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "FHIR_ADAPTER_NO_SUCH_TOKEN is not set" in err and "Traceback" not in err
+
+
+def test_a_trial_named_twice_is_screened_once(tmp_path, capsys):
+    """--trial X --trial X: one trial, one verdict per patient (not counts doubled and rows twice)."""
+    assert [t.id for t in trials.load_trials(["NCT02035514", "NCT02035514"])] == ["NCT02035514"]
+    assert main(["screen", "--input", "examples/ehr/cohort-fhir", "--trial", "NCT02035514", "--trial", "NCT02035514",
+                 "--as-of", "2026-10-01", "--workers", "1", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "screened 40 patients" in out and "against 1 trial(s)" in out and out.count("NCT02035514 CMM-EM:") == 1
+    assert len(json.loads((tmp_path / "out" / "screening.json").read_text())) == 40
+
+
+@responses.activate
+def test_criteria_of_a_trial_named_twice_are_read_from_the_server_once():
+    responses.get("https://ehr.example/fhir/metadata", json={"resourceType": "CapabilityStatement"})
+    read = responses.get(re.compile(r"https://ehr\.example/fhir/EvidenceVariable/.*"), status=404)
+    with FhirClient("https://ehr.example/fhir") as client, pytest.raises(KeyError) as caught:
+        remote.trials_from_server(client, ["NCT02035514", "NCT02035514"])
+    assert read.call_count == 1 and caught.value.args[0].count("NCT02035514") == 1

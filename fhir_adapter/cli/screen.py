@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, not {args.workers}")
     if args.html_candidates is not None and args.html_candidates < 0:
         raise UsageError(f"--html-candidates must be 0 or more, not {args.html_candidates}")
+    args.trial = list(dict.fromkeys(args.trial))        # a trial named twice is screened once
     client = client_of(args) if args.server else None
     _output_directory(args.out)
     as_of = args.as_of or dt.date.today()

@@ -86,7 +86,7 @@ def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_versio
     EvidenceVariables were mapped from). A trial with no EvidenceVariable on the server is a `KeyError`.
     """
     local = {t.id: t.title for t in load_trials()} if not only else {}
-    wanted = list(only) or sorted(local)
+    wanted = list(dict.fromkeys(only)) or sorted(local)
     if not wanted:
         raise KeyError("no trial to read from the server: name them with --trial NCT...")
     titles = local or {t.id: t.title for t in _local_trials()}
