@@ -15,6 +15,7 @@ from fhir_adapter.client import (
     FhirHttpError,
     ResourceGone,
     ResourceNotFound,
+    UnexpectedAnswer,
 )
 
 BASE = "https://fhir.example.org/r4"
@@ -174,3 +175,20 @@ def test_read_many_without_batch_reads_one_by_one():
     responses.get(f"{BASE}/ResearchSubject/b", status=404)
     assert FhirClient(BASE).read_many("ResearchSubject", ["a", "b"]) == {
         "a": {"resourceType": "ResearchSubject", "id": "a"}, "b": None}
+
+
+@responses.activate
+def test_a_search_answered_200_with_an_operation_outcome_is_an_error_naming_the_request():
+    """Not an empty page: the request and what the server said."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "invalid search parameter"}]}
+    responses.get(f"{BASE}/Observation", json=outcome)
+    with pytest.raises(UnexpectedAnswer) as caught:
+        list(FhirClient(BASE).search("Observation", subject="Patient/1"))
+    assert str(caught.value) == ("GET Observation: HTTP 200, but OperationOutcome instead of a Bundle: "
+                                 "error processing: invalid search parameter")
+    assert caught.value.outcome == outcome
+    responses.get(f"{BASE}/Condition", json=page([obs(1)], f"{BASE}?page=2"))
+    responses.get(f"{BASE}?page=2", json={"hello": "world"})
+    with pytest.raises(UnexpectedAnswer, match=r"^GET .*: HTTP 200, but no FHIR resource instead of a Bundle$"):
+        list(FhirClient(BASE).search("Condition"))

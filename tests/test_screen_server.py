@@ -304,3 +304,18 @@ def test_criteria_of_a_trial_named_twice_are_read_from_the_server_once():
     with FhirClient("https://ehr.example/fhir") as client, pytest.raises(KeyError) as caught:
         remote.trials_from_server(client, ["NCT02035514", "NCT02035514"])
     assert read.call_count == 1 and caught.value.args[0].count("NCT02035514") == 1
+
+
+@responses.activate
+def test_a_search_answered_with_an_operation_outcome_stops_the_screening_with_what_the_server_said(tmp_path, capsys):
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "invalid search parameter"}]}
+    responses.get("https://ehr.example/fhir/metadata", json={"resourceType": "CapabilityStatement", "rest": [
+        {"mode": "server", "resource": [{"type": "Patient"}, {"type": "Observation"}]}]})
+    responses.get("https://ehr.example/fhir/Patient", json={"resourceType": "Bundle", "type": "searchset"})
+    responses.get("https://ehr.example/fhir/Observation", json=outcome)
+    assert main(["screen", "--server", "https://ehr.example/fhir", "--as-of", "2025-06-01",
+                 "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == ("fhir-adapter screen: error: GET Observation: HTTP 200, but OperationOutcome "
+                                       "instead of a Bundle: error processing: invalid search parameter\n")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -11,7 +11,15 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .capabilities import Capabilities
-from .exceptions import AccessDenied, CapabilityError, FhirHttpError, ResourceGone, ResourceNotFound, ServerUnreachable
+from .exceptions import (
+    AccessDenied,
+    CapabilityError,
+    FhirHttpError,
+    ResourceGone,
+    ResourceNotFound,
+    ServerUnreachable,
+    UnexpectedAnswer,
+)
 from .transport import DEFAULT_TIMEOUT, RetryPolicy, Timeout, mark_idempotent, new_session
 
 log = logging.getLogger(__name__)
@@ -92,6 +100,15 @@ class FhirClient:
     def get_json(self, path: str, params: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         return _json(self.request("GET", path, params=params, headers=headers))
 
+    def get_bundle(self, path: str, params: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A GET that must answer with a Bundle (a search page); anything else, such as an OperationOutcome with
+        status 200, raises `UnexpectedAnswer` naming the request and showing the outcome."""
+        response = self.request("GET", path, params=params, headers=headers)
+        body = _json(response)
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            raise UnexpectedAnswer("GET", _short(response.url, self.base_url), response.status_code, body, "a Bundle")
+        return body
+
     # -- what the server can do -------------------------------------------------------------------------
 
     def capabilities(self, refresh: bool = False) -> Capabilities:
@@ -159,12 +176,12 @@ class FhirClient:
         """Each searchset Bundle page, following `next` links. Sends `Prefer: handling=strict` so that a
         parameter the server does not know fails instead of being ignored."""
         query = _query({**(params or {}), **kwargs})
-        page: dict[str, Any] | None = self.get_json(rtype, params=query, headers={"Prefer": "handling=strict"})
+        page: dict[str, Any] | None = self.get_bundle(rtype, params=query, headers={"Prefer": "handling=strict"})
         while page is not None:
             yield page
             following = next((link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"),
                              None)
-            page = self.get_json(following, headers={"Prefer": "handling=strict"}) if following else None
+            page = self.get_bundle(following, headers={"Prefer": "handling=strict"}) if following else None
 
     def search(self, rtype: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every matching resource, page after page. Parameter names that are not Python names go in `params`:
@@ -185,12 +202,12 @@ class FhirClient:
         caps = self.capabilities()
         if caps.has_operation("Patient", "everything"):
             found: list[dict[str, Any]] = []
-            page: dict[str, Any] | None = self.get_json(f"Patient/{quote(patient_id, safe='')}/$everything")
+            page: dict[str, Any] | None = self.get_bundle(f"Patient/{quote(patient_id, safe='')}/$everything")
             while page is not None:
                 found += [e["resource"] for e in page.get("entry") or []
                           if e.get("resource", {}).get("resourceType") in wanted]
                 following = next((x.get("url") for x in page.get("link") or [] if x.get("relation") == "next"), None)
-                page = self.get_json(following) if following else None
+                page = self.get_bundle(following) if following else None
             return found
         found = [self.read("Patient", patient_id)]
         for rtype in types:

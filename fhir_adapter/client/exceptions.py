@@ -64,3 +64,15 @@ class ResourceGone(FhirHttpError):
 
 class AccessDenied(FhirHttpError, AuthError):
     """HTTP 401 or 403 from the FHIR server."""
+
+
+class UnexpectedAnswer(FhirHttpError):
+    """A success status whose body is not what was asked for (an OperationOutcome instead of a Bundle)."""
+
+    def __init__(self, method: str, url: str, status: int, body: Any, expected: str) -> None:
+        outcome = body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
+        super().__init__(method, url, status, outcome)
+        got = body.get("resourceType") if isinstance(body, dict) else None
+        said = describe_outcome(outcome)
+        Exception.__init__(self, f"{method} {url}: HTTP {status}, but {got or 'no FHIR resource'} instead of "
+                                 f"{expected}" + (f": {said}" if said else ""))
