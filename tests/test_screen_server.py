@@ -319,3 +319,21 @@ def test_a_search_answered_with_an_operation_outcome_stops_the_screening_with_wh
     assert capsys.readouterr().err == ("fhir-adapter screen: error: GET Observation: HTTP 200, but OperationOutcome "
                                        "instead of a Bundle: error processing: invalid search parameter\n")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@responses.activate
+def test_criteria_on_the_server_that_cannot_be_read_are_a_one_line_error(tmp_path, capsys):
+    """--from-server with a broken rule in an EvidenceVariable: the trial, the server and the element, exit 2."""
+    rid = remote.evidence_variable_id("NCT02035514")
+    rule = {"url": "https://w3id.org/fhir-adapter/StructureDefinition/criterion-rule", "valueString": '{"fact":"edss"'}
+    responses.get(f"https://ehr.example/fhir/EvidenceVariable/{rid}", json={
+        "resourceType": "EvidenceVariable", "id": rid, "status": "active", "characteristic": [
+            {"extension": [{"url": "https://w3id.org/fhir-adapter/StructureDefinition/criterion-link-id",
+                            "valueString": "inc-4"}, rule], "description": "EDSS 3.0-6.5", "exclude": False,
+             "definitionExpression": {"language": "text/x-fhir-adapter-criterion", "expression": "edss"}}]})
+    assert main(["screen", "--server", "https://ehr.example/fhir", "--from-server", "--trial", "NCT02035514",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fhir-adapter screen: error: NCT02035514: the criteria on https://ehr.example/fhir cannot "
+                          f"be read: EvidenceVariable/{rid}.characteristic[0]: the https://w3id.org/fhir-adapter/"
+                          "StructureDefinition/criterion-rule extension is not JSON") and err.count("\n") == 1

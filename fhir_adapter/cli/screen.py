@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..client import options
+from ..criteria import CriterionError
 from . import UsageError, client_of, date_option
 
 
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
+    except CriterionError as exc:               # criteria in mappings/ or on the server that cannot be read
+        raise UsageError(str(exc)) from None
     except OSError as exc:                      # an input file that cannot be read, a report that cannot be written
         if exc.filename is None:
             raise

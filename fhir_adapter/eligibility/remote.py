@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import render
 from ..client import SCREENING_TYPES, FhirClient, PushResult, ResourceGone, ResourceNotFound
+from ..criteria import CriterionError
 from ..protocol.evidence import evidence_variable_id
 from .data import PatientIndex, Problem, subject_of
 from .engine import ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, Trial
@@ -83,7 +84,8 @@ def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_versio
     """Trials whose criteria are read back from the EvidenceVariables on the server, one read by id per trial.
 
     `only`: the NCT ids to read; by default the trials known in `mappings/` (whose criteria the server's
-    EvidenceVariables were mapped from). A trial with no EvidenceVariable on the server is a `KeyError`.
+    EvidenceVariables were mapped from). A trial with no EvidenceVariable on the server is a `KeyError`, one
+    whose criteria cannot be read a `CriterionError` naming the trial, the server and the element.
     """
     local = {t.id: t.title for t in load_trials()} if not only else {}
     wanted = list(dict.fromkeys(only)) or sorted(local)
@@ -98,7 +100,10 @@ def trials_from_server(client: FhirClient, only: Sequence[str] = (), fhir_versio
         except (ResourceNotFound, ResourceGone):
             missing.append(f"{nct} (EvidenceVariable/{rid})")
             continue
-        trials.extend(trials_from_evidence([resource], fhir_version, titles, nct_id=nct))
+        try:
+            trials.extend(trials_from_evidence([resource], fhir_version, titles, nct_id=nct))
+        except CriterionError as exc:
+            raise CriterionError(f"{nct}: the criteria on {client.base_url} cannot be read: {exc}") from None
     if missing:
         raise KeyError(f"no EvidenceVariable on {client.base_url} for {', '.join(missing)}: push the trials "
                        f"first (fhir-adapter trials map, then push)")
