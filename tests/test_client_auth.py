@@ -199,7 +199,8 @@ def test_tokens_never_reach_the_logs(rsa_key, caplog, monkeypatch):
 @pytest.mark.parametrize("verb", [["screen", "--out", "OUT"], ["push", "IN"]])
 def test_server_options_that_cannot_work_are_one_line_usage_errors_that_never_show_the_token(verb, tmp_path,
                                                                                             monkeypatch, capsys):
-    """--ca-bundle not there, --timeout 0 or -1: exit 2 before anything is sent, naming the option."""
+    """--ca-bundle not there, --timeout 0 or -1, a token with characters no HTTP header carries, a binary token
+    file: exit 2 before anything is sent, naming the option, file or variable, never the token."""
     from fhir_adapter.cli import main
 
     (tmp_path / "euro.tok").write_text("sekret€\n", encoding="utf-8")
@@ -210,7 +211,11 @@ def test_server_options_that_cannot_work_are_one_line_usage_errors_that_never_sh
     verb = [str(tmp_path / a) if a in ("OUT", "IN") else a for a in verb] + ["--retries", "0"]
     cases = [(["--ca-bundle", str(tmp_path / "nope.pem")], f"--ca-bundle {tmp_path / 'nope.pem'}: no such file"),
              (["--timeout", "0"], "--timeout must be a number of seconds above 0, not 0"),
-             (["--timeout", "-1"], "--timeout must be a number of seconds above 0, not -1")]
+             (["--timeout", "-1"], "--timeout must be a number of seconds above 0, not -1"),
+             (["--token-file", str(tmp_path / "euro.tok")], f"bearer token from file {tmp_path / 'euro.tok'} has"),
+             (["--token-file", str(tmp_path / "latin.tok")], f"bearer token from file {tmp_path / 'latin.tok'} has"),
+             (["--token-env", "FHIR_TEST_TOKEN"], "the bearer token from env FHIR_TEST_TOKEN has characters other"),
+             (["--token-file", str(tmp_path / "bin.tok")], f"the bearer token file {tmp_path / 'bin.tok'} is not text")]
     for options, said in cases:
         assert main([*verb, "--server", "https://ehr.example/fhir", *options]) == 2, options
         err = capsys.readouterr().err
