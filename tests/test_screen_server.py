@@ -178,6 +178,28 @@ def test_write_back_stops_before_anything_is_read_when_the_trial_s_research_stud
         assert main(args) == 0 and "write-back of 40 ResearchSubjects: sent 40, created 40" in capsys.readouterr().out
 
 
+def test_a_medication_missing_from_the_server_is_a_problem_as_in_files_and_the_run_goes_on(fresh_fhir_server,
+                                                                                          tmp_path):
+    resources = cohort()
+    patient = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+    resources.append({"resourceType": "MedicationStatement", "id": "ms-ref-1", "status": "active",
+                      "medicationReference": {"reference": "Medication/med-ocr"},
+                      "subject": {"reference": f"Patient/{patient}"}, "effectivePeriod": {"start": "2025-01-01"}})
+    (tmp_path / "in").mkdir()
+    write_by_type(resources, tmp_path / "in")
+    from_files = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "files", AS_OF, workers=1)
+    assert [p.message for p in from_files.problems] == [
+        "its medication Medication/med-ocr is not in the input: the drug is not known"]
+    with FhirClient(fresh_fhir_server) as client:
+        assert client.push(resources).ok
+        for per_patient in (False, True):
+            done = eligibility.screen_server(client, [CMM_EM], tmp_path / f"server{per_patient}", AS_OF,
+                                             per_patient=per_patient)
+            assert done.patients == 40
+            assert [p.message for p in done.run.problems] == [p.message for p in from_files.problems]
+            assert [p.where for p in done.run.problems] == ["MedicationStatement/ms-ref-1"]
+
+
 def test_criteria_from_the_server_are_read_by_id_and_a_missing_one_is_named(fresh_fhir_server):
     with FhirClient(fresh_fhir_server) as client, pytest.raises(KeyError) as caught:
         remote.trials_from_server(client, ["NCT02035514"])

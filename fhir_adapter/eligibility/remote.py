@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,8 @@ def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES, pe
         _leave_out_patients_not_on_server(index, used)
     wanted = {e.concepts and next(iter(e.concepts)) for p in index.patients.values() for e in p.exposures}
     for reference in sorted(w for w in wanted if isinstance(w, str) and w.startswith("Medication/")):
-        index.add(client.read("Medication", reference.split("/", 1)[1]), reference)
+        with suppress(ResourceNotFound, ResourceGone):   # not there: `finish` reports the records that refer
+            index.add(client.read("Medication", reference.split("/", 1)[1]), reference)   # to it, as for files
     return index.finish()
 
 
