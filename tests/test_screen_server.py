@@ -359,3 +359,13 @@ def test_criteria_on_the_server_that_cannot_be_read_are_a_one_line_error(tmp_pat
     assert err.startswith("fhir-adapter screen: error: NCT02035514: the criteria on https://ehr.example/fhir cannot "
                           f"be read: EvidenceVariable/{rid}.characteristic[0]: the https://w3id.org/fhir-adapter/"
                           "StructureDefinition/criterion-rule extension is not JSON") and err.count("\n") == 1
+
+
+@responses.activate
+def test_a_base_url_that_is_not_the_fhir_one_gets_a_hint(tmp_path, capsys):
+    """`--server http://host:port` without `/fhir`: the 404 of a web framework, and what to check."""
+    responses.get("http://127.0.0.1:8090/Patient", status=404, body='{"detail":"Not Found"}')
+    assert main(["screen", "--server", "http://127.0.0.1:8090", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (
+        'fhir-adapter screen: error: GET Patient: HTTP 404: {"detail":"Not Found"}; is http://127.0.0.1:8090 the '
+        "FHIR base URL? GET http://127.0.0.1:8090/metadata should answer with a CapabilityStatement\n")

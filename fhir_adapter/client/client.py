@@ -174,9 +174,17 @@ class FhirClient:
     def search_pages(self, rtype: str, params: Mapping[str, Any] | None = None, /,
                      **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Each searchset Bundle page, following `next` links. Sends `Prefer: handling=strict` so that a
-        parameter the server does not know fails instead of being ignored."""
+        parameter the server does not know fails instead of being ignored. A 404 without an OperationOutcome (not
+        a FHIR server's answer) asks whether the base URL is the FHIR one."""
         query = _query({**(params or {}), **kwargs})
-        page: dict[str, Any] | None = self.get_bundle(rtype, params=query, headers={"Prefer": "handling=strict"})
+        try:
+            page: dict[str, Any] | None = self.get_bundle(rtype, params=query, headers={"Prefer": "handling=strict"})
+        except ResourceNotFound as exc:
+            if exc.outcome is not None:         # a FHIR server's answer: the type is not there
+                raise
+            raise ResourceNotFound(exc.method, exc.url, exc.status, text=(
+                f"{exc.text.strip()[:200]}; is {self.base_url} the FHIR base URL? GET {self.base_url}/metadata "
+                "should answer with a CapabilityStatement")) from None
         while page is not None:
             yield page
             following = next((link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"),

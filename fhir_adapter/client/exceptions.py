@@ -49,7 +49,7 @@ class FhirHttpError(FhirClientError):
 
     def __init__(self, method: str, url: str, status: int, outcome: dict[str, Any] | None = None,
                  text: str = "") -> None:
-        self.method, self.url, self.status, self.outcome = method, url, status, outcome
+        self.method, self.url, self.status, self.outcome, self.text = method, url, status, outcome, text
         detail = describe_outcome(outcome) or text.strip()[:500] or "(no OperationOutcome)"
         super().__init__(f"{method} {url}: HTTP {status}: {detail}")
 
