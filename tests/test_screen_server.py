@@ -369,3 +369,18 @@ def test_a_base_url_that_is_not_the_fhir_one_gets_a_hint(tmp_path, capsys):
     assert capsys.readouterr().err == (
         'fhir-adapter screen: error: GET Patient: HTTP 404: {"detail":"Not Found"}; is http://127.0.0.1:8090 the '
         "FHIR base URL? GET http://127.0.0.1:8090/metadata should answer with a CapabilityStatement\n")
+
+
+def test_write_back_failures_refused_alike_are_told_once_with_their_number():
+    from fhir_adapter.cli.screen import alike_once
+    from fhir_adapter.client import FailedEntry
+
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "forbidden", "diagnostics": "scope system/ResearchSubject.write not granted"}]}
+    refused = [FailedEntry({"resourceType": "ResearchSubject", "id": f"s{n}"}, None, "refused by the server", "403",
+                           outcome) for n in range(600)]
+    other = FailedEntry({"resourceType": "ResearchSubject", "id": "x"}, None, "refused by the server", "400")
+    assert alike_once([*refused, other]) == [
+        "600 ResearchSubjects failed alike; the first, ResearchSubject/s0: 403: refused by the server\n"
+        "    error forbidden: scope system/ResearchSubject.write not granted",
+        "ResearchSubject/x: 400: refused by the server"]

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from ..client import options
+from ..client import FailedEntry, describe_outcome, options
 from ..criteria import CriterionError
 from . import UsageError, client_of, date_option
 
@@ -56,6 +56,16 @@ def _output_directory(out: Path) -> None:
         raise UsageError(f"--out {out}: exists and is not a directory") from None
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot make the directory: {exc.strerror}") from None
+
+
+def alike_once(failures: list[FailedEntry]) -> list[str]:
+    """The write-back's failures, those refused alike (same status, message and OperationOutcome) told once
+    with their number: a token without write scope fails every subject the same way."""
+    alike: dict[tuple[str | None, str, str], list[FailedEntry]] = {}
+    for failure in failures:
+        alike.setdefault((failure.status, failure.message, describe_outcome(failure.outcome)), []).append(failure)
+    return [same[0].describe() if len(same) == 1 else f"{len(same)} ResearchSubjects failed alike; the first, "
+            f"{same[0].describe()}" for same in alike.values()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {subject}")
         if len(kept) > SHOWN_KEPT:
             print(f"  ... and {len(kept) - SHOWN_KEPT} more kept")
-        for failure in written.failures:
-            print(failure.describe(), file=sys.stderr)
+        for line in alike_once(written.failures):
+            print(line, file=sys.stderr)
         status = 0 if written.ok else 1
     for name in screening.reports:
         print(f"wrote {args.out / name}")
