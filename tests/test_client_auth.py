@@ -194,3 +194,30 @@ def test_tokens_never_reach_the_logs(rsa_key, caplog, monkeypatch):
     assert "retry 1/1" in caplog.text and "HTTP 401" in caplog.text  # the events were logged...
     for secret in ("tok1", "tok2", "bearer-secret-789", endpoint.forms[0]["client_assertion"][:40]):
         assert secret not in caplog.text                               # ...the secrets were not
+
+
+@pytest.mark.parametrize("verb", [["screen", "--out", "OUT"], ["push", "IN"]])
+def test_server_options_that_cannot_work_are_one_line_usage_errors_that_never_show_the_token(verb, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """--ca-bundle not there, --timeout 0 or -1, a token with characters no HTTP header carries, a binary token
+    file: exit 2 before anything is sent, naming the option, file or variable, never the token."""
+    from fhir_adapter.cli import main
+
+    (tmp_path / "euro.tok").write_text("sekret€\n", encoding="utf-8")
+    (tmp_path / "latin.tok").write_text("sekreté\n", encoding="utf-8")
+    (tmp_path / "bin.tok").write_bytes(b"\xff\xfe\x00sekret")
+    monkeypatch.setenv("FHIR_TEST_TOKEN", "sekret\u00e9")
+    (tmp_path / "IN").write_text('{"resourceType": "Patient", "id": "p1"}\n')
+    verb = [str(tmp_path / a) if a in ("OUT", "IN") else a for a in verb] + ["--retries", "0"]
+    cases = [(["--ca-bundle", str(tmp_path / "nope.pem")], f"--ca-bundle {tmp_path / 'nope.pem'}: no such file"),
+             (["--timeout", "0"], "--timeout must be a number of seconds above 0, not 0"),
+             (["--timeout", "-1"], "--timeout must be a number of seconds above 0, not -1"),
+             (["--token-file", str(tmp_path / "euro.tok")], f"bearer token from file {tmp_path / 'euro.tok'} has"),
+             (["--token-file", str(tmp_path / "latin.tok")], f"bearer token from file {tmp_path / 'latin.tok'} has"),
+             (["--token-env", "FHIR_TEST_TOKEN"], "the bearer token from env FHIR_TEST_TOKEN has characters other"),
+             (["--token-file", str(tmp_path / "bin.tok")], f"the bearer token file {tmp_path / 'bin.tok'} is not text")]
+    for options, said in cases:
+        assert main([*verb, "--server", "https://ehr.example/fhir", *options]) == 2, options
+        err = capsys.readouterr().err
+        assert err.startswith(f"fhir-adapter {verb[0]}: error: ") and said in err and err.count("\n") == 1, err
+        assert "sekret" not in err and "\\xff" not in err

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import responses
 from responses import matchers
 
-from fhir_adapter.client import CapabilityError, FhirClient, FhirHttpError, ResourceGone, ResourceNotFound
+from fhir_adapter.client import (
+    AccessDenied,
+    CapabilityError,
+    FhirClient,
+    FhirHttpError,
+    ResourceGone,
+    ResourceNotFound,
+    UnexpectedAnswer,
+)
 
 BASE = "https://fhir.example.org/r4"
 
@@ -138,3 +148,47 @@ def test_patient_data_refuses_a_type_the_server_holds_but_cannot_search_by_patie
     responses.get(f"{BASE}/Patient/1", json={"resourceType": "Patient", "id": "1"})
     with pytest.raises(CapabilityError, match="cannot search Observation by patient or subject"):
         FhirClient(BASE).patient_data("1", types=["Observation"])
+
+
+@responses.activate
+def test_read_many_reads_by_id_in_batches_or_one_by_one_and_says_what_is_not_there():
+    responses.get(f"{BASE}/metadata", json=statement())
+    subject = {"resourceType": "ResearchSubject", "id": "a"}
+    responses.post(BASE, json={"resourceType": "Bundle", "type": "batch-response", "entry": [
+        {"resource": subject, "response": {"status": "200 OK"}}, {"response": {"status": "404 Not Found"}},
+        {"response": {"status": "410 Gone"}}]})
+    assert FhirClient(BASE).read_many("ResearchSubject", ["a", "b", "c", "a"]) == {"a": subject, "b": None, "c": None}
+    sent = json.loads(responses.calls[1].request.body)
+    assert [e["request"] for e in sent["entry"]] == [{"method": "GET", "url": f"ResearchSubject/{i}"} for i in "abc"]
+
+    responses.replace(responses.POST, BASE, json={"resourceType": "Bundle", "type": "batch-response", "entry": [
+        {"response": {"status": "403 Forbidden", "outcome": {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "forbidden", "diagnostics": "no read scope"}]}}}]})
+    with pytest.raises(AccessDenied, match="GET ResearchSubject/a: HTTP 403: error forbidden: no read scope"):
+        FhirClient(BASE).read_many("ResearchSubject", ["a"])
+
+
+@responses.activate
+def test_read_many_without_batch_reads_one_by_one():
+    responses.get(f"{BASE}/metadata", json=statement(interactions=("transaction",)))
+    responses.get(f"{BASE}/ResearchSubject/a", json={"resourceType": "ResearchSubject", "id": "a"})
+    responses.get(f"{BASE}/ResearchSubject/b", status=404)
+    assert FhirClient(BASE).read_many("ResearchSubject", ["a", "b"]) == {
+        "a": {"resourceType": "ResearchSubject", "id": "a"}, "b": None}
+
+
+@responses.activate
+def test_a_search_answered_200_with_an_operation_outcome_is_an_error_naming_the_request():
+    """Not an empty page: the request and what the server said."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "processing", "diagnostics": "invalid search parameter"}]}
+    responses.get(f"{BASE}/Observation", json=outcome)
+    with pytest.raises(UnexpectedAnswer) as caught:
+        list(FhirClient(BASE).search("Observation", subject="Patient/1"))
+    assert str(caught.value) == ("GET Observation: HTTP 200, but OperationOutcome instead of a Bundle: "
+                                 "error processing: invalid search parameter")
+    assert caught.value.outcome == outcome
+    responses.get(f"{BASE}/Condition", json=page([obs(1)], f"{BASE}?page=2"))
+    responses.get(f"{BASE}?page=2", json={"hello": "world"})
+    with pytest.raises(UnexpectedAnswer, match=r"^GET .*: HTTP 200, but no FHIR resource instead of a Bundle$"):
+        list(FhirClient(BASE).search("Condition"))

@@ -7,7 +7,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from ..client import options
+from ..client import FailedEntry, describe_outcome, options
+from ..criteria import CriterionError
 from . import UsageError, client_of, date_option
 
 
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 #: How many files skipped in the input directories are named one by one (the rest are counted).
 SHOWN_SKIPPED = 10
+#: How many ResearchSubjects kept by the write-back (a status set on the server) are named one by one.
+SHOWN_KEPT = 20
 
 
 def _output_directory(out: Path) -> None:
@@ -53,6 +56,16 @@ def _output_directory(out: Path) -> None:
         raise UsageError(f"--out {out}: exists and is not a directory") from None
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot make the directory: {exc.strerror}") from None
+
+
+def alike_once(failures: list[FailedEntry]) -> list[str]:
+    """The write-back's failures, those refused alike (same status, message and OperationOutcome) told once
+    with their number: a token without write scope fails every subject the same way."""
+    alike: dict[tuple[str | None, str, str], list[FailedEntry]] = {}
+    for failure in failures:
+        alike.setdefault((failure.status, failure.message, describe_outcome(failure.outcome)), []).append(failure)
+    return [same[0].describe() if len(same) == 1 else f"{len(same)} ResearchSubjects failed alike; the first, "
+            f"{same[0].describe()}" for same in alike.values()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,17 +85,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, not {args.workers}")
     if args.html_candidates is not None and args.html_candidates < 0:
         raise UsageError(f"--html-candidates must be 0 or more, not {args.html_candidates}")
+    args.trial = list(dict.fromkeys(args.trial))        # a trial named twice is screened once
     client = client_of(args) if args.server else None
     _output_directory(args.out)
     as_of = args.as_of or dt.date.today()
     html_candidates = HTML_CANDIDATES if args.html_candidates is None else args.html_candidates
-    written = None
+    written, kept = None, []
     try:
         if args.server:
             done = screen_server(client, args.trial, args.out, as_of,
                                  from_server=args.from_server, write_back=args.write_back,
                                  per_patient=args.per_patient, html_candidates=html_candidates)
-            trials, result, written = done.trials, done.run, done.written
+            trials, result, written, kept = done.trials, done.run, done.written, done.kept
         else:
             trials = load_trials(args.trial)
             if not trials:
@@ -90,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             result = screen_files(args.input, trials, args.out, as_of, args.workers, html_candidates)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
+    except CriterionError as exc:               # criteria in mappings/ or on the server that cannot be read
+        raise UsageError(str(exc)) from None
     except OSError as exc:                      # an input file that cannot be read, a report that cannot be written
         if exc.filename is None:
             raise
@@ -111,9 +127,14 @@ def run(args: argparse.Namespace) -> int:
               f"{counts['ineligible']} ineligible")
     status = 0
     if written is not None:
-        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {written.summary()}")
-        for failure in written.failures:
-            print(failure.describe(), file=sys.stderr)
+        also = f"; kept {len(kept)} whose status was set on the server" if kept else ""
+        print(f"write-back of {len(screening.statuses)} ResearchSubjects: {written.summary()}{also}")
+        for subject in kept[:SHOWN_KEPT]:
+            print(f"  {subject}")
+        if len(kept) > SHOWN_KEPT:
+            print(f"  ... and {len(kept) - SHOWN_KEPT} more kept")
+        for line in alike_once(written.failures):
+            print(line, file=sys.stderr)
         status = 0 if written.ok else 1
     for name in screening.reports:
         print(f"wrote {args.out / name}")

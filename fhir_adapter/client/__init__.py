@@ -31,7 +31,8 @@ Use::
   (what `fhir_adapter.sources.resources` yields). Writing back R4 ResearchSubject resources is
   `client.push(research_subjects)`; with deterministic ids a re-run changes nothing (see `push`).
 - Errors: `FhirClientError` > `ServerUnreachable`, `CapabilityError`, `AuthError`, `FhirHttpError`
-  (`.status`, `.outcome`) > `ResourceNotFound`, `ResourceGone`, `AccessDenied`.
+  (`.status`, `.outcome`) > `ResourceNotFound`, `ResourceGone`, `AccessDenied`, `UnexpectedAnswer` (a
+  search answered 200 with something other than a Bundle).
 """
 
 from .auth import BearerAuth, SmartBackendAuth, bearer_from_env, bearer_from_file, public_jwk
@@ -46,6 +47,7 @@ from .exceptions import (
                          ResourceGone,
                          ResourceNotFound,
                          ServerUnreachable,
+                         UnexpectedAnswer,
                          describe_outcome,
 )
 from .push import FailedEntry, PushResult
@@ -53,5 +55,5 @@ from .transport import RetryPolicy
 
 __all__ = ["SCREENING_TYPES", "AccessDenied", "AuthError", "BearerAuth", "Capabilities", "CapabilityError",
            "FailedEntry", "FhirClient", "FhirClientError", "FhirHttpError", "PushResult", "ResourceGone",
-           "ResourceNotFound", "RetryPolicy", "ServerUnreachable", "SmartBackendAuth", "bearer_from_env",
-           "bearer_from_file", "describe_outcome", "public_jwk"]
+           "ResourceNotFound", "RetryPolicy", "ServerUnreachable", "SmartBackendAuth", "UnexpectedAnswer",
+           "bearer_from_env", "bearer_from_file", "describe_outcome", "public_jwk"]

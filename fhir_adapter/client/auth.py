@@ -48,6 +48,9 @@ class BearerAuth(requests.auth.AuthBase):
         token = token.strip()
         if not token:
             raise AuthError(f"the bearer token from {source} is empty")
+        if not (token.isascii() and token.isprintable()):   # an HTTP header carries no other; never show it
+            raise AuthError(f"the bearer token from {source} has characters other than printable ASCII (a "
+                            "token has none; is it the right file or variable?)")
         self._token = token
         self.source = source
 
@@ -74,6 +77,8 @@ def bearer_from_file(path: str | Path) -> BearerAuth:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise AuthError(f"cannot read the bearer token file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise AuthError(f"the bearer token file {path} is not text (UTF-8)") from None
     return BearerAuth(lines[0] if lines else "", source=f"file {path}")
 
 

@@ -11,7 +11,15 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .capabilities import Capabilities
-from .exceptions import AccessDenied, CapabilityError, FhirHttpError, ResourceGone, ResourceNotFound, ServerUnreachable
+from .exceptions import (
+    AccessDenied,
+    CapabilityError,
+    FhirHttpError,
+    ResourceGone,
+    ResourceNotFound,
+    ServerUnreachable,
+    UnexpectedAnswer,
+)
 from .transport import DEFAULT_TIMEOUT, RetryPolicy, Timeout, mark_idempotent, new_session
 
 log = logging.getLogger(__name__)
@@ -92,6 +100,15 @@ class FhirClient:
     def get_json(self, path: str, params: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         return _json(self.request("GET", path, params=params, headers=headers))
 
+    def get_bundle(self, path: str, params: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A GET that must answer with a Bundle (a search page); anything else, such as an OperationOutcome with
+        status 200, raises `UnexpectedAnswer` naming the request and showing the outcome."""
+        response = self.request("GET", path, params=params, headers=headers)
+        body = _json(response)
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            raise UnexpectedAnswer("GET", _short(response.url, self.base_url), response.status_code, body, "a Bundle")
+        return body
+
     # -- what the server can do -------------------------------------------------------------------------
 
     def capabilities(self, refresh: bool = False) -> Capabilities:
@@ -120,17 +137,59 @@ class FhirClient:
         """`GET [base]/rtype/rid`; raises `ResourceNotFound` or `ResourceGone`."""
         return self.get_json(f"{rtype}/{quote(rid, safe='')}")
 
+    def read_many(self, rtype: str, rids: Iterable[str], chunk: int = 200) -> dict[str, dict[str, Any] | None]:
+        """Resources by id, None for those the server does not hold (404, 410): a batch of reads per `chunk`
+        ids where the server takes batches, else one read each. Any other error status raises."""
+        wanted = list(dict.fromkeys(rids))
+        found: dict[str, dict[str, Any] | None] = {}
+        if not self.capabilities().batch:
+            for rid in wanted:
+                try:
+                    found[rid] = self.read(rtype, rid)
+                except (ResourceNotFound, ResourceGone):
+                    found[rid] = None
+            return found
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start:start + chunk]
+            urls = [f"{rtype}/{quote(rid, safe='')}" for rid in part]
+            reply = self.bundle({"resourceType": "Bundle", "type": "batch",
+                                 "entry": [{"request": {"method": "GET", "url": url}} for url in urls]})
+            entries = reply.get("entry") or []
+            if len(entries) != len(part):
+                raise FhirHttpError("POST", "(batch of reads)", 0,
+                                    text=f"the server answered {len(entries)} entries for {len(part)} reads")
+            for rid, url, entry in zip(part, urls, entries, strict=True):
+                answer = entry.get("response") or {}
+                code = str(answer.get("status") or "0").split()[0]
+                status = int(code) if code.isdigit() else 0
+                if 200 <= status < 300:
+                    found[rid] = entry.get("resource")
+                elif status in (404, 410):
+                    found[rid] = None
+                else:
+                    raise _ERRORS.get(status, FhirHttpError)("GET", url, status, answer.get("outcome"),
+                                                             text="(in a batch)")
+        return found
+
     def search_pages(self, rtype: str, params: Mapping[str, Any] | None = None, /,
                      **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Each searchset Bundle page, following `next` links. Sends `Prefer: handling=strict` so that a
-        parameter the server does not know fails instead of being ignored."""
+        parameter the server does not know fails instead of being ignored. A 404 without an OperationOutcome (not
+        a FHIR server's answer) asks whether the base URL is the FHIR one."""
         query = _query({**(params or {}), **kwargs})
-        page: dict[str, Any] | None = self.get_json(rtype, params=query, headers={"Prefer": "handling=strict"})
+        try:
+            page: dict[str, Any] | None = self.get_bundle(rtype, params=query, headers={"Prefer": "handling=strict"})
+        except ResourceNotFound as exc:
+            if exc.outcome is not None:         # a FHIR server's answer: the type is not there
+                raise
+            raise ResourceNotFound(exc.method, exc.url, exc.status, text=(
+                f"{exc.text.strip()[:200]}; is {self.base_url} the FHIR base URL? GET {self.base_url}/metadata "
+                "should answer with a CapabilityStatement")) from None
         while page is not None:
             yield page
             following = next((link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"),
                              None)
-            page = self.get_json(following, headers={"Prefer": "handling=strict"}) if following else None
+            page = self.get_bundle(following, headers={"Prefer": "handling=strict"}) if following else None
 
     def search(self, rtype: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every matching resource, page after page. Parameter names that are not Python names go in `params`:
@@ -151,12 +210,12 @@ class FhirClient:
         caps = self.capabilities()
         if caps.has_operation("Patient", "everything"):
             found: list[dict[str, Any]] = []
-            page: dict[str, Any] | None = self.get_json(f"Patient/{quote(patient_id, safe='')}/$everything")
+            page: dict[str, Any] | None = self.get_bundle(f"Patient/{quote(patient_id, safe='')}/$everything")
             while page is not None:
                 found += [e["resource"] for e in page.get("entry") or []
                           if e.get("resource", {}).get("resourceType") in wanted]
                 following = next((x.get("url") for x in page.get("link") or [] if x.get("relation") == "next"), None)
-                page = self.get_json(following) if following else None
+                page = self.get_bundle(following) if following else None
             return found
         found = [self.read("Patient", patient_id)]
         for rtype in types:
@@ -213,6 +272,10 @@ def _json(response: requests.Response) -> dict[str, Any]:
                             text=f"expected FHIR JSON, got {response.headers.get('Content-Type')!r}") from None
 
 
+_ERRORS: dict[int, type[FhirHttpError]] = {404: ResourceNotFound, 410: ResourceGone, 401: AccessDenied,
+                                           403: AccessDenied}
+
+
 def _http_error(method: str, where: str, response: requests.Response) -> FhirHttpError:
     outcome = None
     try:
@@ -222,7 +285,7 @@ def _http_error(method: str, where: str, response: requests.Response) -> FhirHtt
     except ValueError:
         pass
     status = response.status_code
-    kind = {404: ResourceNotFound, 410: ResourceGone, 401: AccessDenied, 403: AccessDenied}.get(status, FhirHttpError)
+    kind = _ERRORS.get(status, FhirHttpError)
     return kind(method, where, status, outcome, text=response.text if outcome is None else "")
 
 

@@ -49,7 +49,7 @@ class FhirHttpError(FhirClientError):
 
     def __init__(self, method: str, url: str, status: int, outcome: dict[str, Any] | None = None,
                  text: str = "") -> None:
-        self.method, self.url, self.status, self.outcome = method, url, status, outcome
+        self.method, self.url, self.status, self.outcome, self.text = method, url, status, outcome, text
         detail = describe_outcome(outcome) or text.strip()[:500] or "(no OperationOutcome)"
         super().__init__(f"{method} {url}: HTTP {status}: {detail}")
 
@@ -64,3 +64,15 @@ class ResourceGone(FhirHttpError):
 
 class AccessDenied(FhirHttpError, AuthError):
     """HTTP 401 or 403 from the FHIR server."""
+
+
+class UnexpectedAnswer(FhirHttpError):
+    """A success status whose body is not what was asked for (an OperationOutcome instead of a Bundle)."""
+
+    def __init__(self, method: str, url: str, status: int, body: Any, expected: str) -> None:
+        outcome = body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
+        super().__init__(method, url, status, outcome)
+        got = body.get("resourceType") if isinstance(body, dict) else None
+        said = describe_outcome(outcome)
+        Exception.__init__(self, f"{method} {url}: HTTP {status}, but {got or 'no FHIR resource'} instead of "
+                                 f"{expected}" + (f": {said}" if said else ""))

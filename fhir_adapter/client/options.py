@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from .auth import DEFAULT_SCOPE, SmartBackendAuth, bearer_from_env, bearer_from_file
 from .client import FhirClient
@@ -50,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, server_required: bool = Tr
 
 
 def client_from_args(args: argparse.Namespace, *, pool_size: int = 10) -> FhirClient:
-    """The client the options describe. TLS verification stays on unless --insecure was given."""
+    """The client the options describe. TLS verification stays on unless --insecure was given. Options that
+    cannot work (a --timeout that is not positive, a --ca-bundle that is not there) raise `ValueError`."""
+    if not args.timeout > 0 or args.timeout == float("inf"):
+        raise ValueError(f"--timeout must be a number of seconds above 0, not {args.timeout:g}")
+    if args.ca_bundle and not os.path.exists(args.ca_bundle):
+        raise ValueError(f"--ca-bundle {args.ca_bundle}: no such file")
     auth = None
     if args.token_env:
         auth = bearer_from_env(args.token_env)

@@ -101,12 +101,14 @@ def screen_index(index: PatientIndex, trials: list[Trial], out: Path, as_of: dt.
 
 @dataclass
 class ServerScreening:
-    """What `screen_server` did: the run, the trials, verdict counts per trial, the reports, the write-back."""
+    """What `screen_server` did: the run, the trials, verdict counts per trial, the reports, the write-back and
+    the ResearchSubjects it kept (`remote.Kept`: a status set on the server)."""
 
     run: RunResult
     trials: list[Trial]
     out: Path
     written: PushResult | None = None
+    kept: list[Any] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -136,12 +138,14 @@ def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = Non
     - `trials`: NCT ids, `Trial`s, or None for every trial with criteria in `mappings/`;
     - `from_server`: read the criteria back from the trials' EvidenceVariables on the server (by id) instead;
     - `as_of`: the screening date (default today); `write_back`: PUT an R4 ResearchSubject per patient and
-      trial (candidate / potential-candidate / ineligible), idempotently;
+      trial (candidate / potential-candidate / ineligible), idempotently; one whose status on the server is
+      another (on-study, withdrawn, ...) is kept (`.kept`);
     - `per_patient`: read the data patient by patient (`$everything` or searches by patient) instead of by type.
 
     Returns a `ServerScreening`: `.counts` (per NCT id: eligible / needs-review / ineligible), `.patients`,
     `.report` (the path of report.html), `.files`, `.written` (the write-back's `PushResult`, or None).
-    Raises `KeyError` for a trial without criteria (locally or on the server), and the client's errors.
+    Raises `KeyError` for a trial without criteria (locally or on the server) or, with `write_back`, without its
+    ResearchStudy on the server (checked before anything is read), and the client's errors.
 
     For example (needs a server; tests/test_screen_server.py runs it against sekmet)::
 
@@ -162,7 +166,11 @@ def screen_server(client: FhirClient, trials: Sequence[str | Trial] | None = Non
         chosen = given + (load_trials(names) if names or not given else [])
     if not chosen:
         raise KeyError("no trial with computable criteria found (mappings/trials/<NCT id>.yaml)")
+    if write_back:
+        remote.require_studies(client, chosen)
     index = remote.load_patients(client, per_patient=per_patient)
     run = screen_index(index, chosen, out, as_of, html_candidates, keep_statuses=write_back, source=client.base_url)
-    written = remote.write_back(client, run.screening.statuses, chosen, as_of.isoformat()) if write_back else None
-    return ServerScreening(run, chosen, out, written)
+    if not write_back:
+        return ServerScreening(run, chosen, out)
+    written, kept = remote.write_back(client, run.screening.statuses, chosen, as_of.isoformat())
+    return ServerScreening(run, chosen, out, written, kept)

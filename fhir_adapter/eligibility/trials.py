@@ -52,7 +52,7 @@ def _trial_from_yaml(path: Path) -> Trial:
 
 
 def load_trials(only: Sequence[str] = ()) -> list[Trial]:
-    """The trials with computable criteria, in NCT-id order; `only` picks some by NCT id."""
+    """The trials with computable criteria, in NCT-id order; `only` picks some by NCT id (each once)."""
     module = _protocol_module()
     if module is not None and hasattr(module, "load_protocols"):
         trials = [_trial_from_protocol(p) for p in module.load_protocols()]
@@ -65,7 +65,7 @@ def load_trials(only: Sequence[str] = ()) -> list[Trial]:
         missing = [i for i in only if i not in known]
         if missing:
             raise KeyError(f"no criteria for {', '.join(missing)}: known trials are {', '.join(known) or 'none'}")
-        trials = [known[i] for i in only]
+        trials = [known[i] for i in dict.fromkeys(only)]
     return trials
 
 
