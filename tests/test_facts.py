@@ -198,6 +198,38 @@ def test_icd10cm_codes_without_their_dot(code, subtype):
     assert chart.fact("ms-subtype").value == subtype
 
 
+@pytest.mark.parametrize(("system", "code"), [
+    ("urn:oid:2.16.840.1.113883.6.96", "426373005"),            # SNOMED's OID
+    ("http://snomed.info/sct/", "426373005"),                   # a trailing slash
+    ("http://fhir.de/CodeSystem/dimdi/icd-10-gm", "G35.1"),     # the older German URL
+    ("urn:oid:2.16.840.1.113883.6.90", "G35.A"),                # ICD-10-CM's OID
+    (ICD10CM, "g35.a"), (ICD10CM, "G35.A "), (ICD10CM, " g35a"),
+])
+def test_ms_course_from_other_names_of_a_system_and_untidy_codes(system, code):
+    chart = Chart()                       # another Condition closes the world: a code not read would be "no MS"
+    chart.condition(system=system, code=code, onset="2018-01-01")
+    chart.condition("major-depression", onset="2020-01-01")
+    assert chart.fact("ms-subtype").value == "rrms"
+
+
+@pytest.mark.parametrize(("system", "code"), [
+    ("http://fhir.de/CodeSystem/bfarm/atc", "L04AE01"), ("urn:oid:2.16.840.1.113883.6.73", "L04AE01"),
+    ("http://www.whocc.no/atc", "l04ae01"), ("http://www.whocc.no/atc", "L04AE01 "),
+])
+def test_a_drug_from_other_names_of_its_system_and_untidy_codes(system, code):
+    chart = Chart()
+    chart.med(system=system, code=code, start=200)
+    found = chart.fact("therapy", "fingolimod")      # not only the L04A group (other immunosuppressants)
+    assert found.value is True and "fingolimod" in found.detail
+
+
+def test_an_untidy_code_is_found_in_its_group():
+    chart = Chart()
+    chart.condition("rrms", onset="2018-01-01")
+    chart.condition(system="urn:oid:2.16.840.1.113883.6.90", code="c50.911 ", onset="2020-01-01")
+    assert chart.fact("condition", "malignancy").value is True
+
+
 @pytest.mark.parametrize("code", [("http://hl7.org/fhir/sid/icd-10", "G35"), (ICD10CM, "G35"), (ICD10CM, "G35.D"),
                                   (ICD10GM, "G35.9")])
 def test_ms_without_its_course_is_unknown(code):

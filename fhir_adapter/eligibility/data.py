@@ -8,6 +8,9 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe);
 - MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM, ICD-10 codes with or without their dot
   (the most specific coding wins);
+- any code with its system named by an OID or older URL (`system-aliases` in terminology.yaml) or with a trailing
+  slash, with spaces around the code, an ICD-10 or ATC code in lower case: normalised when the code as written
+  is not known (`_missed`), so the common path does no extra work;
 - therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm
   (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
   or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
@@ -428,7 +431,19 @@ def _reading_index() -> dict[tuple[str, str], str]:
 
 _INDEX = _reading_index()
 _TERMINOLOGY = terminology.load()
-_GROUPS = frozenset(_TERMINOLOGY.groups)         # systems with groups (ICD-10 categories, ATC groups)
+_MISSES: dict[tuple[Any, Any], str | None] = {}     # (system, code) not in _INDEX -> its concept, found once
+
+
+def _missed(key: tuple[Any, Any]) -> str | None:
+    """The concept of a coding not in `_INDEX` as written: as `Terminology.normalised` writes it (an OID or older
+    URL of the system, `g35.a`, `"L04AE01 "`), else by its narrowest group; remembered."""
+    system_url, code = _TERMINOLOGY.normalised(*key)
+    name = _INDEX.get((system_url, code))
+    if name is None:
+        name = _TERMINOLOGY.group_of(system_url, code)
+    if len(_MISSES) < 100_000:
+        _MISSES[key] = name
+    return name
 
 
 _NONE: frozenset[str] = frozenset()
@@ -445,8 +460,10 @@ def concepts_of(codeable: Any) -> frozenset[str]:
         if isinstance(coding, dict):
             key = (coding.get("system"), coding.get("code"))
             name = _INDEX.get(key)
-            if name is None and key[0] in _GROUPS:
-                name = _TERMINOLOGY.group_of(*key)
+            if name is None:
+                name = _MISSES.get(key, False)
+                if name is False:
+                    name = _missed(key)
             if name is not None:
                 if first is None:
                     first = name
