@@ -524,6 +524,21 @@ def test_without_follow_up_in_the_window_relapses_cannot_be_ruled_out():
     assert recent.fact("relapse-count", window="60 d").value == 1
 
 
+@pytest.mark.parametrize("value", [
+    {"valueBoolean": False},
+    {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "373067005"}]}},            # No
+    {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA32-8"}]}},                # No
+])
+def test_a_relapse_observation_saying_no_is_no_relapse_but_a_follow_up(value):
+    chart = Chart()
+    chart.edss(3.0, 200)                                   # last EDSS before the 60-day window
+    chart.relapse(20).update(value)                        # a visit inside it: "relapse? no"
+    found = chart.fact("relapse-count", window="60 d")
+    assert (found.value, found.upper) == (0, None) and found.evidence == ("Observation/p1-observation-2",)
+    chart.relapse(10, "moderate")                          # a relapse that was one still counts
+    assert chart.fact("relapse-count", window="60 d").value == 1
+
+
 # ------------------------------------------------------------------------------------------ MRI
 
 def test_lesion_counts_most_on_one_mri_in_window_integer_or_quantity():

@@ -5,7 +5,9 @@ values as floats, a `Type/id` reference kept as evidence). Everything else in th
 so the facts never walk FHIR JSON again. What real EHRs send is accepted:
 
 - relapses as Observation or Condition (SNOMED 192929006), with severity from `Condition.severity`,
-  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe);
+  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe); a relapse
+  Observation whose value says no (`valueBoolean: false`, "No", negative) is a visit that found no relapse:
+  not a relapse, but an MS follow-up record (`no_relapse`);
 - MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM, ICD-10 codes with or without their dot
   (the most specific coding wins);
 - any code with its system named by an OID or older URL (`system-aliases` in terminology.yaml) or with a trailing
@@ -159,6 +161,7 @@ class PatientData:
     where: str = ""                             # where the Patient resource was read (`file:line`, `Type/id`)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
+    no_relapse: list[tuple[Day, bool, str]] = field(default_factory=list)      # relapse Observations saying no
     edss: list[tuple[Day, float, str]] = field(default_factory=list)
     gd_lesions: list[tuple[Day, float, str]] = field(default_factory=list)
     t2_lesions: list[tuple[Day, float, str]] = field(default_factory=list)
@@ -218,7 +221,8 @@ class PatientData:
 
     def _dated(self) -> tuple[list[tuple[Day, Any, str]], ...]:
         """The lists of (day, value, reference) items."""
-        return (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
+        return (self.relapses, self.no_relapse, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy,
+                self.lactation,
                 *self.labs.values())
 
     def drop_before_birth(self) -> list[tuple[str, str]]:
@@ -546,9 +550,9 @@ def _qualitative(resource: dict[str, Any]) -> bool | None:
         return resource["valueBoolean"]
     for source in (resource.get("valueCodeableConcept"), *(resource.get("interpretation") or ())):
         found = concepts_of(source)
-        if "positive" in found:
+        if "positive" in found or "yes" in found:
             return True
-        if "negative" in found:
+        if "negative" in found or "no" in found:
             return False
         if isinstance(source, dict):
             words = [source.get("text")] + [c.get("display") or c.get("code") for c in source.get("coding") or ()
@@ -793,6 +797,9 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
         return False
     p.observations += 1
     if name == "relapse":
+        if _qualitative(r) is False:                    # "relapse: no", asked at a visit
+            p.no_relapse.append((when, False, ref))
+            return True
         components = [c.get("valueCodeableConcept") for c in r.get("component") or () if isinstance(c, dict)]
         p.relapses.append((when, _severity(r.get("valueCodeableConcept"), *components), ref))
         return True

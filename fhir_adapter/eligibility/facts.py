@@ -24,8 +24,8 @@ Closed or open world, fact by fact (what absence of data means):
   after a relapse's first record counting as that relapse (one that began before the window and was recorded
   again inside it is not in the window); `subject` is a minimum severity (mild, moderate, severe), and a relapse
   without severity then counts as maybe. Relapses are recorded at MS visits, so the count is closed only when
-  the patient has an MS follow-up record (EDSS, MRI lesion count or relapse) on or after the window start;
-  otherwise it is a lower bound ("at least n").
+  the patient has an MS follow-up record (EDSS, MRI lesion count, relapse, or a relapse Observation saying no:
+  not a relapse) on or after the window start; otherwise it is a lower bound ("at least n").
 - gd-lesion-count, new-t2-lesion-count: the most lesions on one MRI inside the window (the latest MRI
   without a window); unknown without an MRI there: the MRI may simply not have been done.
 - csf-oligoclonal-bands: the latest CSF result; unknown without one.
@@ -434,9 +434,10 @@ def _progression_of_days(first: list[tuple], last: list[tuple], clock: Clock) ->
 # ------------------------------------------------------------------------------------------ relapses, MRI
 
 def _last_follow_up(patient: PatientData, clock: Clock) -> tuple[Day, str] | None:
-    """The latest MS follow-up record (EDSS, MRI lesion count, relapse) up to the screening date: (day, ref)."""
+    """The latest MS follow-up record (EDSS, MRI lesion count, relapse, a visit's "no relapse") up to the screening
+    date: (day, ref)."""
     latest = None
-    for items in (patient.edss, patient.gd_lesions, patient.t2_lesions, patient.relapses):
+    for items in (patient.edss, patient.gd_lesions, patient.t2_lesions, patient.relapses, patient.no_relapse):
         found = _upto(items, clock)
         if found and (latest is None or found[-1][0] > latest[0]):
             latest = (found[-1][0], found[-1][-1])
