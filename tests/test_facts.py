@@ -512,6 +512,18 @@ def test_relapse_severity_minimum_and_unknown_severity():
     assert chart.fact("relapse-count", "severe", "6 mo").value == 0
 
 
+@pytest.mark.parametrize(("text", "sure", "upper"), [
+    ("Severe relapse", 1, None), ("not severe", 0, 1), ("non-severe", 0, 1), ("mild-moderate", 0, 1),
+    ("mild to moderate", 0, 1), ("moderately severe", 0, 1), ("mild", 0, None),
+])
+def test_relapse_severity_in_words_names_one_severity_not_negated(text, sure, upper):
+    chart = Chart()
+    chart.edss(3.0, 10)
+    chart.relapse(100, as_condition=True)["severity"] = {"text": text}
+    found = chart.fact("relapse-count", "moderate", "12 mo")     # a negation or a range: maybe moderate
+    assert (found.value, found.upper) == (sure, upper)
+
+
 def test_without_follow_up_in_the_window_relapses_cannot_be_ruled_out():
     chart = Chart()
     chart.edss(3.0, 200)                                   # last seen before the 60-day window

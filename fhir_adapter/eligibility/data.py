@@ -5,7 +5,8 @@ values as floats, a `Type/id` reference kept as evidence). Everything else in th
 so the facts never walk FHIR JSON again. What real EHRs send is accepted:
 
 - relapses as Observation or Condition (SNOMED 192929006), with severity from `Condition.severity`,
-  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe); a relapse
+  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe; in words only when
+  they name one, not negated: "not severe" or "mild-moderate" is an unknown severity); a relapse
   Observation whose value says no (`valueBoolean: false`, "No", negative) is a visit that found no relapse:
   not a relapse, but an MS follow-up record (`no_relapse`);
 - MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM, ICD-10 codes with or without their dot
@@ -566,7 +567,17 @@ def _qualitative(resource: dict[str, Any]) -> bool | None:
     return None
 
 
+_SEVERITY_WORDS = re.compile(r"\b(?:(not?|non)[\s-]+)?(mild|moderate|severe)")
+
+
 def _severity(*sources: Any) -> int | None:
+    """The severity rank of a relapse from the first source that gives one, by code or in words. Words name one
+    severity or none: a negated one ("not severe", "non-severe") or a range ("mild-moderate", "moderately
+    severe") leaves it unknown, which a minimum severity counts as maybe.
+
+    >>> [_severity({"text": t}) for t in ("Severe", "not severe", "non-severe", "mild-moderate", "mild relapse")]
+    [3, None, None, None, 1]
+    """
     for source in sources:
         found = concepts_of(source) & SEVERITY_RANK.keys()
         if found:
@@ -574,10 +585,12 @@ def _severity(*sources: Any) -> int | None:
         if isinstance(source, dict):
             for word in [source.get("text")] + [c.get("display") for c in source.get("coding") or ()
                                                 if isinstance(c, dict)]:
-                if isinstance(word, str):
-                    for name, rank in SEVERITY_RANK.items():
-                        if name in word.lower():
-                            return rank
+                said = _SEVERITY_WORDS.findall(word.lower()) if isinstance(word, str) else None
+                if said:
+                    names = {name for _, name in said}
+                    if len(names) == 1 and not any(negated for negated, _ in said):
+                        return SEVERITY_RANK[names.pop()]
+                    return None
     return None
 
 
