@@ -634,12 +634,6 @@ class PatientIndex:
     used: int = 0
     medications: dict[str, frozenset[str]] = field(default_factory=dict)   # Medication id -> drug concepts
 
-    def patient(self, pid: str) -> PatientData:
-        found = self.patients.get(pid)
-        if found is None:
-            found = self.patients[pid] = PatientData(pid)
-        return found
-
     def add(self, resource: dict[str, Any], where: str = "", pid: str | None = None, ref: str | None = None) -> None:
         """Reduce one resource into its patient's data (or record a problem); `pid` and `ref` (its `Type/id`)
         if already known.
@@ -658,6 +652,8 @@ class PatientIndex:
                                          f"{str(exc)[:200]})"))
 
     def _add(self, resource: dict[str, Any], where: str, pid: str | None, ref: str | None) -> None:
+        """A resource about a patient not met before whose id has spaces around it (`Patient/p1 `) is reported,
+        as one with a leading space is: a FHIR id has none, and it would be a second patient."""
         rtype = resource.get("resourceType")
         rid = resource.get("id")
         if rtype == "Medication":
@@ -673,7 +669,13 @@ class PatientIndex:
         if not pid:
             self.problems.append(Problem(where or ref, _why_no_patient(resource)))
             return
-        if handler(self, self.patient(pid), resource, ref, where or ref):
+        patient = self.patients.get(pid)
+        if patient is None:
+            if pid != pid.strip():              # `Patient/p1 `: not Patient/p1, and no id (FHIR ids have no spaces)
+                self.problems.append(Problem(where or ref, _why_no_patient(resource)))
+                return
+            patient = self.patients[pid] = PatientData(pid)
+        if handler(self, patient, resource, ref, where or ref):
             self.used += 1
 
     def finish(self) -> PatientIndex:
@@ -1001,13 +1003,17 @@ def _why_no_patient(resource: dict[str, Any]) -> str:
     rtype = resource.get("resourceType")
     if rtype == "Patient":
         found = resource.get("id")
-        return "Patient without an id" if found in (None, "") else f"Patient id {found!r} is not a string"
+        if found in (None, ""):
+            return "Patient without an id"
+        return f"Patient id {found!r} has spaces around it" if isinstance(found, str) else \
+            f"Patient id {found!r} is not a string"
     for name in ("subject", "patient"):
         ref = resource.get(name)
         target = ref.get("reference") if isinstance(ref, dict) else None
         if isinstance(target, str):
             found = "a Patient's fullUrl in its Bundle" if target.startswith("urn:") else "a Patient/<id> reference"
-            return f"{rtype} {name} {target!r} is not {found}"
+            spaces = " (spaces around it)" if target != target.strip() else ""
+            return f"{rtype} {name} {target!r} is not {found}{spaces}"
     return f"{rtype} without a subject or patient reference"
 
 
