@@ -664,6 +664,17 @@ def test_therapy_by_reference_by_name_ongoing_and_unknown_end():
     assert found.value is None and "end not recorded" in found.detail
 
 
+def test_a_therapy_ending_before_it_starts_is_reported_and_taken_without_its_dates():
+    chart = Chart()
+    chart.med("fingolimod", start=30, end=800)            # from 2025-05-02 to 2023-03-24
+    problems = [str(p) for p in index_resources(chart.resources).problems]
+    assert problems == ["MedicationStatement/p1-medicationstatement-1: MedicationStatement of fingolimod ends "
+                        "(2023-03-24) before it starts (2025-05-02): its dates are not used"]
+    for window in ("6 mo", "0 d"):                         # neither a recent start nor an old end decides
+        found = chart.fact("therapy", "fingolimod", window)
+        assert found.value is None and found.evidence == ("MedicationStatement/p1-medicationstatement-1",)
+
+
 def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():
     assert Chart().fact("therapy", "corticosteroids", "30 d").value is None
     chart = Chart()

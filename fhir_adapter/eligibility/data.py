@@ -19,7 +19,8 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
   text or display as a last resort;
 - MS onset as onsetDateTime, onsetPeriod or onsetAge (years or months); an active MedicationStatement without
-  effective[x] counts from its dateAsserted;
+  effective[x] counts from its dateAsserted; one that ends before it starts is reported and used without its
+  dates (taken, when not known: a washout or current treatment is then unknown, not decided by a wrong date);
 - EDSS as valueQuantity, valueInteger, a numeric valueString or valueDecimal (which neither R4 nor R5
   Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
   LOINC code `mappings/terminology.yaml` accepts for the concept.
@@ -952,6 +953,12 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         if starts is None and ends is None and status == "active":
             asserted = day(r.get("dateAsserted"))      # no effective[x]: taken on the day it was asserted
             starts = (asserted, asserted) if asserted is not None else None
+    if starts and ends and ends[1] < starts[0]:     # a wrong date, which one unknown: taken, but not known when
+        index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} ends "
+                                             f"({days_text(*ends)}) before it starts ({days_text(*starts)}): "
+                                             "its dates are not used"))
+        p.exposures.append(Exposure(concepts, None, END_UNKNOWN, ref))
+        return True
     if starts and ends:                 # a month or year of one that the other's day narrows: not after the end,
         starts = (starts[0], min(starts[1], max(ends[1], starts[0])))           # not before the start
         ends = (min(max(ends[0], starts[0]), ends[1]), ends[1])
