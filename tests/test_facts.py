@@ -675,6 +675,19 @@ def test_a_therapy_ending_before_it_starts_is_reported_and_taken_without_its_dat
         assert found.value is None and found.evidence == ("MedicationStatement/p1-medicationstatement-1",)
 
 
+def test_a_request_with_several_dosage_instructions_spans_the_earliest_start_to_the_latest_end():
+    chart = Chart()
+    request = chart.med("fingolimod", start=900, end=100, kind="MedicationRequest")
+    request["dosageInstruction"].append({"timing": {"repeat": {"boundsPeriod": {"start": chart.ago(300),
+                                                                                "end": chart.ago(200)}}}})
+    found = chart.fact("therapy", "fingolimod", "4 mo")    # the first instruction's end, 100 days ago, counts
+    assert found.value is True and f"from {chart.ago(900)} to {chart.ago(100)}" in found.detail
+    request["status"] = "active"
+    request["dosageInstruction"][1]["timing"]["repeat"]["boundsPeriod"] = {"start": chart.ago(50)}   # open
+    found = chart.fact("therapy-duration", "fingolimod")
+    assert found.value == 900 and f"fingolimod {chart.ago(900)} to {chart.ago(0)}" in found.detail
+
+
 def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():
     assert Chart().fact("therapy", "corticosteroids", "30 d").value is None
     chart = Chart()

@@ -19,8 +19,10 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
   text or display as a last resort;
 - MS onset as onsetDateTime, onsetPeriod or onsetAge (years or months); an active MedicationStatement without
-  effective[x] counts from its dateAsserted; one that ends before it starts is reported and used without its
-  dates (taken, when not known: a washout or current treatment is then unknown, not decided by a wrong date);
+  effective[x] counts from its dateAsserted; a MedicationRequest with several dosage instructions from the
+  earliest start of their boundsPeriods to the latest end (`_bounds`); a therapy that ends before it starts is
+  reported and used without its dates (taken, when not known: a washout or current treatment is then unknown,
+  not decided by a wrong date);
 - EDSS as valueQuantity, valueInteger, a numeric valueString or valueDecimal (which neither R4 nor R5
   Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
   LOINC code `mappings/terminology.yaml` accepts for the concept.
@@ -932,12 +934,10 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
     rtype = r["resourceType"]
     status = r.get("status")
     if rtype == "MedicationRequest":
-        bounds: dict[str, Any] = {}
-        for dosage in r.get("dosageInstruction") or ():
-            bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or bounds
+        first, last = _bounds(r.get("dosageInstruction") or ())
         validity = (r.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        starts = _span(bounds.get("start"), validity.get("start"), r.get("authoredOn"))
-        ends = _span(bounds.get("end"), validity.get("end"))
+        starts = _span(first, validity.get("start"), r.get("authoredOn"))
+        ends = _span(last, validity.get("end"))
     elif rtype == "MedicationAdministration":
         given = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
                            "occurrenceDateTime")
@@ -972,6 +972,23 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         end = ONGOING if status in ("active", "intended", "on-hold", "recorded", None) else END_UNKNOWN
     p.exposures.append(Exposure(concepts, start, end, ref, end_from, start_until))
     return True
+
+
+def _bounds(dosages: Iterable[Any]) -> tuple[Any, Any]:
+    """The start and end of the boundsPeriods of a MedicationRequest's dosage instructions (a dose changed, a
+    course split in steps): the earliest start and the latest end, no end while one of them is open.
+
+    >>> _bounds([{"timing": {"repeat": {"boundsPeriod": {"start": "2023-01-05", "end": "2024-02"}}}},
+    ...          {"timing": {"repeat": {"boundsPeriod": {"start": "2022", "end": "2023-06-30"}}}}])
+    ('2022', '2024-02')
+    """
+    periods = [((d.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {} for d in dosages]
+    periods = [b for b in periods if b]
+    if len(periods) < 2:
+        return (periods[0].get("start"), periods[0].get("end")) if periods else (None, None)
+    starts = [(found[0], text) for text in (b.get("start") for b in periods) if (found := day_range(text))]
+    ends = [(found[1], text) for text in (b.get("end") for b in periods) if (found := day_range(text))]
+    return min(starts)[1] if starts else None, max(ends)[1] if len(ends) == len(periods) else None
 
 
 def _procedure(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
