@@ -367,6 +367,15 @@ def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_o
     assert Chart().fact("disease-duration").value is None
 
 
+@pytest.mark.parametrize(("recorded", "years"), [("2019", 5), ("2019-03", 6), ("2019-03-04T10:00:00+01:00", 6)])
+def test_a_diagnosis_recorded_as_a_year_or_month_counts_from_its_latest_day(recorded, years):
+    chart = Chart()                                         # screened 2025-06-01: 2019-12-31 is 5 years before
+    chart.condition("rrms", recorded=recorded)
+    found = chart.fact("disease-duration")
+    assert (found.value, found.upper) == (years, float("inf")) and f"recorded {recorded[:10]} " in found.detail
+    assert chart.fact("ms-subtype").value == "rrms"
+
+
 # ------------------------------------------------------------------------------------------ EDSS
 
 def test_edss_lesion_and_relapse_codes_of_the_value_sets():

@@ -113,7 +113,8 @@ class Problem:
 
 @dataclass(slots=True)
 class Condition:
-    """A recorded condition: its concepts, onset (earliest, latest possible day), recorded day, status."""
+    """A recorded condition: its concepts, onset (earliest, latest possible day), recorded day (its earliest, for a
+    month or year: `recorded_until` its latest), status."""
 
     concepts: frozenset[str]
     onset: tuple[Day, Day] | None
@@ -124,6 +125,11 @@ class Condition:
     onset_age: tuple[int, int] | None = None    # onsetAge as (months, precision in months), until the birth
                                                 # date resolves it: 25 years is (300, 12), 30 months (30, 1)
     unconfirmed: str = ""                       # "provisional", "differential" or "unconfirmed": not confirmed
+    recorded_until: Day | None = None           # the latest day a recordedDate `2019` or `2019-03` may mean
+
+    @property
+    def latest_recorded(self) -> Day | None:
+        return self.recorded if self.recorded_until is None else self.recorded_until
 
     @property
     def noted(self) -> Day:
@@ -784,7 +790,7 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
     if not concepts or _skipped(r):
         return False
     onset = day_range(r.get("onsetDateTime")) or day_range((r.get("onsetPeriod") or {}).get("start"))
-    recorded = day(r.get("recordedDate"))
+    recorded, recorded_until = day_range(r.get("recordedDate")) or (None, None)
     if "relapse" in concepts:
         when = (onset or (recorded, recorded))[0]
         if when is None:
@@ -799,8 +805,8 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
         index.problems.append(Problem(where, f"{age}: the onset is taken as unknown"))
         age = None
     doubt = _codes(r.get("verificationStatus")) & _UNCONFIRMED
-    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age,
-                                  min(doubt) if doubt else ""))
+    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age, min(doubt) if doubt else "",
+                                  recorded_until if recorded_until != recorded else None))
     return True
 
 
