@@ -167,7 +167,8 @@ class PatientData:
     birth: tuple[Day, Day] | None = None        # earliest and latest possible birth day
     birth_text: str | None = None
     gender: str | None = None
-    deceased: Day | bool = False                # the day of death, True when only known to have died
+    deceased: tuple[Day, Day] | bool = False    # the days death may be on (`2025-06`), True when only known to
+    deceased_text: str | None = None            # have died; and a deceasedDateTime that is not a date
     where: str = ""                             # where the Patient resource was read (`file:line`, `Type/id`)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
@@ -198,12 +199,25 @@ class PatientData:
         return bool(self.where)
 
     def deceased_by(self, as_of: dt.date) -> str | None:
-        """Why the patient is not screened at `as_of`: "deceased (on <date>)"; None while alive then."""
+        """Why the patient is not screened at `as_of`: "deceased (on <date>)"; None while alive then. A death
+        recorded as a month or year that may be either side of `as_of` counts (no invitation for the dead).
+
+        >>> [PatientData("p1", deceased=day_range(d)).deceased_by(dt.date(2025, 6, 1)) for d in ("2025-05", "2025-06",
+        ...                                                                                      "2030", "2025-06-02")]
+        ['deceased in 2025-05', 'deceased in 2025-06, perhaps after 2025-06-01', None, None]
+        """
         died = self.deceased
         if died is True:
-            return "deceased"
-        if died and died <= as_of.toordinal():
-            return f"deceased on {dt.date.fromordinal(died).isoformat()}"
+            text = self.deceased_text
+            return "deceased" if text is None else f"deceased (deceasedDateTime {text!r} is not a FHIR date)"
+        if not died:
+            return None
+        first, last = died
+        today = as_of.toordinal()
+        if last <= today:
+            return f"deceased {'on' if first == last else 'in'} {days_text(first, last)}"
+        if first <= today:
+            return f"deceased in {days_text(first, last)}, perhaps after {as_of.isoformat()}"
         return None
 
     def impossible_birth(self, as_of: dt.date) -> str | None:
@@ -726,7 +740,13 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     if p.birth_text and p.birth is None:
         index.problems.append(Problem(where, f"birthDate {p.birth_text!r} is not a FHIR date"))
     died = r.get("deceasedDateTime")
-    p.deceased = r.get("deceasedBoolean") is True or (died is not None and (day(died) or True))
+    days = day_range(died)
+    if days is not None:
+        p.deceased = days
+    elif died is not None:                  # dead, when not known: not screened, and the text reported
+        p.deceased, p.deceased_text = True, str(died)
+    else:
+        p.deceased = r.get("deceasedBoolean") is True
     return True
 
 
