@@ -697,6 +697,22 @@ def test_a_request_with_several_dosage_instructions_spans_the_earliest_start_to_
     assert found.value == 900 and f"fingolimod {chart.ago(900)} to {chart.ago(0)}" in found.detail
 
 
+def test_a_medication_reference_not_resolved_is_reported_and_a_display_names_the_drug():
+    chart = Chart()
+    for reference in ({"reference": "#gone"}, {"reference": "med1"}, {"display": "Gilenya 0.5 mg"}):
+        record = chart.med("fingolimod", start=200)
+        del record["medicationCodeableConcept"]
+        record["medicationReference"] = reference
+    chart.resources[-2]["contained"] = [{"resourceType": "Medication", "id": "med1", "code": Chart.code("fingolimod")}]
+    assert [str(p) for p in index_resources(chart.resources).problems] == [
+        "MedicationStatement/p1-medicationstatement-1: its medication #gone is not among its contained resources: "
+        "the drug is not known",
+        "MedicationStatement/p1-medicationstatement-2: its medicationReference 'med1' is neither '#<contained id>' "
+        "nor Medication/<id>: the drug is not known"]
+    found = chart.fact("therapy", "fingolimod", "0 d")
+    assert found.value is True and found.evidence == ("MedicationStatement/p1-medicationstatement-3",)
+
+
 def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():
     assert Chart().fact("therapy", "corticosteroids", "30 d").value is None
     chart = Chart()

@@ -16,8 +16,8 @@ so the facts never walk FHIR JSON again. What real EHRs send is accepted:
   is not known (`_missed`), so the common path does no extra work;
 - therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm
   (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
-  or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
-  text or display as a last resort;
+  or R5 `medication` (a CodeableReference); a Medication referenced, contained or not (one not found is
+  reported); the drug name in the text or display as a last resort, a reference's display too;
 - MS onset as onsetDateTime, onsetPeriod or onsetAge (years or months); an active MedicationStatement without
   effective[x] counts from its dateAsserted; a MedicationRequest with several dosage instructions from the
   earliest start of their boundsPeriods to the latest end (`_bounds`); a therapy that ends before it starts is
@@ -946,14 +946,21 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
     if isinstance(codeable_reference, dict):
         concepts = concepts or drug_concepts(codeable_reference.get("concept"))
         reference = reference or codeable_reference.get("reference")
-    if not concepts:
-        target = reference.get("reference") if isinstance(reference, dict) else None
+    if not concepts and isinstance(reference, dict):
+        target = reference.get("reference")
         if isinstance(target, str) and target.startswith("#"):
-            for contained in r.get("contained") or ():
-                if isinstance(contained, dict) and contained.get("id") == target[1:]:
-                    concepts = drug_concepts(contained.get("code"))
+            found = [c for c in r.get("contained") or () if isinstance(c, dict) and c.get("id") == target[1:]]
+            if not found:
+                index.problems.append(Problem(where, f"its medication {target} is not among its contained resources: "
+                                                     "the drug is not known"))
+            concepts = drug_concepts(found[-1].get("code")) if found else _NONE
         elif isinstance(target, str) and "Medication/" in target:
             concepts = frozenset({"Medication/" + target.rsplit("Medication/", 1)[1].split("/")[0]})
+        elif target is not None:
+            index.problems.append(Problem(where, f"its medicationReference {target!r} is neither '#<contained id>' "
+                                                 "nor Medication/<id>: the drug is not known"))
+        elif isinstance(reference.get("display"), str):         # only a display: the drug by its name
+            concepts = drug_concepts({"text": reference["display"]})
     if not concepts:
         p.unrecognised_medications += 1
         return False
