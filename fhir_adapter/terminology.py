@@ -8,6 +8,8 @@
 True
 >>> concept_of("http://hl7.org/fhir/sid/icd-10-cm", "C50.911")          # in the group C (malignant neoplasms)
 'malignancy'
+>>> concept_of("urn:oid:2.16.840.1.113883.6.90", "g35.a ")              # its OID, lower case, a space
+'rrms'
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ class Terminology:
     index: dict[tuple[str, str], str]
     groups: dict[str, dict[str, str]]           # system -> group code (no dots) -> concept
     labels: dict[str, str]                      # value set -> its words in reasons and texts
+    aliases: dict[str, str]                     # another name of a system (`system-aliases`) -> its URL
+    upper_case: frozenset[str]                  # the systems whose codes are upper case
+
+    def normalised(self, system_url: Any, code: Any) -> tuple[Any, Any]:
+        """A coding as `systems` and the concepts write it: the system's URL for another name of it or with a
+        trailing slash, the code without spaces around it, in upper case in a system of upper-case codes."""
+        if isinstance(system_url, str):
+            system_url = system_url.strip().rstrip("/")
+            system_url = self.aliases.get(system_url, system_url)
+        if isinstance(code, str):
+            code = code.strip()
+            if system_url in self.upper_case:
+                code = code.upper()
+        return system_url, code
 
     def group_of(self, system_url: str, code: str) -> str | None:
         """The concept of the narrowest group a code belongs to (`C50.911` is under `C`), or None."""
@@ -130,7 +146,17 @@ def load() -> Terminology:
         valuesets[name] = tuple(members_)
         display = spec.get("display") if isinstance(spec, dict) else None
         labels[name] = str(display) if display else name.replace("-", " ")
-    return Terminology(systems, concepts, valuesets, index, groups, labels)
+    aliases = {}
+    for alias, others in (data.get("system-aliases") or {}).items():
+        if alias not in systems or not isinstance(others, list):
+            raise ValueError(f"{SOURCE}: system-aliases: {alias!r} must be a system alias with a list of its other "
+                             f"names, got {others!r}")
+        aliases.update(dict.fromkeys(others, systems[alias]))
+    upper = data.get("upper-case-codes") or []
+    if not all(alias in systems for alias in upper):
+        raise ValueError(f"{SOURCE}: upper-case-codes must list system aliases, got {upper!r}")
+    return Terminology(systems, concepts, valuesets, index, groups, labels, aliases,
+                       frozenset(systems[alias] for alias in upper))
 
 
 _HIERARCHICAL = ("icd10", "icd10cm", "icd10gm", "atc")
@@ -168,9 +194,13 @@ def codeable_concept(name: str, text: str | None = None) -> dict[str, Any]:
 
 
 def concept_of(system_url: str, code: str) -> str | None:
-    """The concept a (system, code) stands for, or None: its own code first, else the narrowest group."""
+    """The concept a (system, code) stands for, or None: its own code first, else the narrowest group; an
+    unknown one as `Terminology.normalised` writes it (`urn:oid:2.16.840.1.113883.6.90`, `g35.a `)."""
     data = load()
     found = data.index.get((system_url, code))
+    if found is None:
+        system_url, code = data.normalised(system_url, code)
+        found = data.index.get((system_url, code))
     return found if found is not None else data.group_of(system_url, code)
 
 

@@ -198,6 +198,38 @@ def test_icd10cm_codes_without_their_dot(code, subtype):
     assert chart.fact("ms-subtype").value == subtype
 
 
+@pytest.mark.parametrize(("system", "code"), [
+    ("urn:oid:2.16.840.1.113883.6.96", "426373005"),            # SNOMED's OID
+    ("http://snomed.info/sct/", "426373005"),                   # a trailing slash
+    ("http://fhir.de/CodeSystem/dimdi/icd-10-gm", "G35.1"),     # the older German URL
+    ("urn:oid:2.16.840.1.113883.6.90", "G35.A"),                # ICD-10-CM's OID
+    (ICD10CM, "g35.a"), (ICD10CM, "G35.A "), (ICD10CM, " g35a"),
+])
+def test_ms_course_from_other_names_of_a_system_and_untidy_codes(system, code):
+    chart = Chart()                       # another Condition closes the world: a code not read would be "no MS"
+    chart.condition(system=system, code=code, onset="2018-01-01")
+    chart.condition("major-depression", onset="2020-01-01")
+    assert chart.fact("ms-subtype").value == "rrms"
+
+
+@pytest.mark.parametrize(("system", "code"), [
+    ("http://fhir.de/CodeSystem/bfarm/atc", "L04AE01"), ("urn:oid:2.16.840.1.113883.6.73", "L04AE01"),
+    ("http://www.whocc.no/atc", "l04ae01"), ("http://www.whocc.no/atc", "L04AE01 "),
+])
+def test_a_drug_from_other_names_of_its_system_and_untidy_codes(system, code):
+    chart = Chart()
+    chart.med(system=system, code=code, start=200)
+    found = chart.fact("therapy", "fingolimod")      # not only the L04A group (other immunosuppressants)
+    assert found.value is True and "fingolimod" in found.detail
+
+
+def test_an_untidy_code_is_found_in_its_group():
+    chart = Chart()
+    chart.condition("rrms", onset="2018-01-01")
+    chart.condition(system="urn:oid:2.16.840.1.113883.6.90", code="c50.911 ", onset="2020-01-01")
+    assert chart.fact("condition", "malignancy").value is True
+
+
 @pytest.mark.parametrize("code", [("http://hl7.org/fhir/sid/icd-10", "G35"), (ICD10CM, "G35"), (ICD10CM, "G35.D"),
                                   (ICD10GM, "G35.9")])
 def test_ms_without_its_course_is_unknown(code):
@@ -407,6 +439,15 @@ def test_disease_duration_falls_back_to_the_diagnosis_date_and_handles_partial_o
     assert Chart().fact("disease-duration").value is None
 
 
+@pytest.mark.parametrize(("recorded", "years"), [("2019", 5), ("2019-03", 6), ("2019-03-04T10:00:00+01:00", 6)])
+def test_a_diagnosis_recorded_as_a_year_or_month_counts_from_its_latest_day(recorded, years):
+    chart = Chart()                                         # screened 2025-06-01: 2019-12-31 is 5 years before
+    chart.condition("rrms", recorded=recorded)
+    found = chart.fact("disease-duration")
+    assert (found.value, found.upper) == (years, float("inf")) and f"recorded {recorded[:10]} " in found.detail
+    assert chart.fact("ms-subtype").value == "rrms"
+
+
 # ------------------------------------------------------------------------------------------ EDSS
 
 def test_edss_lesion_and_relapse_codes_of_the_value_sets():
@@ -552,6 +593,18 @@ def test_relapse_severity_minimum_and_unknown_severity():
     assert chart.fact("relapse-count", "severe", "6 mo").value == 0
 
 
+@pytest.mark.parametrize(("text", "sure", "upper"), [
+    ("Severe relapse", 1, None), ("not severe", 0, 1), ("non-severe", 0, 1), ("mild-moderate", 0, 1),
+    ("mild to moderate", 0, 1), ("moderately severe", 0, 1), ("mild", 0, None),
+])
+def test_relapse_severity_in_words_names_one_severity_not_negated(text, sure, upper):
+    chart = Chart()
+    chart.edss(3.0, 10)
+    chart.relapse(100, as_condition=True)["severity"] = {"text": text}
+    found = chart.fact("relapse-count", "moderate", "12 mo")     # a negation or a range: maybe moderate
+    assert (found.value, found.upper) == (sure, upper)
+
+
 def test_without_follow_up_in_the_window_relapses_cannot_be_ruled_out():
     chart = Chart()
     chart.edss(3.0, 200)                                   # last seen before the 60-day window
@@ -562,6 +615,21 @@ def test_without_follow_up_in_the_window_relapses_cannot_be_ruled_out():
     recent = Chart()
     recent.relapse(20)                                     # a relapse seen is a relapse, follow-up or not
     assert recent.fact("relapse-count", window="60 d").value == 1
+
+
+@pytest.mark.parametrize("value", [
+    {"valueBoolean": False},
+    {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "373067005"}]}},            # No
+    {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA32-8"}]}},                # No
+])
+def test_a_relapse_observation_saying_no_is_no_relapse_but_a_follow_up(value):
+    chart = Chart()
+    chart.edss(3.0, 200)                                   # last EDSS before the 60-day window
+    chart.relapse(20).update(value)                        # a visit inside it: "relapse? no"
+    found = chart.fact("relapse-count", window="60 d")
+    assert (found.value, found.upper) == (0, None) and found.evidence == ("Observation/p1-observation-2",)
+    chart.relapse(10, "moderate")                          # a relapse that was one still counts
+    assert chart.fact("relapse-count", window="60 d").value == 1
 
 
 # ------------------------------------------------------------------------------------------ MRI
@@ -675,6 +743,46 @@ def test_therapy_by_reference_by_name_ongoing_and_unknown_end():
                 effectivePeriod={"start": unsure.ago(400)})
     found = unsure.fact("therapy", "immunosuppressants", "3 mo")
     assert found.value is None and "end not recorded" in found.detail
+
+
+def test_a_therapy_ending_before_it_starts_is_reported_and_taken_without_its_dates():
+    chart = Chart()
+    chart.med("fingolimod", start=30, end=800)            # from 2025-05-02 to 2023-03-24
+    problems = [str(p) for p in index_resources(chart.resources).problems]
+    assert problems == ["MedicationStatement/p1-medicationstatement-1: MedicationStatement of fingolimod ends "
+                        "(2023-03-24) before it starts (2025-05-02): its dates are not used"]
+    for window in ("6 mo", "0 d"):                         # neither a recent start nor an old end decides
+        found = chart.fact("therapy", "fingolimod", window)
+        assert found.value is None and found.evidence == ("MedicationStatement/p1-medicationstatement-1",)
+
+
+def test_a_request_with_several_dosage_instructions_spans_the_earliest_start_to_the_latest_end():
+    chart = Chart()
+    request = chart.med("fingolimod", start=900, end=100, kind="MedicationRequest")
+    request["dosageInstruction"].append({"timing": {"repeat": {"boundsPeriod": {"start": chart.ago(300),
+                                                                                "end": chart.ago(200)}}}})
+    found = chart.fact("therapy", "fingolimod", "4 mo")    # the first instruction's end, 100 days ago, counts
+    assert found.value is True and f"from {chart.ago(900)} to {chart.ago(100)}" in found.detail
+    request["status"] = "active"
+    request["dosageInstruction"][1]["timing"]["repeat"]["boundsPeriod"] = {"start": chart.ago(50)}   # open
+    found = chart.fact("therapy-duration", "fingolimod")
+    assert found.value == 900 and f"fingolimod {chart.ago(900)} to {chart.ago(0)}" in found.detail
+
+
+def test_a_medication_reference_not_resolved_is_reported_and_a_display_names_the_drug():
+    chart = Chart()
+    for reference in ({"reference": "#gone"}, {"reference": "med1"}, {"display": "Gilenya 0.5 mg"}):
+        record = chart.med("fingolimod", start=200)
+        del record["medicationCodeableConcept"]
+        record["medicationReference"] = reference
+    chart.resources[-2]["contained"] = [{"resourceType": "Medication", "id": "med1", "code": Chart.code("fingolimod")}]
+    assert [str(p) for p in index_resources(chart.resources).problems] == [
+        "MedicationStatement/p1-medicationstatement-1: its medication #gone is not among its contained resources: "
+        "the drug is not known",
+        "MedicationStatement/p1-medicationstatement-2: its medicationReference 'med1' is neither '#<contained id>' "
+        "nor Medication/<id>: the drug is not known"]
+    found = chart.fact("therapy", "fingolimod", "0 d")
+    assert found.value is True and found.evidence == ("MedicationStatement/p1-medicationstatement-3",)
 
 
 def test_no_medication_records_is_unknown_but_other_drugs_close_the_world():

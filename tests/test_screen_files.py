@@ -161,21 +161,29 @@ def test_what_patients_map_writes_is_screened_as_it_is(tmp_path, workers):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_dead_are_reported_not_screened(tmp_path, workers):
     """A patient who died on or before the screening date is no candidate: listed in problems.csv, no verdict."""
-    charts = [candidate(f"p{n}") for n in range(4)]
+    charts = [candidate(f"p{n}") for n in range(8)]
     charts[0].resources[0]["deceasedBoolean"] = True
     charts[1].resources[0]["deceasedDateTime"] = "2025-02-01"
     charts[2].resources[0]["deceasedDateTime"] = (AS_OF + dt.timedelta(days=30)).isoformat()   # alive at as-of
     charts[3].resources[0]["deceasedBoolean"] = False
+    charts[4].resources[0]["deceasedDateTime"] = "2030"           # a year after the screening date: alive then
+    charts[5].resources[0]["deceasedDateTime"] = "2025-05"
+    charts[6].resources[0]["deceasedDateTime"] = AS_OF.isoformat()[:7]     # its month: perhaps dead, not screened
+    charts[7].resources[0]["deceasedDateTime"] = "unknown"
     (tmp_path / "in").mkdir()
     write_by_type([r for chart in charts for r in chart.resources], tmp_path / "in")
     result = screen_files([tmp_path / "in"], [CMM_EM], tmp_path / "out", AS_OF, workers=workers)
     screened = {v["patient"] for v in json.loads((tmp_path / "out" / "screening.json").read_text())}
-    assert screened == {"Patient/p2", "Patient/p3"}
+    assert screened == {"Patient/p2", "Patient/p3", "Patient/p4"}
     patients = tmp_path / "in" / "Patient.ndjson"         # where each Patient was read, as for any problem
-    assert sorted(map(str, result.problems)) == [f"{patients}:1: Patient/p0 deceased: not screened",
-                                                 f"{patients}:2: Patient/p1 deceased on 2025-02-01: not screened"]
+    assert sorted(map(str, result.problems)) == [
+        f"{patients}:1: Patient/p0 deceased: not screened",
+        f"{patients}:2: Patient/p1 deceased on 2025-02-01: not screened",
+        f"{patients}:6: Patient/p5 deceased in 2025-05: not screened",
+        f"{patients}:7: Patient/p6 deceased in 2025-06, perhaps after 2025-06-01: not screened",
+        f"{patients}:8: Patient/p7 deceased (deceasedDateTime 'unknown' is not a FHIR date): not screened"]
     with (tmp_path / "out" / "problems.csv").open(newline="", encoding="utf-8") as f:
-        assert len(list(csv.reader(f))) == 3                # header and the two
+        assert len(list(csv.reader(f))) == 6                # header and the five
 
 
 @pytest.mark.parametrize("workers", [1, 2])

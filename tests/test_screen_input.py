@@ -222,6 +222,23 @@ def test_references_that_name_no_patient_say_what_they_name(tmp_path):
         f"{tmp_path / 'o.ndjson'}:3: Patient id 5 is not a string"]
 
 
+def test_a_reference_or_id_with_spaces_around_it_is_reported_not_a_second_patient(tmp_path):
+    chart = candidate("p1")
+    edss = [{"resourceType": "Observation", "id": f"o{n}", "code": Chart.code("edss"),
+             "effectiveDateTime": "2025-05-01", "valueQuantity": {"value": 4}, "subject": {"reference": ref}}
+            for n, ref in enumerate(["Patient/p1 ", " Patient/p1"])]
+    (tmp_path / "o.ndjson").write_bytes(ndjson([*chart.resources, *edss, {"resourceType": "Patient", "id": "p2 "}]))
+    index = load([tmp_path / "o.ndjson"])
+    assert sorted(index.patients) == ["p1"]
+    n = len(chart.resources)
+    assert list(map(str, index.problems)) == [
+        f"{tmp_path / 'o.ndjson'}:{n + 1}: Observation subject 'Patient/p1 ' is not a Patient/<id> reference "
+        "(spaces around it)",
+        f"{tmp_path / 'o.ndjson'}:{n + 2}: Observation subject ' Patient/p1' is not a Patient/<id> reference "
+        "(spaces around it)",
+        f"{tmp_path / 'o.ndjson'}:{n + 3}: Patient id 'p2 ' has spaces around it"]
+
+
 def test_problems_csv_is_in_file_and_line_order_for_any_number_of_workers(tmp_path):
     lines = []
     for n in range(12):

@@ -5,15 +5,24 @@ values as floats, a `Type/id` reference kept as evidence). Everything else in th
 so the facts never walk FHIR JSON again. What real EHRs send is accepted:
 
 - relapses as Observation or Condition (SNOMED 192929006), with severity from `Condition.severity`,
-  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe);
+  `Observation.valueCodeableConcept` or a `severity` component (mild / moderate / severe; in words only when
+  they name one, not negated: "not severe" or "mild-moderate" is an unknown severity); a relapse
+  Observation whose value says no (`valueBoolean: false`, "No", negative) is a visit that found no relapse:
+  not a relapse, but an MS follow-up record (`no_relapse`);
 - MS course as SNOMED, ICD-10, FY2026 ICD-10-CM subcodes or ICD-10-GM, ICD-10 codes with or without their dot
   (the most specific coding wins);
+- any code with its system named by an OID or older URL (`system-aliases` in terminology.yaml) or with a trailing
+  slash, with spaces around the code, an ICD-10 or ATC code in lower case: normalised when the code as written
+  is not known (`_missed`), so the common path does no extra work;
 - therapies as MedicationStatement, MedicationRequest or MedicationAdministration, coded in RxNorm
   (ingredient or product) or ATC (old and new codes); R4 `medicationCodeableConcept` / `medicationReference`
-  or R5 `medication` (a CodeableReference); a Medication referenced, contained or not; the drug name in the
-  text or display as a last resort;
+  or R5 `medication` (a CodeableReference); a Medication referenced, contained or not (one not found is
+  reported); the drug name in the text or display as a last resort, a reference's display too;
 - MS onset as onsetDateTime, onsetPeriod or onsetAge (years or months); an active MedicationStatement without
-  effective[x] counts from its dateAsserted;
+  effective[x] counts from its dateAsserted; a MedicationRequest with several dosage instructions from the
+  earliest start of their boundsPeriods to the latest end (`_bounds`); a therapy that ends before it starts is
+  reported and used without its dates (taken, when not known: a washout or current treatment is then unknown,
+  not decided by a wrong date);
 - EDSS as valueQuantity, valueInteger, a numeric valueString or valueDecimal (which neither R4 nor R5
   Observation defines, but some exports write); lesion counts as valueInteger or valueQuantity; labs by any
   LOINC code `mappings/terminology.yaml` accepts for the concept.
@@ -104,7 +113,8 @@ class Problem:
 
 @dataclass(slots=True)
 class Condition:
-    """A recorded condition: its concepts, onset (earliest, latest possible day), recorded day, status."""
+    """A recorded condition: its concepts, onset (earliest, latest possible day), recorded day (its earliest, for a
+    month or year: `recorded_until` its latest), status."""
 
     concepts: frozenset[str]
     onset: tuple[Day, Day] | None
@@ -115,6 +125,11 @@ class Condition:
     onset_age: tuple[int, int] | None = None    # onsetAge as (months, precision in months), until the birth
                                                 # date resolves it: 25 years is (300, 12), 30 months (30, 1)
     unconfirmed: str = ""                       # "provisional", "differential" or "unconfirmed": not confirmed
+    recorded_until: Day | None = None           # the latest day a recordedDate `2019` or `2019-03` may mean
+
+    @property
+    def latest_recorded(self) -> Day | None:
+        return self.recorded if self.recorded_until is None else self.recorded_until
 
     @property
     def noted(self) -> Day:
@@ -152,10 +167,12 @@ class PatientData:
     birth: tuple[Day, Day] | None = None        # earliest and latest possible birth day
     birth_text: str | None = None
     gender: str | None = None
-    deceased: Day | bool = False                # the day of death, True when only known to have died
+    deceased: tuple[Day, Day] | bool = False    # the days death may be on (`2025-06`), True when only known to
+    deceased_text: str | None = None            # have died; and a deceasedDateTime that is not a date
     where: str = ""                             # where the Patient resource was read (`file:line`, `Type/id`)
     conditions: list[Condition] = field(default_factory=list)
     relapses: list[tuple[Day, int | None, str]] = field(default_factory=list)   # (onset, severity rank, ref)
+    no_relapse: list[tuple[Day, bool, str]] = field(default_factory=list)      # relapse Observations saying no
     edss: list[tuple[Day, float, str]] = field(default_factory=list)
     gd_lesions: list[tuple[Day, float, str]] = field(default_factory=list)
     t2_lesions: list[tuple[Day, float, str]] = field(default_factory=list)
@@ -182,12 +199,25 @@ class PatientData:
         return bool(self.where)
 
     def deceased_by(self, as_of: dt.date) -> str | None:
-        """Why the patient is not screened at `as_of`: "deceased (on <date>)"; None while alive then."""
+        """Why the patient is not screened at `as_of`: "deceased (on <date>)"; None while alive then. A death
+        recorded as a month or year that may be either side of `as_of` counts (no invitation for the dead).
+
+        >>> [PatientData("p1", deceased=day_range(d)).deceased_by(dt.date(2025, 6, 1)) for d in ("2025-05", "2025-06",
+        ...                                                                                      "2030", "2025-06-02")]
+        ['deceased in 2025-05', 'deceased in 2025-06, perhaps after 2025-06-01', None, None]
+        """
         died = self.deceased
         if died is True:
-            return "deceased"
-        if died and died <= as_of.toordinal():
-            return f"deceased on {dt.date.fromordinal(died).isoformat()}"
+            text = self.deceased_text
+            return "deceased" if text is None else f"deceased (deceasedDateTime {text!r} is not a FHIR date)"
+        if not died:
+            return None
+        first, last = died
+        today = as_of.toordinal()
+        if last <= today:
+            return f"deceased {'on' if first == last else 'in'} {days_text(first, last)}"
+        if first <= today:
+            return f"deceased in {days_text(first, last)}, perhaps after {as_of.isoformat()}"
         return None
 
     def impossible_birth(self, as_of: dt.date) -> str | None:
@@ -215,7 +245,8 @@ class PatientData:
 
     def _dated(self) -> tuple[list[tuple[Day, Any, str]], ...]:
         """The lists of (day, value, reference) items."""
-        return (self.relapses, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy, self.lactation,
+        return (self.relapses, self.no_relapse, self.edss, self.gd_lesions, self.t2_lesions, self.pregnancy,
+                self.lactation,
                 *self.labs.values())
 
     def drop_before_birth(self) -> list[tuple[str, str]]:
@@ -428,7 +459,19 @@ def _reading_index() -> dict[tuple[str, str], str]:
 
 _INDEX = _reading_index()
 _TERMINOLOGY = terminology.load()
-_GROUPS = frozenset(_TERMINOLOGY.groups)         # systems with groups (ICD-10 categories, ATC groups)
+_MISSES: dict[tuple[Any, Any], str | None] = {}     # (system, code) not in _INDEX -> its concept, found once
+
+
+def _missed(key: tuple[Any, Any]) -> str | None:
+    """The concept of a coding not in `_INDEX` as written: as `Terminology.normalised` writes it (an OID or older
+    URL of the system, `g35.a`, `"L04AE01 "`), else by its narrowest group; remembered."""
+    system_url, code = _TERMINOLOGY.normalised(*key)
+    name = _INDEX.get((system_url, code))
+    if name is None:
+        name = _TERMINOLOGY.group_of(system_url, code)
+    if len(_MISSES) < 100_000:
+        _MISSES[key] = name
+    return name
 
 
 _NONE: frozenset[str] = frozenset()
@@ -445,8 +488,10 @@ def concepts_of(codeable: Any) -> frozenset[str]:
         if isinstance(coding, dict):
             key = (coding.get("system"), coding.get("code"))
             name = _INDEX.get(key)
-            if name is None and key[0] in _GROUPS:
-                name = _TERMINOLOGY.group_of(*key)
+            if name is None:
+                name = _MISSES.get(key, False)
+                if name is False:
+                    name = _missed(key)
             if name is not None:
                 if first is None:
                     first = name
@@ -529,9 +574,9 @@ def _qualitative(resource: dict[str, Any]) -> bool | None:
         return resource["valueBoolean"]
     for source in (resource.get("valueCodeableConcept"), *(resource.get("interpretation") or ())):
         found = concepts_of(source)
-        if "positive" in found:
+        if "positive" in found or "yes" in found:
             return True
-        if "negative" in found:
+        if "negative" in found or "no" in found:
             return False
         if isinstance(source, dict):
             words = [source.get("text")] + [c.get("display") or c.get("code") for c in source.get("coding") or ()
@@ -545,7 +590,17 @@ def _qualitative(resource: dict[str, Any]) -> bool | None:
     return None
 
 
+_SEVERITY_WORDS = re.compile(r"\b(?:(not?|non)[\s-]+)?(mild|moderate|severe)")
+
+
 def _severity(*sources: Any) -> int | None:
+    """The severity rank of a relapse from the first source that gives one, by code or in words. Words name one
+    severity or none: a negated one ("not severe", "non-severe") or a range ("mild-moderate", "moderately
+    severe") leaves it unknown, which a minimum severity counts as maybe.
+
+    >>> [_severity({"text": t}) for t in ("Severe", "not severe", "non-severe", "mild-moderate", "mild relapse")]
+    [3, None, None, None, 1]
+    """
     for source in sources:
         found = concepts_of(source) & SEVERITY_RANK.keys()
         if found:
@@ -553,10 +608,12 @@ def _severity(*sources: Any) -> int | None:
         if isinstance(source, dict):
             for word in [source.get("text")] + [c.get("display") for c in source.get("coding") or ()
                                                 if isinstance(c, dict)]:
-                if isinstance(word, str):
-                    for name, rank in SEVERITY_RANK.items():
-                        if name in word.lower():
-                            return rank
+                said = _SEVERITY_WORDS.findall(word.lower()) if isinstance(word, str) else None
+                if said:
+                    names = {name for _, name in said}
+                    if len(names) == 1 and not any(negated for negated, _ in said):
+                        return SEVERITY_RANK[names.pop()]
+                    return None
     return None
 
 
@@ -600,12 +657,6 @@ class PatientIndex:
     used: int = 0
     medications: dict[str, frozenset[str]] = field(default_factory=dict)   # Medication id -> drug concepts
 
-    def patient(self, pid: str) -> PatientData:
-        found = self.patients.get(pid)
-        if found is None:
-            found = self.patients[pid] = PatientData(pid)
-        return found
-
     def add(self, resource: dict[str, Any], where: str = "", pid: str | None = None, ref: str | None = None) -> None:
         """Reduce one resource into its patient's data (or record a problem); `pid` and `ref` (its `Type/id`)
         if already known.
@@ -624,6 +675,8 @@ class PatientIndex:
                                          f"{str(exc)[:200]})"))
 
     def _add(self, resource: dict[str, Any], where: str, pid: str | None, ref: str | None) -> None:
+        """A resource about a patient not met before whose id has spaces around it (`Patient/p1 `) is reported,
+        as one with a leading space is: a FHIR id has none, and it would be a second patient."""
         rtype = resource.get("resourceType")
         rid = resource.get("id")
         if rtype == "Medication":
@@ -639,7 +692,13 @@ class PatientIndex:
         if not pid:
             self.problems.append(Problem(where or ref, _why_no_patient(resource)))
             return
-        if handler(self, self.patient(pid), resource, ref, where or ref):
+        patient = self.patients.get(pid)
+        if patient is None:
+            if pid != pid.strip():              # `Patient/p1 `: not Patient/p1, and no id (FHIR ids have no spaces)
+                self.problems.append(Problem(where or ref, _why_no_patient(resource)))
+                return
+            patient = self.patients[pid] = PatientData(pid)
+        if handler(self, patient, resource, ref, where or ref):
             self.used += 1
 
     def finish(self) -> PatientIndex:
@@ -681,7 +740,13 @@ def _patient(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, w
     if p.birth_text and p.birth is None:
         index.problems.append(Problem(where, f"birthDate {p.birth_text!r} is not a FHIR date"))
     died = r.get("deceasedDateTime")
-    p.deceased = r.get("deceasedBoolean") is True or (died is not None and (day(died) or True))
+    days = day_range(died)
+    if days is not None:
+        p.deceased = days
+    elif died is not None:                  # dead, when not known: not screened, and the text reported
+        p.deceased, p.deceased_text = True, str(died)
+    else:
+        p.deceased = r.get("deceasedBoolean") is True
     return True
 
 
@@ -745,7 +810,7 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
     if not concepts or _skipped(r):
         return False
     onset = day_range(r.get("onsetDateTime")) or day_range((r.get("onsetPeriod") or {}).get("start"))
-    recorded = day(r.get("recordedDate"))
+    recorded, recorded_until = day_range(r.get("recordedDate")) or (None, None)
     if "relapse" in concepts:
         when = (onset or (recorded, recorded))[0]
         if when is None:
@@ -760,8 +825,8 @@ def _condition(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str,
         index.problems.append(Problem(where, f"{age}: the onset is taken as unknown"))
         age = None
     doubt = _codes(r.get("verificationStatus")) & _UNCONFIRMED
-    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age,
-                                  min(doubt) if doubt else ""))
+    p.conditions.append(Condition(concepts, onset, recorded, abated, active, ref, age, min(doubt) if doubt else "",
+                                  recorded_until if recorded_until != recorded else None))
     return True
 
 
@@ -776,6 +841,9 @@ def _observation(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: st
         return False
     p.observations += 1
     if name == "relapse":
+        if _qualitative(r) is False:                    # "relapse: no", asked at a visit
+            p.no_relapse.append((when, False, ref))
+            return True
         components = [c.get("valueCodeableConcept") for c in r.get("component") or () if isinstance(c, dict)]
         p.relapses.append((when, _severity(r.get("valueCodeableConcept"), *components), ref))
         return True
@@ -878,26 +946,31 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
     if isinstance(codeable_reference, dict):
         concepts = concepts or drug_concepts(codeable_reference.get("concept"))
         reference = reference or codeable_reference.get("reference")
-    if not concepts:
-        target = reference.get("reference") if isinstance(reference, dict) else None
+    if not concepts and isinstance(reference, dict):
+        target = reference.get("reference")
         if isinstance(target, str) and target.startswith("#"):
-            for contained in r.get("contained") or ():
-                if isinstance(contained, dict) and contained.get("id") == target[1:]:
-                    concepts = drug_concepts(contained.get("code"))
+            found = [c for c in r.get("contained") or () if isinstance(c, dict) and c.get("id") == target[1:]]
+            if not found:
+                index.problems.append(Problem(where, f"its medication {target} is not among its contained resources: "
+                                                     "the drug is not known"))
+            concepts = drug_concepts(found[-1].get("code")) if found else _NONE
         elif isinstance(target, str) and "Medication/" in target:
             concepts = frozenset({"Medication/" + target.rsplit("Medication/", 1)[1].split("/")[0]})
+        elif target is not None:
+            index.problems.append(Problem(where, f"its medicationReference {target!r} is neither '#<contained id>' "
+                                                 "nor Medication/<id>: the drug is not known"))
+        elif isinstance(reference.get("display"), str):         # only a display: the drug by its name
+            concepts = drug_concepts({"text": reference["display"]})
     if not concepts:
         p.unrecognised_medications += 1
         return False
     rtype = r["resourceType"]
     status = r.get("status")
     if rtype == "MedicationRequest":
-        bounds: dict[str, Any] = {}
-        for dosage in r.get("dosageInstruction") or ():
-            bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or bounds
+        first, last = _bounds(r.get("dosageInstruction") or ())
         validity = (r.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        starts = _span(bounds.get("start"), validity.get("start"), r.get("authoredOn"))
-        ends = _span(bounds.get("end"), validity.get("end"))
+        starts = _span(first, validity.get("start"), r.get("authoredOn"))
+        ends = _span(last, validity.get("end"))
     elif rtype == "MedicationAdministration":
         given = _effective(r, "effectiveDateTime", "effectivePeriod", "occurenceDateTime", "occurencePeriod",
                            "occurrenceDateTime")
@@ -913,6 +986,12 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         if starts is None and ends is None and status == "active":
             asserted = day(r.get("dateAsserted"))      # no effective[x]: taken on the day it was asserted
             starts = (asserted, asserted) if asserted is not None else None
+    if starts and ends and ends[1] < starts[0]:     # a wrong date, which one unknown: taken, but not known when
+        index.problems.append(Problem(where, f"{rtype} of {', '.join(sorted(concepts))} ends "
+                                             f"({days_text(*ends)}) before it starts ({days_text(*starts)}): "
+                                             "its dates are not used"))
+        p.exposures.append(Exposure(concepts, None, END_UNKNOWN, ref))
+        return True
     if starts and ends:                 # a month or year of one that the other's day narrows: not after the end,
         starts = (starts[0], min(starts[1], max(ends[1], starts[0])))           # not before the start
         ends = (min(max(ends[0], starts[0]), ends[1]), ends[1])
@@ -926,6 +1005,23 @@ def _medication(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str
         end = ONGOING if status in ("active", "intended", "on-hold", "recorded", None) else END_UNKNOWN
     p.exposures.append(Exposure(concepts, start, end, ref, end_from, start_until))
     return True
+
+
+def _bounds(dosages: Iterable[Any]) -> tuple[Any, Any]:
+    """The start and end of the boundsPeriods of a MedicationRequest's dosage instructions (a dose changed, a
+    course split in steps): the earliest start and the latest end, no end while one of them is open.
+
+    >>> _bounds([{"timing": {"repeat": {"boundsPeriod": {"start": "2023-01-05", "end": "2024-02"}}}},
+    ...          {"timing": {"repeat": {"boundsPeriod": {"start": "2022", "end": "2023-06-30"}}}}])
+    ('2022', '2024-02')
+    """
+    periods = [((d.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {} for d in dosages]
+    periods = [b for b in periods if b]
+    if len(periods) < 2:
+        return (periods[0].get("start"), periods[0].get("end")) if periods else (None, None)
+    starts = [(found[0], text) for text in (b.get("start") for b in periods) if (found := day_range(text))]
+    ends = [(found[1], text) for text in (b.get("end") for b in periods) if (found := day_range(text))]
+    return min(starts)[1] if starts else None, max(ends)[1] if len(ends) == len(periods) else None
 
 
 def _procedure(index: PatientIndex, p: PatientData, r: dict[str, Any], ref: str, where: str) -> bool:
@@ -964,13 +1060,17 @@ def _why_no_patient(resource: dict[str, Any]) -> str:
     rtype = resource.get("resourceType")
     if rtype == "Patient":
         found = resource.get("id")
-        return "Patient without an id" if found in (None, "") else f"Patient id {found!r} is not a string"
+        if found in (None, ""):
+            return "Patient without an id"
+        return f"Patient id {found!r} has spaces around it" if isinstance(found, str) else \
+            f"Patient id {found!r} is not a string"
     for name in ("subject", "patient"):
         ref = resource.get(name)
         target = ref.get("reference") if isinstance(ref, dict) else None
         if isinstance(target, str):
             found = "a Patient's fullUrl in its Bundle" if target.startswith("urn:") else "a Patient/<id> reference"
-            return f"{rtype} {name} {target!r} is not {found}"
+            spaces = " (spaces around it)" if target != target.strip() else ""
+            return f"{rtype} {name} {target!r} is not {found}{spaces}"
     return f"{rtype} without a subject or patient reference"
 
 

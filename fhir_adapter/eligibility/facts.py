@@ -16,7 +16,8 @@ Closed or open world, fact by fact (what absence of data means):
   fail) when the patient has Conditions but no MS at all.
 - disease-duration: whole years (like age) from the earliest MS onset (onsetDateTime, onsetPeriod, or onsetAge
   in years with the birth date), else at least the years since the diagnosis was first recorded (a record can
-  be younger than the disease: "2 to 10 years" is then not-met above 10, unknown below); unknown without either.
+  be younger than the disease: "2 to 10 years" is then not-met above 10, unknown below; a record dated by its
+  month or year counts from its latest day); unknown without either.
 - edss: the latest EDSS (inside the window when given); unknown without one.
 - edss-progression: the latest EDSS in the window against the earliest one before it in the window; met
   when it rose by 1.0 (latest <= 5.0) or 0.5 (latest >= 5.5). Unknown with fewer than two EDSS in the window.
@@ -24,8 +25,8 @@ Closed or open world, fact by fact (what absence of data means):
   after a relapse's first record counting as that relapse (one that began before the window and was recorded
   again inside it is not in the window); `subject` is a minimum severity (mild, moderate, severe), and a relapse
   without severity then counts as maybe. Relapses are recorded at MS visits, so the count is closed only when
-  the patient has an MS follow-up record (EDSS, MRI lesion count or relapse) on or after the window start;
-  otherwise it is a lower bound ("at least n").
+  the patient has an MS follow-up record (EDSS, MRI lesion count, relapse, or a relapse Observation saying no:
+  not a relapse) on or after the window start; otherwise it is a lower bound ("at least n").
 - gd-lesion-count, new-t2-lesion-count: the most lesions on one MRI inside the window (the latest MRI
   without a window); unknown without an MRI there: the MRI may simply not have been done.
 - csf-oligoclonal-bands: the latest CSF result; unknown without one.
@@ -339,7 +340,7 @@ def disease_duration(patient: PatientData, subject: str | None, window: Window |
         if c.onset and c.onset[0] <= clock.as_of and (onset is None or c.onset[0] < onset[0][0]):
             onset = (c.onset, c.ref)
         if c.recorded and c.recorded <= clock.as_of and (recorded is None or c.recorded < recorded[0]):
-            recorded = (c.recorded, c.ref)
+            recorded = (c.recorded, c.latest_recorded, c.ref)
     if onset is not None:
         (first, last), ref = onset
         shortest = whole_years(min(last, clock.as_of), clock.as_of)
@@ -349,9 +350,9 @@ def disease_duration(patient: PatientData, subject: str | None, window: Window |
         return Fact(float(shortest), (ref,), f"MS onset between {clock.date(first)} and {clock.date(last)}: "
                     f"{shortest} to {longest} years", upper=float(longest))
     if recorded is not None:
-        when, ref = recorded
-        years = whole_years(when, clock.as_of)        # the diagnosis may be older than its record: a lower bound
-        return Fact(float(years), (ref,), f"MS diagnosis recorded {clock.date(when)} (no onset date): at least "
+        when, latest, ref = recorded                  # the diagnosis may be older than its record: a lower bound,
+        years = whole_years(min(latest, clock.as_of), clock.as_of)     # from the latest day a `2019` may mean
+        return Fact(float(years), (ref,), f"MS diagnosis recorded {clock.span(when, latest)} (no onset date): at least "
                     f"{years} years", upper=INFINITY)
     return Fact(None, (), "no MS onset or diagnosis date recorded")
 
@@ -447,9 +448,10 @@ def _progression_of_days(first: list[tuple], last: list[tuple], clock: Clock) ->
 # ------------------------------------------------------------------------------------------ relapses, MRI
 
 def _last_follow_up(patient: PatientData, clock: Clock) -> tuple[Day, str] | None:
-    """The latest MS follow-up record (EDSS, MRI lesion count, relapse) up to the screening date: (day, ref)."""
+    """The latest MS follow-up record (EDSS, MRI lesion count, relapse, a visit's "no relapse") up to the screening
+    date: (day, ref)."""
     latest = None
-    for items in (patient.edss, patient.gd_lesions, patient.t2_lesions, patient.relapses):
+    for items in (patient.edss, patient.gd_lesions, patient.t2_lesions, patient.relapses, patient.no_relapse):
         found = _upto(items, clock)
         if found and (latest is None or found[-1][0] > latest[0]):
             latest = (found[-1][0], found[-1][-1])
@@ -822,7 +824,7 @@ def procedure(patient: PatientData, subject: str | None, window: Window | None, 
             continue
         if c.onset and c.onset[0] >= start_of_window:
             done.append((c.onset[0], c.ref))
-        elif (c.onset[1] if c.onset else c.recorded or start_of_window) >= start_of_window:
+        elif (c.onset[1] if c.onset else c.latest_recorded or start_of_window) >= start_of_window:
             undated.append(c.ref)       # may be either side of the window's start
     if not done and not undated and not patient.procedure_records:
         return Fact(None, (), f"no Procedure recorded for the patient (the extract may hold none), so {label} "
