@@ -188,6 +188,8 @@ class PatientData:
     medication_records: int = 0                 # therapy resources read, recognised or not
     unrecognised_medications: int = 0           # of these, drugs known by no code or name in terminology.yaml
     observations: int = 0
+    #: facts' memo for every relapse window: (screening day, relapses merged into episodes, latest follow-up)
+    relapse_history: tuple[Day, list[list[tuple]], tuple[Day, str] | None] | None = None
 
     @property
     def reference(self) -> str:

@@ -458,17 +458,27 @@ def _last_follow_up(patient: PatientData, clock: Clock) -> tuple[Day, str] | Non
     return latest
 
 
+def _relapse_history(patient: PatientData, clock: Clock) -> tuple[list[list[tuple]], tuple[Day, str] | None]:
+    """The patient's relapses up to the screening date merged into episodes (a record less than 30 days after an
+    episode's first is of it), and the latest MS follow-up: worked out once for every relapse window."""
+    memo = patient.relapse_history
+    if memo is None or memo[0] != clock.as_of:
+        episodes: list[list[tuple]] = []
+        for item in _upto(patient.relapses, clock):
+            if episodes and item[0] - episodes[-1][0][0] < SAME_RELAPSE:
+                episodes[-1].append(item)
+            else:
+                episodes.append([item])
+        memo = patient.relapse_history = (clock.as_of, episodes, _last_follow_up(patient, clock))
+    return memo[1], memo[2]
+
+
 @evaluator("relapse-count")
 def relapse_count(patient: PatientData, subject: str | None, window: Window | None, clock: Clock) -> Fact:
     minimum = SEVERITY_RANK.get(subject or "", 0)
     if subject and not minimum:
         raise KeyError(f"relapse-count subject {subject!r}: use a minimum severity ({', '.join(SEVERITY_RANK)})")
-    episodes: list[list[tuple]] = []
-    for item in _upto(patient.relapses, clock):     # one relapse per 30 days: a later record of it merges into it
-        if episodes and item[0] - episodes[-1][0][0] < SAME_RELAPSE:
-            episodes[-1].append(item)
-        else:
-            episodes.append([item])
+    episodes, follow_up = _relapse_history(patient, clock)
     start = clock.since(window)
     counted = [e for e in episodes if e[0][0] >= start]        # a relapse is in the window by its onset
     begun = [e for e in episodes if e[0][0] < start <= e[-1][0]] if window is not None else []
@@ -483,12 +493,11 @@ def relapse_count(patient: PatientData, subject: str | None, window: Window | No
         evidence.extend(r[2] for r in records)
     kind = f"{subject} or worse relapse" if minimum else "relapse"
     where = clock.window_text(window)
-    follow_up = _last_follow_up(patient, clock)
     latest = follow_up[0] if follow_up else None
     if latest is None:
         return Fact(float(sure), tuple(evidence), f"{sure} {kind}(s) recorded {where}, but no MS follow-up "
                     "(EDSS, MRI, relapse) is recorded, so relapses cannot be ruled out", upper=INFINITY)
-    if latest < clock.since(window):
+    if latest < start:
         return Fact(float(sure), tuple(evidence), f"{sure} {kind}(s) recorded {where}; the last MS follow-up was on "
                     f"{clock.date(latest)}, before the window, so later relapses may be missing", upper=INFINITY)
     upper = float(sure + maybe) if maybe else None
