@@ -135,11 +135,15 @@ def test_patient_data_searches_each_type_without_everything():
                                                      searchable("Condition", "subject")))
     responses.get(f"{BASE}/Patient/1", json={"resourceType": "Patient", "id": "1"})
     responses.get(f"{BASE}/Observation", json=page([obs(1)]),
-                  match=[matchers.query_param_matcher({"patient": "Patient/1"})])
+                  match=[matchers.query_param_matcher({"patient": "Patient/1", "_count": "200"})])
     responses.get(f"{BASE}/Condition", json=page([{"resourceType": "Condition", "id": "c1"}]),
-                  match=[matchers.query_param_matcher({"subject": "Patient/1"})])
+                  match=[matchers.query_param_matcher({"subject": "Patient/1", "_count": "200"})])
     data = FhirClient(BASE).patient_data("1", types=["Condition", "Observation", "MedicationStatement"])
     assert sorted(r["id"] for r in data) == ["1", "c1", "o1"]  # MedicationStatement: not on this server at all
+    reads = [c.request.url for c in responses.calls if c.request.url.startswith(f"{BASE}/Patient/")]
+    data = FhirClient(BASE).patient_data("1", types=["Observation"], patient={"resourceType": "Patient", "id": "1"})
+    assert sorted(r["id"] for r in data) == ["1", "o1"]
+    assert [c.request.url for c in responses.calls if c.request.url.startswith(f"{BASE}/Patient/")] == reads
 
 
 @responses.activate

@@ -28,6 +28,8 @@ FHIR_JSON = "application/fhir+json"
 #: What screening reads about one patient when the server has no `$everything`.
 SCREENING_TYPES = ("Condition", "Observation", "MedicationStatement", "MedicationRequest",
                    "MedicationAdministration", "Procedure", "AllergyIntolerance")
+#: Page size of the searches by patient (a server's default may be 20: an Observation-rich chart takes pages).
+PATIENT_PAGE = 200
 
 
 class FhirClient:
@@ -203,9 +205,11 @@ class FhirClient:
                 elif mode == "outcome" and resource:
                     log.warning("search %s: %s", rtype, resource.get("issue"))
 
-    def patient_data(self, patient_id: str, types: Iterable[str] = SCREENING_TYPES) -> list[dict[str, Any]]:
+    def patient_data(self, patient_id: str, types: Iterable[str] = SCREENING_TYPES,
+                     patient: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """The Patient and its resources of the given types: `Patient/[id]/$everything` where the server
-        declares it, else a search per type by `patient` (or `subject`)."""
+        declares it, else a search per type by `patient` (or `subject`), pages of `PATIENT_PAGE`. `patient`: the Patient
+        resource when the caller has just read it (not read again)."""
         wanted = {"Patient", *types}
         caps = self.capabilities()
         if caps.has_operation("Patient", "everything"):
@@ -217,12 +221,12 @@ class FhirClient:
                 following = next((x.get("url") for x in page.get("link") or [] if x.get("relation") == "next"), None)
                 page = self.get_bundle(following) if following else None
             return found
-        found = [self.read("Patient", patient_id)]
+        found = [patient if patient is not None else self.read("Patient", patient_id)]
         for rtype in types:
             if caps.searchable(rtype, "patient"):
-                found += self.search(rtype, patient=f"Patient/{patient_id}")
+                found += self.search(rtype, patient=f"Patient/{patient_id}", _count=PATIENT_PAGE)
             elif caps.searchable(rtype, "subject"):
-                found += self.search(rtype, subject=f"Patient/{patient_id}")
+                found += self.search(rtype, subject=f"Patient/{patient_id}", _count=PATIENT_PAGE)
             elif rtype in caps.resources:
                 raise CapabilityError(f"{self.base_url} cannot search {rtype} by patient or subject")
         return found

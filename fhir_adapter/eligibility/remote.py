@@ -50,7 +50,7 @@ def load_patients(client: FhirClient, types: Sequence[str] = SCREENING_TYPES, pe
     index = PatientIndex()
     if per_patient:
         for patient in client.search("Patient", {"_count": PAGE}):
-            for resource in client.patient_data(str(patient.get("id")), types):
+            for resource in client.patient_data(str(patient.get("id")), types, patient):
                 index.add(resource, f"{resource.get('resourceType')}/{resource.get('id')}")
     else:
         for resource in client.search("Patient", {"_count": PAGE}):
